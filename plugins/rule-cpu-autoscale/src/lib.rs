@@ -1,0 +1,365 @@
+//! `rule-cpu-autoscale`: the seed scenario's rule.
+//!
+//! - `HighCPU` firing → open an incident for the service, ensure
+//!   `max_replicas` (default 2), notify.
+//! - `LowCPU` firing, or `HighCPU` resolved → ensure `min_replicas`
+//!   (default 1); a resolved `HighCPU` also resolves the incident.
+//! - A failed scale-out → compensate with `min_replicas` and mark the
+//!   incident failed; a completed one resolves it.
+//! - Cooldown: after a scale-out, further scaling of the same service is
+//!   suppressed for `cooldown_secs` (default 300), so a flapping alert does
+//!   not cause a storm of actions. The timestamp lives in plugin state.
+//!
+//! Config (manifest `[config]`): `service_label` (default `service`),
+//! `min_replicas`, `max_replicas`, `cooldown_secs`, `action`
+//! (default `action-docker-scale`), `channels` (comma-separated notifier
+//! names, default `notifier-log`).
+
+use eventpulse_sdk::{
+    ALERT_RAISED, ActionOutcome, ActionRequest, AlertStatus, Context, Decision, Error, Event,
+    IncidentOpen, IncidentStatus, NotificationRequest, Rule, Severity, Subscription,
+};
+
+/// The rule; stateless between invocations (state lives in the host).
+#[derive(Default)]
+pub struct CpuAutoscale;
+
+/// Settings read from the manifest's `[config]`, with defaults.
+struct Settings {
+    service_label: String,
+    min_replicas: u64,
+    max_replicas: u64,
+    cooldown_ms: u64,
+    action: String,
+    channels: Vec<String>,
+}
+
+impl Settings {
+    fn load(cx: &Context<'_>) -> Result<Settings, Error> {
+        let num = |key: &str, default: u64| -> Result<u64, Error> {
+            match cx.config(key) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| {
+                    Error::permanent(format!("config `{key}`: `{v}` is not a number"))
+                }),
+            }
+        };
+        Ok(Settings {
+            service_label: cx
+                .config("service_label")
+                .unwrap_or_else(|| "service".into()),
+            min_replicas: num("min_replicas", 1)?,
+            max_replicas: num("max_replicas", 2)?,
+            cooldown_ms: num("cooldown_secs", 300)? * 1000,
+            action: cx
+                .config("action")
+                .unwrap_or_else(|| "action-docker-scale".into()),
+            channels: cx
+                .config("channels")
+                .unwrap_or_else(|| "notifier-log".into())
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        })
+    }
+
+    fn scale(&self, service: &str, replicas: u64, reason: String) -> ActionRequest {
+        ActionRequest::new(&self.action, service)
+            .param("replicas", replicas)
+            .reason(reason)
+    }
+}
+
+fn cooldown_key(service: &str) -> String {
+    format!("last-scale-out:{service}")
+}
+
+/// Milliseconds left in the service's cooldown, if any.
+fn cooling(cx: &Context<'_>, s: &Settings, service: &str) -> Option<u64> {
+    let last: u64 = cx.state_get(&cooldown_key(service))?.parse().ok()?;
+    let until = last.saturating_add(s.cooldown_ms);
+    (cx.now() < until).then(|| until - cx.now())
+}
+
+impl Rule for CpuAutoscale {
+    fn description(&self) -> String {
+        "HighCPU → scale out and open an incident; LowCPU or resolved → scale in".into()
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![
+            Subscription::kind(ALERT_RAISED).label("alertname", "HighCPU"),
+            Subscription::kind(ALERT_RAISED).label("alertname", "LowCPU"),
+        ]
+    }
+
+    fn decide(&self, event: &Event, cx: &Context<'_>) -> Result<Decision, Error> {
+        let Some(alert) = &event.alert else {
+            return Ok(Decision::none().note("not an alert"));
+        };
+        let s = Settings::load(cx)?;
+        let Some(service) = alert.labels.get(&s.service_label) else {
+            return Ok(Decision::none().note(format!("no `{}` label", s.service_label)));
+        };
+
+        match (alert.name.as_str(), alert.status) {
+            ("HighCPU", AlertStatus::Firing) => {
+                if let Some(left) = cooling(cx, &s, service) {
+                    return Ok(Decision::none().note(format!(
+                        "scale-out of {service} suppressed: cooldown, {}s left",
+                        left.div_ceil(1000)
+                    )));
+                }
+                cx.state_set(
+                    &cooldown_key(service),
+                    &cx.now().to_string(),
+                    Some(s.cooldown_ms),
+                );
+                let severity = alert.severity.unwrap_or(Severity::Warning);
+                let title = format!("High CPU on {service}");
+                let summary = alert
+                    .annotations
+                    .get("summary")
+                    .unwrap_or("CPU usage above threshold")
+                    .to_owned();
+                let mut decision = Decision::none()
+                    .open_incident(IncidentOpen {
+                        title: title.clone(),
+                        service: service.into(),
+                        severity,
+                        dedup_key: format!("cpu:{service}"),
+                        summary: summary.clone(),
+                    })
+                    .action(s.scale(service, s.max_replicas, format!("HighCPU on {service}")));
+                for channel in &s.channels {
+                    decision = decision.notify(
+                        NotificationRequest::new(channel, severity, &title, &summary)
+                            .dedup_key(format!("cpu:{service}"))
+                            .field("service", service)
+                            .field("replicas", s.max_replicas.to_string()),
+                    );
+                }
+                Ok(decision)
+            }
+            ("HighCPU", AlertStatus::Resolved) | ("LowCPU", AlertStatus::Firing) => {
+                let mut decision = Decision::none();
+                if alert.name == "HighCPU" {
+                    decision = decision.transition(IncidentStatus::Resolved, "HighCPU resolved");
+                }
+                if let Some(left) = cooling(cx, &s, service) {
+                    return Ok(decision.note(format!(
+                        "scale-in of {service} deferred: cooldown, {}s left",
+                        left.div_ceil(1000)
+                    )));
+                }
+                let reason = format!("{} {:?} on {service}", alert.name, alert.status);
+                Ok(decision.action(s.scale(service, s.min_replicas, reason.to_lowercase())))
+            }
+            _ => Ok(Decision::none().note("nothing to do")),
+        }
+    }
+
+    fn on_action_completed(
+        &self,
+        _event: &Event,
+        outcome: &ActionOutcome,
+        cx: &Context<'_>,
+    ) -> Result<Decision, Error> {
+        let s = Settings::load(cx)?;
+        let replicas = outcome.request.params["replicas"].as_u64().unwrap_or(0);
+        if replicas > s.min_replicas {
+            let note = format!("{} scaled to {replicas} replicas", outcome.request.target);
+            return Ok(Decision::none().transition(IncidentStatus::Resolved, note));
+        }
+        Ok(Decision::none())
+    }
+
+    fn on_action_failed(
+        &self,
+        _event: &Event,
+        outcome: &ActionOutcome,
+        cx: &Context<'_>,
+    ) -> Result<Decision, Error> {
+        let s = Settings::load(cx)?;
+        let replicas = outcome.request.params["replicas"].as_u64().unwrap_or(0);
+        if outcome.request.action != s.action || replicas <= s.min_replicas {
+            // A failed scale-in needs no compensation: it left more capacity.
+            return Ok(Decision::none().note("failed scale-in: no compensation"));
+        }
+        let service = &outcome.request.target;
+        let why = match &outcome.result {
+            Err(e) => e.to_string(),
+            Ok(_) => "unknown".into(),
+        };
+        Ok(Decision::none()
+            .action(s.scale(
+                service,
+                s.min_replicas,
+                format!("compensate failed scale-out of {service}: {why}"),
+            ))
+            .transition(
+                IncidentStatus::Failed,
+                format!("scale-out of {service} failed: {why}"),
+            ))
+    }
+}
+
+eventpulse_sdk::export_rule!(CpuAutoscale);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventpulse_sdk::testing::{FakeHost, alert_event};
+    use eventpulse_sdk::{ActionResult, IncidentDirective};
+
+    fn high(status: AlertStatus) -> Event {
+        alert_event(
+            "HighCPU",
+            status,
+            &[("service", "app"), ("severity", "critical")],
+        )
+    }
+
+    #[test]
+    fn firing_opens_incident_scales_out_and_notifies() {
+        let host = FakeHost::new().at(1_000_000);
+        let d = CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &host.context())
+            .unwrap();
+        let Some(IncidentDirective::Open(open)) = &d.incident else {
+            panic!("expected an incident, got {d:?}")
+        };
+        assert_eq!(open.service, "app");
+        assert_eq!(open.severity, Severity::Critical);
+        assert_eq!(d.actions.len(), 1);
+        assert_eq!(d.actions[0].action, "action-docker-scale");
+        assert_eq!(d.actions[0].target, "app");
+        assert_eq!(d.actions[0].params["replicas"], 2);
+        assert_eq!(d.notifications.len(), 1);
+        assert_eq!(d.notifications[0].channel, "notifier-log");
+    }
+
+    #[test]
+    fn flapping_alert_is_suppressed_until_cooldown_ends() {
+        let host = FakeHost::new().at(1_000_000).config("cooldown_secs", "60");
+        let cx = host.context();
+        assert_eq!(
+            CpuAutoscale
+                .decide(&high(AlertStatus::Firing), &cx)
+                .unwrap()
+                .actions
+                .len(),
+            1
+        );
+
+        host.advance(5_000);
+        let resolved = CpuAutoscale
+            .decide(&high(AlertStatus::Resolved), &cx)
+            .unwrap();
+        assert!(
+            resolved.actions.is_empty(),
+            "scale-in deferred: {resolved:?}"
+        );
+        assert!(matches!(
+            resolved.incident,
+            Some(IncidentDirective::Transition {
+                status: IncidentStatus::Resolved,
+                ..
+            })
+        ));
+        host.advance(5_000);
+        let again = CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &cx)
+            .unwrap();
+        assert!(again.is_empty(), "suppressed: {again:?}");
+        assert!(again.note.unwrap().contains("cooldown, 50s left"));
+
+        host.advance(51_000);
+        let after = CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &cx)
+            .unwrap();
+        assert_eq!(after.actions.len(), 1, "cooldown over: {after:?}");
+    }
+
+    #[test]
+    fn resolved_and_lowcpu_scale_in() {
+        let host = FakeHost::new().at(1_000_000).config("min_replicas", "1");
+        let cx = host.context();
+        let d = CpuAutoscale
+            .decide(&high(AlertStatus::Resolved), &cx)
+            .unwrap();
+        assert_eq!(d.actions[0].params["replicas"], 1);
+        let low = alert_event("LowCPU", AlertStatus::Firing, &[("service", "app")]);
+        let d = CpuAutoscale.decide(&low, &cx).unwrap();
+        assert_eq!(d.actions[0].params["replicas"], 1);
+        assert!(d.incident.is_none());
+    }
+
+    #[test]
+    fn failed_scale_out_is_compensated() {
+        let host = FakeHost::new();
+        let request = ActionRequest::new("action-docker-scale", "app").param("replicas", 2);
+        let outcome = ActionOutcome {
+            action_id: "a1".into(),
+            request,
+            result: Err(Error::permanent("replica never became healthy")),
+            attempts: 3,
+        };
+        let d = CpuAutoscale
+            .on_action_failed(&high(AlertStatus::Firing), &outcome, &host.context())
+            .unwrap();
+        assert_eq!(d.actions[0].params["replicas"], 1);
+        assert!(d.actions[0].reason.contains("never became healthy"));
+        assert!(matches!(
+            d.incident,
+            Some(IncidentDirective::Transition {
+                status: IncidentStatus::Failed,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn completed_scale_out_resolves_incident() {
+        let host = FakeHost::new();
+        let outcome = ActionOutcome {
+            action_id: "a1".into(),
+            request: ActionRequest::new("action-docker-scale", "app").param("replicas", 2),
+            result: Ok(ActionResult {
+                summary: "ok".into(),
+                details: serde_json::json!({}),
+            }),
+            attempts: 1,
+        };
+        let d = CpuAutoscale
+            .on_action_completed(&high(AlertStatus::Firing), &outcome, &host.context())
+            .unwrap();
+        assert!(matches!(
+            d.incident,
+            Some(IncidentDirective::Transition {
+                status: IncidentStatus::Resolved,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_config_is_a_permanent_error() {
+        let host = FakeHost::new().config("max_replicas", "two");
+        let err = CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &host.context())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::permanent("config `max_replicas`: `two` is not a number")
+        );
+    }
+
+    #[test]
+    fn missing_service_label_does_nothing() {
+        let host = FakeHost::new();
+        let e = alert_event("HighCPU", AlertStatus::Firing, &[]);
+        assert!(CpuAutoscale.decide(&e, &host.context()).unwrap().is_empty());
+    }
+}

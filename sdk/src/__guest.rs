@@ -1,0 +1,380 @@
+//! The glue the export macros expand to: conversions between the SDK's types
+//! and the generated WIT bindings, and [`WitHost`], the [`Host`] backed by the
+//! real imports. Not part of the public API.
+#![allow(missing_docs)]
+
+use crate::__bindings::rule::eventpulse::plugin as wit;
+use crate::__bindings::types as t;
+use crate::context::{CapabilityError, Container, Context, Host, LogLevel};
+use crate::model::*;
+use crate::{Action, Notifier, Rule};
+
+/// The host's imports.
+pub struct WitHost;
+
+impl Host for WitHost {
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Trace => wit::log::Level::Trace,
+            LogLevel::Debug => wit::log::Level::Debug,
+            LogLevel::Info => wit::log::Level::Info,
+            LogLevel::Warn => wit::log::Level::Warn,
+            LogLevel::Error => wit::log::Level::Error,
+        };
+        wit::log::log(level, message)
+    }
+
+    fn now(&self) -> Timestamp {
+        wit::clock::now()
+    }
+
+    fn state_get(&self, key: &str) -> Option<String> {
+        wit::state::get(key)
+    }
+
+    fn state_set(&self, key: &str, value: &str, ttl_ms: Option<u64>) {
+        wit::state::set(key, value, ttl_ms)
+    }
+
+    fn state_delete(&self, key: &str) {
+        wit::state::delete(key)
+    }
+
+    fn config(&self, key: &str) -> Option<String> {
+        wit::config::get(key)
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        wit::config::secret(name)
+    }
+
+    fn docker_list_containers(&self, selector: &Labels) -> Result<Vec<Container>, CapabilityError> {
+        let list = wit::docker::list_containers(&selector.0).map_err(capability_error)?;
+        Ok(list
+            .into_iter()
+            .map(|c| Container {
+                id: c.id,
+                name: c.name,
+                image: c.image,
+                state: c.state,
+                health: c.health,
+                labels: Labels(c.labels),
+                created: c.created,
+            })
+            .collect())
+    }
+}
+
+fn capability_error(e: t::CapabilityError) -> CapabilityError {
+    match e {
+        t::CapabilityError::NotGranted(m) => CapabilityError::NotGranted(m),
+        t::CapabilityError::Denied(m) => CapabilityError::Denied(m),
+        t::CapabilityError::Unavailable(m) => CapabilityError::Unavailable(m),
+        t::CapabilityError::Failed(m) => CapabilityError::Failed(m),
+    }
+}
+
+// ---- exports -------------------------------------------------------------
+
+fn info(
+    name: &str,
+    version: &str,
+    kind: t::PluginKind,
+    description: String,
+    subscriptions: Vec<Subscription>,
+) -> t::PluginInfo {
+    t::PluginInfo {
+        name: name.into(),
+        version: version.into(),
+        kind,
+        description,
+        subscriptions: subscriptions
+            .into_iter()
+            .map(|s| t::Subscription {
+                event_kind: s.event_kind,
+                labels: s.labels.0,
+            })
+            .collect(),
+    }
+}
+
+pub fn describe_rule<R: Rule>(name: &str, version: &str) -> t::PluginInfo {
+    let rule = R::default();
+    info(
+        name,
+        version,
+        t::PluginKind::Rule,
+        rule.description(),
+        rule.subscriptions(),
+    )
+}
+
+pub fn describe_action<A: Action>(name: &str, version: &str) -> t::PluginInfo {
+    let subs = vec![Subscription::kind(ACTION_REQUESTED)];
+    info(
+        name,
+        version,
+        t::PluginKind::Action,
+        A::default().description(),
+        subs,
+    )
+}
+
+pub fn describe_notifier<N: Notifier>(name: &str, version: &str) -> t::PluginInfo {
+    let subs = vec![Subscription::kind(NOTIFICATION_REQUESTED)];
+    info(
+        name,
+        version,
+        t::PluginKind::Notifier,
+        N::default().description(),
+        subs,
+    )
+}
+
+pub fn decide<R: Rule>(event: t::Event) -> Result<t::Decision, t::PluginError> {
+    let event = Event::from(event);
+    R::default()
+        .decide(&event, &Context::new(&WitHost))
+        .map(Into::into)
+        .map_err(Into::into)
+}
+
+pub fn on_action_completed<R: Rule>(
+    event: t::Event,
+    outcome: t::ActionOutcome,
+) -> Result<t::Decision, t::PluginError> {
+    let (event, outcome) = (Event::from(event), ActionOutcome::from(outcome));
+    R::default()
+        .on_action_completed(&event, &outcome, &Context::new(&WitHost))
+        .map(Into::into)
+        .map_err(Into::into)
+}
+
+pub fn on_action_failed<R: Rule>(
+    event: t::Event,
+    outcome: t::ActionOutcome,
+) -> Result<t::Decision, t::PluginError> {
+    let (event, outcome) = (Event::from(event), ActionOutcome::from(outcome));
+    R::default()
+        .on_action_failed(&event, &outcome, &Context::new(&WitHost))
+        .map(Into::into)
+        .map_err(Into::into)
+}
+
+pub fn run<A: Action>(
+    event: t::Event,
+    request: t::ActionRequest,
+) -> Result<t::ActionResult, t::PluginError> {
+    let (event, request) = (Event::from(event), ActionRequest::from(request));
+    A::default()
+        .run(&event, &request, &Context::new(&WitHost))
+        .map(|r| t::ActionResult {
+            summary: r.summary,
+            details: r.details.to_string(),
+        })
+        .map_err(Into::into)
+}
+
+pub fn deliver<N: Notifier>(
+    event: t::Event,
+    request: t::NotificationRequest,
+) -> Result<t::Delivery, t::PluginError> {
+    let (event, request) = (Event::from(event), NotificationRequest::from(request));
+    N::default()
+        .deliver(&event, &request, &Context::new(&WitHost))
+        .map(|d| t::Delivery {
+            remote_id: d.remote_id,
+            detail: d.detail,
+        })
+        .map_err(Into::into)
+}
+
+// ---- conversions ---------------------------------------------------------
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+impl From<t::Severity> for Severity {
+    fn from(s: t::Severity) -> Self {
+        match s {
+            t::Severity::Info => Severity::Info,
+            t::Severity::Warning => Severity::Warning,
+            t::Severity::Error => Severity::Error,
+            t::Severity::Critical => Severity::Critical,
+        }
+    }
+}
+
+impl From<Severity> for t::Severity {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Info => t::Severity::Info,
+            Severity::Warning => t::Severity::Warning,
+            Severity::Error => t::Severity::Error,
+            Severity::Critical => t::Severity::Critical,
+        }
+    }
+}
+
+impl From<IncidentStatus> for t::IncidentStatus {
+    fn from(s: IncidentStatus) -> Self {
+        match s {
+            IncidentStatus::Open => t::IncidentStatus::Open,
+            IncidentStatus::Mitigating => t::IncidentStatus::Mitigating,
+            IncidentStatus::Resolved => t::IncidentStatus::Resolved,
+            IncidentStatus::Failed => t::IncidentStatus::Failed,
+        }
+    }
+}
+
+impl From<t::Event> for Event {
+    fn from(e: t::Event) -> Self {
+        Event {
+            id: e.id,
+            kind: e.kind,
+            source: e.source,
+            time: e.time,
+            trace_id: e.trace_id,
+            key: e.key,
+            correlation: Correlation {
+                alert_id: e.correlation.alert_id,
+                incident_id: e.correlation.incident_id,
+                action_id: e.correlation.action_id,
+            },
+            labels: Labels(e.labels),
+            annotations: Labels(e.annotations),
+            alert: e.alert.map(|a| Alert {
+                fingerprint: a.fingerprint,
+                name: a.name,
+                status: match a.status {
+                    t::AlertStatus::Firing => AlertStatus::Firing,
+                    t::AlertStatus::Resolved => AlertStatus::Resolved,
+                },
+                severity: a.severity.map(Into::into),
+                labels: Labels(a.labels),
+                annotations: Labels(a.annotations),
+                starts_at: a.starts_at,
+                ends_at: a.ends_at,
+                generator_url: a.generator_url,
+            }),
+            data: e.data,
+        }
+    }
+}
+
+impl From<t::ActionRequest> for ActionRequest {
+    fn from(r: t::ActionRequest) -> Self {
+        ActionRequest {
+            action: r.action,
+            target: r.target,
+            params: json(&r.params),
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<ActionRequest> for t::ActionRequest {
+    fn from(r: ActionRequest) -> Self {
+        t::ActionRequest {
+            action: r.action,
+            target: r.target,
+            params: r.params.to_string(),
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<t::PluginError> for Error {
+    fn from(e: t::PluginError) -> Self {
+        match e {
+            t::PluginError::Retryable(m) => Error::Retryable(m),
+            t::PluginError::Permanent(m) => Error::Permanent(m),
+        }
+    }
+}
+
+impl From<Error> for t::PluginError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Retryable(m) => t::PluginError::Retryable(m),
+            Error::Permanent(m) => t::PluginError::Permanent(m),
+        }
+    }
+}
+
+impl From<t::ActionOutcome> for ActionOutcome {
+    fn from(o: t::ActionOutcome) -> Self {
+        ActionOutcome {
+            action_id: o.action_id,
+            request: o.request.into(),
+            result: match o.result {
+                Ok(r) => Ok(ActionResult {
+                    summary: r.summary,
+                    details: json(&r.details),
+                }),
+                Err(e) => Err(e.into()),
+            },
+            attempts: o.attempts,
+        }
+    }
+}
+
+impl From<t::NotificationRequest> for NotificationRequest {
+    fn from(n: t::NotificationRequest) -> Self {
+        NotificationRequest {
+            channel: n.channel,
+            severity: n.severity.into(),
+            title: n.title,
+            body: n.body,
+            dedup_key: n.dedup_key,
+            fields: Labels(n.fields),
+        }
+    }
+}
+
+impl From<NotificationRequest> for t::NotificationRequest {
+    fn from(n: NotificationRequest) -> Self {
+        t::NotificationRequest {
+            channel: n.channel,
+            severity: n.severity.into(),
+            title: n.title,
+            body: n.body,
+            dedup_key: n.dedup_key,
+            fields: n.fields.0,
+        }
+    }
+}
+
+impl From<Decision> for t::Decision {
+    fn from(d: Decision) -> Self {
+        t::Decision {
+            incident: d.incident.map(|i| match i {
+                IncidentDirective::Open(o) => t::IncidentDirective::Open(t::IncidentOpen {
+                    title: o.title,
+                    service: o.service,
+                    severity: o.severity.into(),
+                    dedup_key: o.dedup_key,
+                    summary: o.summary,
+                }),
+                IncidentDirective::Transition { status, note } => {
+                    t::IncidentDirective::Transition(t::IncidentTransition {
+                        status: status.into(),
+                        note,
+                    })
+                }
+            }),
+            actions: d.actions.into_iter().map(Into::into).collect(),
+            notifications: d.notifications.into_iter().map(Into::into).collect(),
+            signals: d
+                .signals
+                .into_iter()
+                .map(|s| t::Signal {
+                    name: s.name,
+                    data: s.data.to_string(),
+                })
+                .collect(),
+            note: d.note,
+        }
+    }
+}

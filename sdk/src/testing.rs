@@ -1,0 +1,141 @@
+//! Fake capabilities for testing plugins natively with `cargo test`.
+//!
+//! ```
+//! use eventpulse_sdk::testing::FakeHost;
+//!
+//! let host = FakeHost::new().at(1_000).config("service", "app");
+//! let cx = host.context();
+//! assert_eq!(cx.now(), 1_000);
+//! cx.state_set("k", "v", Some(500));
+//! host.advance(600);
+//! assert_eq!(cx.state_get("k"), None, "expired with the clock");
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use crate::context::{Context, Host, LogLevel};
+use crate::model::{Alert, AlertStatus, Correlation, Event, Labels, Severity, Timestamp};
+
+/// An in-memory host: a settable clock, state with TTLs, config, secrets and
+/// captured log lines.
+#[derive(Default)]
+pub struct FakeHost {
+    now: Cell<Timestamp>,
+    state: RefCell<BTreeMap<String, (String, Option<Timestamp>)>>,
+    config: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+    logs: RefCell<Vec<(LogLevel, String)>>,
+}
+
+impl FakeHost {
+    /// A host at time 0 with nothing configured.
+    pub fn new() -> Self {
+        FakeHost::default()
+    }
+
+    /// Set the clock.
+    pub fn at(self, now: Timestamp) -> Self {
+        self.now.set(now);
+        self
+    }
+
+    /// Add a config value.
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Add a secret.
+    pub fn secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.insert(name.into(), value.into());
+        self
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&self, ms: u64) {
+        self.now.set(self.now.get() + ms);
+    }
+
+    /// A [`Context`] over this host.
+    pub fn context(&self) -> Context<'_> {
+        Context::new(self)
+    }
+
+    /// Captured log lines.
+    pub fn logs(&self) -> Vec<(LogLevel, String)> {
+        self.logs.borrow().clone()
+    }
+}
+
+impl Host for FakeHost {
+    fn log(&self, level: LogLevel, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+
+    fn now(&self) -> Timestamp {
+        self.now.get()
+    }
+
+    fn state_get(&self, key: &str) -> Option<String> {
+        let now = self.now.get();
+        let state = self.state.borrow();
+        match state.get(key) {
+            Some((v, expires)) if expires.is_none_or(|e| e > now) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn state_set(&self, key: &str, value: &str, ttl_ms: Option<u64>) {
+        let expires = ttl_ms.map(|t| self.now.get() + t);
+        self.state
+            .borrow_mut()
+            .insert(key.to_owned(), (value.to_owned(), expires));
+    }
+
+    fn state_delete(&self, key: &str) {
+        self.state.borrow_mut().remove(key);
+    }
+
+    fn config(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        self.secrets.get(name).cloned()
+    }
+}
+
+/// An `alert.raised` event for alert `name` with `labels`, as the host
+/// would build it from an Alertmanager webhook.
+pub fn alert_event(name: &str, status: AlertStatus, labels: &[(&str, &str)]) -> Event {
+    let mut all: Labels = labels.iter().copied().collect();
+    all.insert("alertname", name);
+    let severity = all.get("severity").and_then(Severity::parse);
+    Event {
+        id: format!("evt-{name}"),
+        kind: crate::ALERT_RAISED.into(),
+        source: "test".into(),
+        time: 0,
+        trace_id: "trace".into(),
+        key: all.get("service").unwrap_or_default().to_owned(),
+        correlation: Correlation {
+            alert_id: Some(format!("alert-{name}")),
+            ..Correlation::default()
+        },
+        labels: Labels::default(),
+        annotations: Labels::default(),
+        alert: Some(Alert {
+            fingerprint: format!("fp-{name}"),
+            name: name.into(),
+            status,
+            severity,
+            labels: all,
+            annotations: Labels::default(),
+            starts_at: 0,
+            ends_at: None,
+            generator_url: None,
+        }),
+        data: "{}".into(),
+    }
+}
