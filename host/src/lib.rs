@@ -1,1 +1,25 @@
+//! # EventPulse host
+//!
+//! The trusted half of EventPulse: it owns the store, the plugin registry
+//! and the WebAssembly sandbox that rules, actions and notifiers run in,
+//! and serves the admin API.
+//!
+//! ## Layout
+//!
+//! - [`config`]: the one typed configuration (file + `EVENTPULSE_*` env).
+//! - [`store`]: everything persisted; all SQL lives here.
+//! - [`runtime`]: wasmtime engine, capabilities lent to plugins, limits,
+//!   circuit breaker, invocation.
+//! - [`registry`]: the plugin directory as the registry (hot reload,
+//!   enable/disable).
+//! - [`api`]: the admin HTTP API.
+//! - [`app`]: builds the above from a config and runs their tasks.
+//! - [`scaffold`]: `eventpulse plugin new` and `plugin build`.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod registry;
+pub mod runtime;
+pub mod scaffold;
+pub mod store;

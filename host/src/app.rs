@@ -1,0 +1,158 @@
+//! Builds the host from a [`Config`] and runs its tasks under one
+//! supervisor: the HTTP server and the plugin-directory watcher. Tests
+//! build the same app on `127.0.0.1:0`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::runtime::{Clock, Runtime, RuntimeOptions};
+use crate::store::Store;
+
+/// A built host, ready to [`App::run`].
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// The store.
+    pub store: Store,
+    /// The plugin registry.
+    pub registry: Arc<Registry>,
+    token: Arc<SecretString>,
+}
+
+impl App {
+    /// Build with the system clock.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        App::build_with_clock(config, Clock::system()).await
+    }
+
+    /// Build with `clock` as the time plugins see.
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.plugin_dir).with_context(|| {
+            format!("creating plugin directory {}", config.plugin_dir.display())
+        })?;
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| format!("opening the store at {}", config.database_url))?;
+        let runtime = Arc::new(Runtime::new(
+            &config.cache_dir,
+            &RuntimeOptions {
+                limits: config.runtime.clone(),
+                pooling: true,
+            },
+        )?);
+        let registry = Arc::new(Registry::new(
+            runtime,
+            store.clone(),
+            &config.plugin_dir,
+            clock,
+            config.runtime.clone(),
+        ));
+        registry.reload().await?;
+        let token = Arc::new(admin_token(&config)?);
+        Ok(App {
+            config,
+            store,
+            registry,
+            token,
+        })
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> axum::Router {
+        api::router(ApiState {
+            registry: self.registry.clone(),
+            token: self.token.clone(),
+        })
+    }
+
+    /// Serve on `listener` and watch the plugin directory until `shutdown`
+    /// fires or a task fails.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tasks = JoinSet::new();
+        let router = self.router();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("http server")
+                .map(|()| "http server")
+        });
+        let debounce = std::time::Duration::from_millis(self.config.runtime.reload_debounce_ms);
+        let (registry, stop) = (self.registry.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            registry
+                .watch(debounce, stop)
+                .await
+                .context("plugin watcher")
+                .map(|()| "plugin watcher")
+        });
+
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(task)) => tracing::info!(task, "task finished"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = format!("{e:#}"), "task failed; shutting down");
+                    result = result.and(Err(e));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "task panicked; shutting down");
+                    result = result.and(Err(e.into()));
+                }
+            }
+            shutdown.cancel();
+        }
+        result
+    }
+}
+
+/// The configured token, else the one in `token_file`, else a new random one
+/// written there with mode 0600. The value is never logged.
+fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
+    if let Some(token) = &config.admin.token {
+        return Ok(token.clone());
+    }
+    let path = &config.admin.token_file;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let t = text.trim();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "admin token file {} is empty",
+            path.display()
+        );
+        return Ok(SecretString::from(t.to_owned()));
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    write_private(path, &token)
+        .with_context(|| format!("writing admin token to {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated an admin token");
+    Ok(SecretString::from(token))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}

@@ -1,0 +1,142 @@
+//! The one typed configuration: defaults, then a TOML file, then
+//! `EVENTPULSE_*` environment overrides (`__` separates levels, e.g.
+//! `EVENTPULSE_ADMIN__TOKEN`). Nothing else in the host reads the environment,
+//! except the secret references a plugin manifest names explicitly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything `eventpulse serve` needs. Every field has a working default:
+/// no file is needed to run embedded on 127.0.0.1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address for the HTTP API (ingest and admin).
+    pub listen: SocketAddr,
+    /// Database URL. `sqlite://` runs embedded.
+    pub database_url: String,
+    /// The plugin registry: `name.wasm` + `name.toml` files.
+    pub plugin_dir: PathBuf,
+    /// Where compiled components are cached (`.cwasm`, keyed by content hash
+    /// and engine version). Only files the host wrote are ever loaded.
+    pub cache_dir: PathBuf,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The WebAssembly runtime.
+    pub runtime: RuntimeConfig,
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/api/v1/*` admin routes. When unset, a random token
+    /// is generated into `token_file` on first start.
+    #[serde(serialize_with = "redact")]
+    pub token: Option<SecretString>,
+    /// Where the generated token is kept (mode 0600).
+    pub token_file: PathBuf,
+}
+
+/// Runtime-wide limits; per-plugin limits live in each manifest and may
+/// only be lower.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Largest linear memory any plugin may have, in MiB.
+    pub max_memory_mb: u64,
+    /// Instances the pooling allocator keeps slots for (concurrent calls).
+    pub max_instances: u32,
+    /// Consecutive sandbox failures (trap, timeout, fuel, memory, invalid
+    /// output, denial) that open a plugin's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses calls before letting one through.
+    pub breaker_open_secs: u64,
+    /// Quiet time before a change in the plugin directory is applied.
+    pub reload_debounce_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://eventpulse.db".into(),
+            plugin_dir: PathBuf::from("plugins/dist"),
+            cache_dir: PathBuf::from(".eventpulse/cache"),
+            admin: AdminConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token: None,
+            token_file: PathBuf::from(".eventpulse/admin.token"),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_memory_mb: 256,
+            max_instances: 256,
+            breaker_threshold: 5,
+            breaker_open_secs: 30,
+            reload_debounce_ms: 250,
+        }
+    }
+}
+
+fn redact<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(|_| "[redacted]").serialize(s)
+}
+
+impl Config {
+    /// Defaults, then `file` (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        let config = figment
+            .merge(Env::prefixed("EVENTPULSE_").split("__"))
+            .extract()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nplugin_dri = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("plugin_dri"), "{err}");
+    }
+
+    #[test]
+    fn token_never_serialises() {
+        let mut c = Config::default();
+        c.admin.token = Some(SecretString::from("hunter2"));
+        let text = toml::to_string(&c).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

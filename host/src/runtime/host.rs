@@ -1,0 +1,318 @@
+//! What one invocation's `Store` holds, and the host side of every
+//! interface a plugin imports.
+//!
+//! Capabilities are checked against the plugin's grants on every call; an
+//! ungranted call is answered with `not-granted`, audited, and remembered so
+//! the invocation can be classified as `denied`. Nothing here reaches the
+//! outside world for a plugin that was not granted it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use secrecy::{ExposeSecret, SecretString};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Clock;
+use super::bindings::eventpulse::plugin::{clock, config, docker, kube, log, smtp, state, types};
+use super::manifest::Manifest;
+use crate::store::StateWrite;
+
+/// A plugin's state as the host keeps it in memory: `key → (value, expires_at)`.
+pub type StateMap = Mutex<HashMap<String, (String, Option<u64>)>>;
+
+/// What every invocation of one plugin shares: identity, grants, config and
+/// secrets. Built once per load.
+pub struct PluginEnv {
+    /// The registry name (file stem).
+    pub name: String,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// `[config]` as strings.
+    pub config: BTreeMap<String, String>,
+    /// Resolved secrets; only this plugin's invocations can read them.
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Persistent state, shared by invocations and kept across reloads.
+    pub state: Arc<StateMap>,
+    /// The host clock.
+    pub clock: Clock,
+}
+
+/// The `T` of each invocation's `Store`.
+pub struct HostState {
+    /// The plugin being run.
+    pub env: Arc<PluginEnv>,
+    /// State writes made by this invocation; applied only if it succeeds.
+    pub writes: BTreeMap<String, Option<(String, Option<u64>)>>,
+    /// Enforces the memory limit and remembers whether it was hit.
+    pub limiter: Limiter,
+    /// Set when the plugin called a capability it was not granted.
+    pub denied: Option<String>,
+    /// WASI with nothing granted: no env, args, files, sockets or stdin.
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// The guest's stderr (panic messages), kept for error reports.
+    pub stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub(crate) fn new(env: Arc<PluginEnv>, memory_limit: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(4096);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        HostState {
+            env,
+            writes: BTreeMap::new(),
+            limiter: Limiter {
+                memory_limit,
+                hit: false,
+            },
+            denied: None,
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+        }
+    }
+
+    /// The state writes, in key order.
+    pub(crate) fn take_writes(&mut self) -> Vec<StateWrite> {
+        std::mem::take(&mut self.writes)
+            .into_iter()
+            .map(|(key, value)| StateWrite { key, value })
+            .collect()
+    }
+
+    fn deny(&mut self, capability: &str) -> types::CapabilityError {
+        tracing::warn!(
+            plugin.name = %self.env.name,
+            capability,
+            "denied: capability not granted"
+        );
+        self.denied.get_or_insert_with(|| capability.to_owned());
+        types::CapabilityError::NotGranted(format!(
+            "capability `{capability}` is not granted to plugin `{}`",
+            self.env.name
+        ))
+    }
+
+    /// A granted capability this host version does not implement yet.
+    fn unimplemented(&self, capability: &str) -> types::CapabilityError {
+        types::CapabilityError::Unavailable(format!(
+            "capability `{capability}` is not available in this host version"
+        ))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Memory limiter that records whether the limit stopped the plugin, since
+/// a refused `memory.grow` is not a distinct `Trap`.
+pub struct Limiter {
+    memory_limit: usize,
+    /// Whether a grow was refused.
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+// ---- always-granted interfaces ----------------------------------------------
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        // Plugins cannot flood the host's logs: one line, bounded.
+        let message: String = message.chars().take(2048).collect();
+        let plugin = self.env.name.as_str();
+        match level {
+            log::Level::Trace => tracing::trace!(plugin.name = plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin.name = plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin.name = plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin.name = plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin.name = plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl clock::Host for HostState {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.env.clock.now_ms())
+    }
+}
+
+const MAX_STATE_KEY: usize = 256;
+const MAX_STATE_VALUE: usize = 64 * 1024;
+const MAX_STATE_WRITES: usize = 256;
+
+impl state::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let now = self.env.clock.now_ms();
+        let live =
+            |(v, exp): &(String, Option<u64>)| exp.is_none_or(|e| e > now).then(|| v.clone());
+        if let Some(pending) = self.writes.get(&key) {
+            return Ok(pending.as_ref().and_then(live));
+        }
+        let state = self.env.state.lock().expect("state lock");
+        Ok(state.get(&key).and_then(live))
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> wasmtime::Result<()> {
+        // Oversized state is a contract violation: trap rather than store it.
+        if key.len() > MAX_STATE_KEY || value.len() > MAX_STATE_VALUE {
+            wasmtime::bail!(
+                "state entry too large (key ≤ {MAX_STATE_KEY} B, value ≤ {MAX_STATE_VALUE} B)"
+            );
+        }
+        if self.writes.len() >= MAX_STATE_WRITES && !self.writes.contains_key(&key) {
+            wasmtime::bail!("more than {MAX_STATE_WRITES} state writes in one invocation");
+        }
+        let expires = ttl_ms.map(|t| self.env.clock.now_ms().saturating_add(t));
+        self.writes.insert(key, Some((value, expires)));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.writes.insert(key, None);
+        Ok(())
+    }
+}
+
+impl config::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.env.config.get(&key).cloned())
+    }
+
+    fn secret(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .env
+            .secrets
+            .get(&name)
+            .map(|s| s.expose_secret().to_owned()))
+    }
+}
+
+// ---- granted capabilities ------------------------------------------------------
+//
+// The contract is complete; the Docker, Kubernetes and SMTP backends arrive
+// with the action and notifier work. Until then an ungranted call is denied
+// and a granted one reports the capability as unavailable (retryable).
+
+type CapResult<T> = Result<T, types::CapabilityError>;
+
+impl HostState {
+    fn docker(&mut self) -> CapResult<()> {
+        match self.env.manifest.grants.docker {
+            None => Err(self.deny("docker")),
+            Some(_) => Err(self.unimplemented("docker")),
+        }
+    }
+
+    fn kube(&mut self) -> CapResult<()> {
+        match self.env.manifest.grants.kube {
+            None => Err(self.deny("kube")),
+            Some(_) => Err(self.unimplemented("kube")),
+        }
+    }
+
+    fn smtp(&mut self) -> CapResult<()> {
+        match self.env.manifest.grants.smtp {
+            None => Err(self.deny("smtp")),
+            Some(_) => Err(self.unimplemented("smtp")),
+        }
+    }
+}
+
+impl docker::Host for HostState {
+    async fn list_containers(
+        &mut self,
+        _selector: Vec<(String, String)>,
+    ) -> CapResult<Vec<docker::Container>> {
+        self.docker().map(|()| Vec::new())
+    }
+    async fn create_replica(&mut self, _from: String, _name: Option<String>) -> CapResult<String> {
+        self.docker().map(|()| String::new())
+    }
+    async fn create(&mut self, _spec: docker::ContainerSpec) -> CapResult<String> {
+        self.docker().map(|()| String::new())
+    }
+    async fn start(&mut self, _id: String) -> CapResult<()> {
+        self.docker()
+    }
+    async fn stop(&mut self, _id: String, _timeout_ms: u32) -> CapResult<()> {
+        self.docker()
+    }
+    async fn restart(&mut self, _id: String, _timeout_ms: u32) -> CapResult<()> {
+        self.docker()
+    }
+    async fn remove(&mut self, _id: String) -> CapResult<()> {
+        self.docker()
+    }
+    async fn wait_healthy(&mut self, _id: String, _timeout_ms: u32) -> CapResult<bool> {
+        self.docker().map(|()| false)
+    }
+    async fn inspect(&mut self, _id: String) -> CapResult<String> {
+        self.docker().map(|()| String::new())
+    }
+}
+
+impl kube::Host for HostState {
+    async fn list_nodes(&mut self) -> CapResult<Vec<kube::Node>> {
+        self.kube().map(|()| Vec::new())
+    }
+    async fn get(
+        &mut self,
+        _kind: String,
+        _ns: Option<String>,
+        _name: String,
+    ) -> CapResult<String> {
+        self.kube().map(|()| String::new())
+    }
+    async fn list_pods(
+        &mut self,
+        _ns: Option<String>,
+        _selector: Option<String>,
+    ) -> CapResult<String> {
+        self.kube().map(|()| String::new())
+    }
+}
+
+impl smtp::Host for HostState {
+    async fn send(&mut self, _mail: smtp::Mail) -> CapResult<String> {
+        self.smtp().map(|()| String::new())
+    }
+}

@@ -1,0 +1,266 @@
+//! The store: everything the host persists, behind one type. All SQL lives
+//! here. SQLite (WAL) is the embedded default; migrations in `migrations/`
+//! run on connect.
+//!
+//! This module owns no policy: callers decide what to write and when.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A state write from one successful invocation: `None` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWrite {
+    /// The key.
+    pub key: String,
+    /// The new value and its expiry (ms since epoch), or `None` to delete.
+    pub value: Option<(String, Option<u64>)>,
+}
+
+/// A recorded sandbox failure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailureRecord {
+    /// The export that was called (`decide`, `run`, ...).
+    pub operation: String,
+    /// `trap`, `timeout`, `out-of-fuel`, `memory`, `invalid-output`, `denied`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+    /// When (ms since epoch).
+    pub at: i64,
+}
+
+/// The database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Open (creating if missing) and migrate the database at `url`.
+    pub async fn connect(url: &str) -> Result<Store, Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Whether each known plugin is enabled. Plugins never toggled are absent
+    /// (the registry treats them as enabled).
+    pub async fn plugin_enablement(&self) -> Result<HashMap<String, bool>, Error> {
+        let rows = sqlx::query("SELECT name, enabled FROM plugins")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) != 0))
+            .collect())
+    }
+
+    /// Persist a plugin's enablement.
+    pub async fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO plugins (name, enabled, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(enabled as i64)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A plugin's live state: `key → (value, expires_at)`.
+    pub async fn plugin_state(
+        &self,
+        plugin: &str,
+    ) -> Result<HashMap<String, (String, Option<u64>)>, Error> {
+        let rows = sqlx::query(
+            "SELECT key, value, expires_at FROM plugin_state
+             WHERE plugin = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(plugin)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let expires: Option<i64> = r.get(2);
+                (r.get(0), (r.get(1), expires.map(|e| e as u64)))
+            })
+            .collect())
+    }
+
+    /// Apply one invocation's state writes atomically.
+    pub async fn write_plugin_state(
+        &self,
+        plugin: &str,
+        writes: &[StateWrite],
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            match &w.value {
+                Some((value, expires)) => {
+                    sqlx::query(
+                        "INSERT INTO plugin_state (plugin, key, value, expires_at) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (plugin, key) DO UPDATE
+                         SET value = excluded.value, expires_at = excluded.expires_at",
+                    )
+                    .bind(plugin)
+                    .bind(&w.key)
+                    .bind(value)
+                    .bind(expires.map(|e| e as i64))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM plugin_state WHERE plugin = ? AND key = ?")
+                        .bind(plugin)
+                        .bind(&w.key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record a sandbox failure.
+    pub async fn record_failure(
+        &self,
+        plugin: &str,
+        operation: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO plugin_failures (plugin, operation, kind, message, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(plugin)
+        .bind(operation)
+        .bind(kind)
+        .bind(message)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` failures of a plugin, newest first.
+    pub async fn plugin_failures(
+        &self,
+        plugin: &str,
+        limit: u32,
+    ) -> Result<Vec<FailureRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT operation, kind, message, at FROM plugin_failures
+             WHERE plugin = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(plugin)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FailureRecord {
+                operation: r.get(0),
+                kind: r.get(1),
+                message: r.get(2),
+                at: r.get(3),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn enablement_round_trips() {
+        let (_dir, store) = store().await;
+        store.set_plugin_enabled("a", false).await.unwrap();
+        store.set_plugin_enabled("b", true).await.unwrap();
+        store.set_plugin_enabled("a", true).await.unwrap();
+        let e = store.plugin_enablement().await.unwrap();
+        assert_eq!(e.get("a"), Some(&true));
+        assert_eq!(e.get("b"), Some(&true));
+    }
+
+    #[tokio::test]
+    async fn state_writes_apply_and_expire() {
+        let (_dir, store) = store().await;
+        let far = (now_ms() + 60_000) as u64;
+        let writes = vec![
+            StateWrite {
+                key: "k".into(),
+                value: Some(("v".into(), None)),
+            },
+            StateWrite {
+                key: "gone".into(),
+                value: Some(("x".into(), Some(1))),
+            },
+            StateWrite {
+                key: "ttl".into(),
+                value: Some(("t".into(), Some(far))),
+            },
+        ];
+        store.write_plugin_state("p", &writes).await.unwrap();
+        let s = store.plugin_state("p").await.unwrap();
+        assert_eq!(s.get("k"), Some(&("v".to_string(), None)));
+        assert_eq!(s.get("ttl"), Some(&("t".to_string(), Some(far))));
+        assert!(!s.contains_key("gone"), "expired keys are not loaded");
+        store
+            .write_plugin_state(
+                "p",
+                &[StateWrite {
+                    key: "k".into(),
+                    value: None,
+                }],
+            )
+            .await
+            .unwrap();
+        assert!(!store.plugin_state("p").await.unwrap().contains_key("k"));
+        assert!(store.plugin_state("other").await.unwrap().is_empty());
+    }
+}
