@@ -244,7 +244,9 @@ impl Registry {
         if let Some(s) = self.states.lock().expect("states lock").get(name) {
             return Ok(s.clone());
         }
-        let loaded = Arc::new(StateMap::new(self.store.plugin_state(name).await?));
+        let loaded = Arc::new(StateMap::new(
+            self.store.plugin_state(name, self.clock.now_ms()).await?,
+        ));
         Ok(self
             .states
             .lock()
@@ -430,6 +432,10 @@ impl Registry {
             .watcher()
             .watch(&self.dir, RecursiveMode::NonRecursive)?;
         tracing::info!(dir = %self.dir.display(), "watching plugin directory");
+        // Catch changes made between the initial load and the watch starting.
+        if let Err(e) = self.reload().await {
+            tracing::error!(error = %e, "plugin reload failed");
+        }
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),

@@ -101,17 +101,19 @@ impl Store {
         Ok(())
     }
 
-    /// A plugin's live state: `key → (value, expires_at)`.
+    /// A plugin's state still live at `now_ms` (the host clock plugins
+    /// see): `key → (value, expires_at)`.
     pub async fn plugin_state(
         &self,
         plugin: &str,
+        now_ms: u64,
     ) -> Result<HashMap<String, (String, Option<u64>)>, Error> {
         let rows = sqlx::query(
             "SELECT key, value, expires_at FROM plugin_state
              WHERE plugin = ? AND (expires_at IS NULL OR expires_at > ?)",
         )
         .bind(plugin)
-        .bind(now_ms())
+        .bind(now_ms as i64)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -246,7 +248,7 @@ mod tests {
             },
         ];
         store.write_plugin_state("p", &writes).await.unwrap();
-        let s = store.plugin_state("p").await.unwrap();
+        let s = store.plugin_state("p", now_ms() as u64).await.unwrap();
         assert_eq!(s.get("k"), Some(&("v".to_string(), None)));
         assert_eq!(s.get("ttl"), Some(&("t".to_string(), Some(far))));
         assert!(!s.contains_key("gone"), "expired keys are not loaded");
@@ -260,7 +262,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(!store.plugin_state("p").await.unwrap().contains_key("k"));
-        assert!(store.plugin_state("other").await.unwrap().is_empty());
+        assert!(!store.plugin_state("p", 0).await.unwrap().contains_key("k"));
+        assert!(store.plugin_state("other", 0).await.unwrap().is_empty());
     }
 }

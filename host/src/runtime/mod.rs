@@ -33,7 +33,7 @@ use crate::config::RuntimeConfig;
 pub const CONTRACT_VERSION: &str = "0.1.0";
 const CONTRACT_PACKAGE: &str = "eventpulse:plugin";
 
-/// How often the epoch advances; deadlines are counted in these ticks.
+/// How often the epoch advances, i.e. how often a running guest yields.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Why loading or invoking a plugin failed.
@@ -263,7 +263,7 @@ impl Runtime {
             Component::new(&self.engine, bytes).map_err(|e| load_err(format!("{e:#}")))?;
         match component.serialize() {
             Ok(compiled) => {
-                let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+                let tmp = cached.with_extension(format!("tmp{:016x}", rand::random::<u64>()));
                 if let Err(e) =
                     std::fs::write(&tmp, compiled).and_then(|()| std::fs::rename(&tmp, &cached))
                 {
@@ -322,10 +322,6 @@ impl Runtime {
     /// The engine (for tests and benchmarks).
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    fn deadline_ticks(timeout_ms: u64) -> u64 {
-        timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1) + 1
     }
 
     /// Stop the epoch ticker; invocations after this never time out by epoch.

@@ -399,13 +399,13 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled");
-        store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
-        store.epoch_deadline_trap();
-
-        // The epoch deadline stops a guest that computes too long; this
-        // outer timeout also covers a host call that hangs.
-        let grace = Duration::from_millis(limits.timeout_ms + 50);
-        let result = tokio::time::timeout(grace, call(&mut store).instrument(span)).await;
+        // The guest yields to the async runtime every epoch tick, so a
+        // spinning plugin never holds a worker thread, and the deadline is
+        // an ordinary timeout (which also covers a host call that hangs).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let deadline = Duration::from_millis(limits.timeout_ms);
+        let result = tokio::time::timeout(deadline, call(&mut store).instrument(span)).await;
         let outcome = match result {
             Err(_elapsed) => Err(Error::Timeout(limits.timeout_ms)),
             Ok(Err(trap)) => Err(self.classify(trap, store.data())),
@@ -453,13 +453,14 @@ impl Plugin {
             Some(wasmtime::Trap::OutOfFuel) => Error::OutOfFuel(limits.fuel),
             Some(wasmtime::Trap::Interrupt) => Error::Timeout(limits.timeout_ms),
             Some(trap) => {
-                // A Rust guest prints its panic message to stderr first.
-                let stderr = String::from_utf8_lossy(&data.stderr.contents())
-                    .trim()
-                    .to_owned();
-                match stderr.lines().find(|l| l.contains("panicked")) {
-                    Some(line) => Error::Trap(format!("{trap}: {line}")),
-                    None => Error::Trap(trap.to_string()),
+                // A Rust guest prints "thread ... panicked at file:line:col:"
+                // and then the message on the next line.
+                let stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
+                let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked"));
+                match (lines.next(), lines.next()) {
+                    (Some(at), Some(msg)) => Error::Trap(format!("{trap}: {at} {msg}")),
+                    (Some(at), None) => Error::Trap(format!("{trap}: {at}")),
+                    _ => Error::Trap(trap.to_string()),
                 }
             }
             None => Error::Trap(format!("{err:#}")),

@@ -1,0 +1,206 @@
+//! Shared support for the end-to-end tests: builds the first-party plugins
+//! and the `tests/fixtures` components to wasm32-wasip2 once (with the same
+//! code path as `eventpulse plugin build`), and starts a real host on
+//! `127.0.0.1:0` over a temporary plugin directory and database.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use eventpulse::app::App;
+use eventpulse::config::Config;
+use eventpulse::registry::Registry;
+use eventpulse::runtime::{Clock, types};
+use tokio_util::sync::CancellationToken;
+
+/// The admin token every test host uses.
+pub const TOKEN: &str = "test-admin-token";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The directory holding every built component (`name.wasm`), built on
+/// first use. Cargo's own lock serialises test binaries that race here.
+pub fn components() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace();
+        let mut crates = eventpulse::scaffold::workspace_plugins(&root.join("plugins")).unwrap();
+        crates
+            .extend(eventpulse::scaffold::workspace_plugins(&root.join("tests/fixtures")).unwrap());
+        let out = root.join("target/plugins/test-components");
+        eventpulse::scaffold::build(&crates, &out).expect("building test components");
+        out
+    })
+}
+
+/// Path of a built component.
+pub fn component(name: &str) -> PathBuf {
+    let path = components().join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A running host over a temporary directory.
+pub struct Host {
+    /// The registry, for direct (typed) invocations.
+    pub registry: Arc<Registry>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The clock plugins see.
+    pub clock: Clock,
+    /// The plugin directory.
+    pub plugin_dir: PathBuf,
+    config: Config,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Holds the directory until the test ends.
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+/// Test defaults: small breaker threshold, quick reloads, a shared compile cache.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config {
+        database_url: format!("sqlite://{}", dir.join("eventpulse.db").display()),
+        plugin_dir: dir.join("plugins"),
+        cache_dir: workspace().join("target/plugins/test-cache"),
+        ..Config::default()
+    };
+    config.admin.token = Some(TOKEN.to_owned().into());
+    config.runtime.breaker_threshold = 3;
+    config.runtime.reload_debounce_ms = 100;
+    config
+}
+
+impl Host {
+    /// A host over a fresh directory with the manual clock at `1_000_000`.
+    pub async fn start() -> Host {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let config = test_config(dir.path());
+        std::fs::create_dir_all(&config.plugin_dir).unwrap();
+        Host::start_with(config, dir, Clock::manual(1_000_000)).await
+    }
+
+    /// A host over `config` (whose paths point into `dir`).
+    pub async fn start_with(config: Config, dir: Arc<tempfile::TempDir>, clock: Clock) -> Host {
+        let app = App::build_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let registry = app.registry.clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(listener, shutdown.clone()));
+        Host {
+            registry,
+            url,
+            clock,
+            plugin_dir: config.plugin_dir.clone(),
+            config,
+            shutdown,
+            task,
+            dir,
+        }
+    }
+
+    /// Stop this host and start another over the same directory and database.
+    pub async fn restart(self) -> Host {
+        let (config, dir, clock) = (self.config.clone(), self.dir.clone(), self.clock.clone());
+        self.stop().await;
+        Host::start_with(config, dir, clock).await
+    }
+
+    /// Stop the host and wait for its tasks.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Install built component `component` as plugin `name`, with `manifest`.
+    /// The manifest goes first, and both are renamed into place, as
+    /// `eventpulse plugin build` does.
+    pub fn install(&self, name: &str, component_name: &str, manifest: &str) {
+        let toml = self.plugin_dir.join(format!("{name}.toml"));
+        std::fs::write(toml.with_extension("partial"), manifest).unwrap();
+        std::fs::rename(toml.with_extension("partial"), &toml).unwrap();
+        let wasm = self.plugin_dir.join(format!("{name}.wasm"));
+        std::fs::copy(component(component_name), wasm.with_extension("partial")).unwrap();
+        std::fs::rename(wasm.with_extension("partial"), &wasm).unwrap();
+    }
+
+    /// Install and load synchronously (without waiting for the watcher).
+    pub async fn install_now(&self, name: &str, component_name: &str, manifest: &str) {
+        self.install(name, component_name, manifest);
+        self.registry.reload().await.unwrap();
+    }
+
+    /// An HTTP client request with the admin token.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    /// A POST with the admin token.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+}
+
+/// Poll `cond` every 20 ms for up to `timeout`; panics with `what` if it
+/// never holds.
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An `alert.raised` event as ingest will build it.
+pub fn alert_event(
+    name: &str,
+    status: types::AlertStatus,
+    labels: &[(&str, &str)],
+) -> types::Event {
+    let mut all: Vec<(String, String)> = vec![("alertname".into(), name.into())];
+    all.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    types::Event {
+        id: format!("evt-{name}"),
+        kind: "alert.raised".into(),
+        source: "test".into(),
+        time: 0,
+        trace_id: "trace-1".into(),
+        key: "app".into(),
+        correlation: types::Correlation {
+            alert_id: Some(format!("alert-{name}")),
+            incident_id: None,
+            action_id: None,
+        },
+        labels: vec![],
+        annotations: vec![],
+        alert: Some(types::Alert {
+            fingerprint: format!("fp-{name}"),
+            name: name.into(),
+            status,
+            severity: Some(types::Severity::Critical),
+            labels: all,
+            annotations: vec![("summary".into(), "CPU above 90%".into())],
+            starts_at: 0,
+            ends_at: None,
+            generator_url: None,
+        }),
+        data: "{}".into(),
+    }
+}
+
+/// The manifest `rule-hostile` runs with in `mode`, with extra TOML lines.
+pub fn hostile_manifest(mode: &str, limits: &str) -> String {
+    format!("[limits]\n{limits}\n\n[config]\nmode = \"{mode}\"\n")
+}
