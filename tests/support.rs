@@ -30,7 +30,7 @@ pub fn components() -> &'static Path {
         crates
             .extend(eventpulse::scaffold::workspace_plugins(&root.join("tests/fixtures")).unwrap());
         let out = root.join("target/plugins/test-components");
-        eventpulse::scaffold::build(&crates, &out).expect("building test components");
+        eventpulse::scaffold::build(&crates, &out, None).expect("building test components");
         out
     })
 }

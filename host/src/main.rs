@@ -62,6 +62,10 @@ enum PluginCommand {
         /// Output directory; default: the configured plugin directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Cargo target directory; default: `target/plugins` of the
+        /// crate's workspace.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
     },
 }
 
@@ -91,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { build_plugins } => {
             if build_plugins {
                 let crates = scaffold::workspace_plugins(std::path::Path::new("plugins"))?;
-                scaffold::build(&crates, &config.plugin_dir)?;
+                scaffold::build(&crates, &config.plugin_dir, None)?;
             }
             runtime()?.block_on(serve(config))
         }
@@ -120,14 +124,18 @@ fn plugin(command: PluginCommand, config: &Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        PluginCommand::Build { crates, out } => {
+        PluginCommand::Build {
+            crates,
+            out,
+            target_dir,
+        } => {
             let crates = if crates.is_empty() {
                 scaffold::workspace_plugins(std::path::Path::new("plugins"))?
             } else {
                 crates
             };
             let out = out.unwrap_or_else(|| config.plugin_dir.clone());
-            for installed in scaffold::build(&crates, &out)? {
+            for installed in scaffold::build(&crates, &out, target_dir.as_deref())? {
                 println!("installed {}", installed.display());
             }
             Ok(())

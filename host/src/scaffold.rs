@@ -74,7 +74,7 @@ pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf>
     )?;
     std::fs::write(
         root.join("src/lib.rs"),
-        template(kind).replace("{name}", name),
+        template(kind).replace("__PLUGIN_NAME__", name),
     )?;
     std::fs::write(
         root.join("plugin.toml"),
@@ -93,7 +93,7 @@ codegen-units = 1\npanic = \"abort\"\n";
 fn template(kind: Kind) -> &'static str {
     match kind {
         Kind::Rule => {
-            r#"//! `{name}`: an EventPulse rule.
+            r#"//! `__PLUGIN_NAME__`: an EventPulse rule.
 
 use eventpulse_sdk::{Context, Decision, Error, Event, Rule};
 
@@ -108,7 +108,7 @@ impl Rule for Plugin {
     fn decide(&self, event: &Event, cx: &Context<'_>) -> Result<Decision, Error> {
         let name = event.alert.as_ref().map(|a| a.name.as_str()).unwrap_or("event");
         cx.info(&format!("{name} seen"));
-        Ok(Decision::none().note(format!("{name} seen by {name_of_plugin}", name_of_plugin = "{name}")))
+        Ok(Decision::none().note(format!("{name} seen by __PLUGIN_NAME__")))
     }
 }
 
@@ -126,13 +126,13 @@ mod tests {
         let event = alert_event("Demo", AlertStatus::Firing, &[("service", "app")]);
         let decision = Plugin.decide(&event, &host.context()).unwrap();
         assert!(decision.is_empty());
-        assert_eq!(decision.note.as_deref(), Some("Demo seen by {name}"));
+        assert_eq!(decision.note.as_deref(), Some("Demo seen by __PLUGIN_NAME__"));
     }
 }
 "#
         }
         Kind::Action => {
-            r#"//! `{name}`: an EventPulse runbook action.
+            r#"//! `__PLUGIN_NAME__`: an EventPulse runbook action.
 
 use eventpulse_sdk::{Action, ActionRequest, ActionResult, Context, Error, Event};
 
@@ -147,7 +147,7 @@ impl Action for Plugin {
     fn run(&self, _event: &Event, request: &ActionRequest, cx: &Context<'_>) -> Result<ActionResult, Error> {
         cx.info(&format!("running on {}", request.target));
         Ok(ActionResult {
-            summary: format!("{} done on {}", "{name}", request.target),
+            summary: format!("__PLUGIN_NAME__ done on {}", request.target),
             details: serde_json::json!({ "target": request.target }),
         })
     }
@@ -157,7 +157,7 @@ eventpulse_sdk::export_action!(Plugin);
 "#
         }
         Kind::Notifier => {
-            r#"//! `{name}`: an EventPulse notifier.
+            r#"//! `__PLUGIN_NAME__`: an EventPulse notifier.
 
 use eventpulse_sdk::{Context, Delivery, Error, Event, Notifier, NotificationRequest};
 
@@ -198,13 +198,21 @@ pub fn workspace_plugins(plugins: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Build each crate to a wasm32-wasip2 component and install it with its
 /// `plugin.toml` into `out`. Returns the installed `.wasm` paths.
-pub fn build(crates: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// `target_dir` defaults to `target/plugins` of each crate's workspace.
+pub fn build(
+    crates: &[PathBuf],
+    out: &Path,
+    target_dir: Option<&Path>,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
     let mut installed = Vec::new();
     for dir in crates {
         let manifest = dir.join("Cargo.toml");
         let name = crate_name(&manifest)?;
-        let target_dir = target_dir(dir)?;
+        let target_dir = match target_dir {
+            Some(t) => t.to_owned(),
+            None => workspace_target_dir(dir)?,
+        };
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",
@@ -239,7 +247,7 @@ pub fn build(crates: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// `<workspace>/target/plugins`: a target directory of its own, so building
 /// plugins never waits on (or invalidates) the host's build.
-fn target_dir(crate_dir: &Path) -> anyhow::Result<PathBuf> {
+fn workspace_target_dir(crate_dir: &Path) -> anyhow::Result<PathBuf> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "locate-project",

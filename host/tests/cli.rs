@@ -1,0 +1,176 @@
+//! The `eventpulse` binary end to end: `plugin new` scaffolds a crate,
+//! `plugin build` installs it, and a running `eventpulse serve` loads it and
+//! answers a dry run, with no hand edits in between.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventpulse");
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eventpulse(dir: &Path, args: &[&str]) {
+    let status = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "eventpulse {args:?} failed: {status}");
+}
+
+#[test]
+fn scaffolded_plugins_build_and_load_in_a_running_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let cache = target.join("test-cache");
+    let scaffold_target = target.join("scaffold").display().to_string();
+    std::fs::write(
+        root.join("eventpulse.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t0ken\"\n",
+            port = free_port(),
+            cache = cache.display().to_string(),
+        ),
+    )
+    .unwrap();
+
+    for (name, kind) in [
+        ("demo", "rule"),
+        ("demo-action", "action"),
+        ("demo-notifier", "notifier"),
+    ] {
+        eventpulse(
+            root,
+            &[
+                "-c",
+                "eventpulse.toml",
+                "plugin",
+                "new",
+                name,
+                "--kind",
+                kind,
+                "--dir",
+                ".",
+            ],
+        );
+    }
+    eventpulse(
+        root,
+        &[
+            "-c",
+            "eventpulse.toml",
+            "plugin",
+            "build",
+            "--target-dir",
+            &scaffold_target,
+            "demo",
+            "demo-action",
+            "demo-notifier",
+        ],
+    );
+    for f in [
+        "demo.wasm",
+        "demo.toml",
+        "demo-action.wasm",
+        "demo-notifier.wasm",
+    ] {
+        assert!(root.join("dist").join(f).exists(), "{f} installed");
+    }
+
+    let config = std::fs::read_to_string(root.join("eventpulse.toml")).unwrap();
+    let addr = config
+        .lines()
+        .next()
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let _serve = Serve(
+        Command::new(BIN)
+            .args(["-c", "eventpulse.toml", "serve"])
+            .current_dir(root)
+            .spawn()
+            .unwrap(),
+    );
+
+    let client = reqwest::blocking::Client::new();
+    let list = wait_for(|| {
+        let r = client
+            .get(format!("http://{addr}/api/v1/plugins"))
+            .bearer_auth("t0ken")
+            .send()
+            .ok()?;
+        r.json::<serde_json::Value>().ok()
+    });
+    let plugins = list["plugins"].as_array().unwrap();
+    let kinds: Vec<_> = plugins
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("demo", "rule"),
+            ("demo-action", "action"),
+            ("demo-notifier", "notifier")
+        ]
+    );
+    assert!(
+        plugins
+            .iter()
+            .all(|p| p["loaded"] == true && p["error"].is_null()),
+        "{list}"
+    );
+
+    let event = serde_json::json!({
+        "id": "e1", "kind": "alert.raised", "source": "test", "time": 0, "trace_id": "t", "key": "app",
+        "correlation": {"alert_id": null, "incident_id": null, "action_id": null},
+        "labels": [], "annotations": [],
+        "alert": {"fingerprint": "f", "name": "Demo", "status": "Firing", "severity": null,
+                  "labels": [["alertname", "Demo"]], "annotations": [], "starts_at": 0,
+                  "ends_at": null, "generator_url": null},
+        "data": "{}"
+    });
+    let r = client
+        .post(format!("http://{addr}/api/v1/plugins/demo/dry-run"))
+        .bearer_auth("t0ken")
+        .json(&event)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["decision"]["note"], "Demo seen by demo", "{body}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "host did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
