@@ -19,7 +19,12 @@ pub mod action {
         path: "../wit",
         world: "action",
         exports: { default: async },
-        with: { "eventpulse:plugin": super::eventpulse::plugin },
+        with: {
+            "eventpulse:plugin": super::eventpulse::plugin,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
     });
 }
 
@@ -28,8 +33,13 @@ pub mod notifier {
         path: "../wit",
         world: "notifier",
         exports: { default: async },
-        with: { "eventpulse:plugin": super::eventpulse::plugin },
+        with: {
+            "eventpulse:plugin": super::eventpulse::plugin,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
     });
 }
 
-pub use eventpulse::plugin::types;
+pub use self::eventpulse::plugin::types;

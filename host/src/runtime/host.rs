@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Clock;
 use super::bindings::eventpulse::plugin::{clock, config, docker, kube, log, smtp, state, types};
@@ -52,6 +53,9 @@ pub struct HostState {
     /// WASI with nothing granted: no env, args, files, sockets or stdin.
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    /// Lets outgoing HTTP through only to granted hosts.
+    pub http_gate: HttpGate,
     /// The guest's stderr (panic messages), kept for error reports.
     pub stderr: MemoryOutputPipe,
 }
@@ -66,7 +70,6 @@ impl HostState {
             .allow_udp(false)
             .build();
         HostState {
-            env,
             writes: BTreeMap::new(),
             limiter: Limiter {
                 memory_limit,
@@ -75,8 +78,20 @@ impl HostState {
             denied: None,
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_gate: HttpGate {
+                plugin: env.name.clone(),
+                allow: env.manifest.grants.http.as_ref().map(|g| g.allow.clone()),
+                denied: None,
+            },
+            env,
             stderr,
         }
+    }
+
+    /// The capability this invocation was denied, if any.
+    pub fn denial(&self) -> Option<&String> {
+        self.denied.as_ref().or(self.http_gate.denied.as_ref())
     }
 
     /// The state writes, in key order.
@@ -105,6 +120,70 @@ impl HostState {
         types::CapabilityError::Unavailable(format!(
             "capability `{capability}` is not available in this host version"
         ))
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
+        }
+    }
+}
+
+/// The `wasi:http` gate: a request goes out only if its authority
+/// (`host` or `host:port`) is in the manifest's `grants.http.allow`.
+pub struct HttpGate {
+    plugin: String,
+    allow: Option<Vec<String>>,
+    /// Set when a request was refused.
+    pub denied: Option<String>,
+}
+
+impl HttpGate {
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+            return false;
+        };
+        self.allow
+            .iter()
+            .flatten()
+            .any(|entry| entry == authority.as_str() || (!entry.contains(':') && entry == host))
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
+        if !self.allows(request.uri()) {
+            let target = request
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::warn!(plugin.name = %self.plugin, capability = "http", target, "denied: host not granted");
+            self.denied.get_or_insert_with(|| "http".to_owned());
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
     }
 }
 

@@ -409,7 +409,7 @@ impl Plugin {
         let outcome = match result {
             Err(_elapsed) => Err(Error::Timeout(limits.timeout_ms)),
             Ok(Err(trap)) => Err(self.classify(trap, store.data())),
-            Ok(Ok(Err(plugin_error))) => match &store.data().denied {
+            Ok(Ok(Err(plugin_error))) => match store.data().denial() {
                 Some(cap) => Err(Error::Denied(cap.clone())),
                 None => Err(match plugin_error {
                     types::PluginError::Retryable(message) => Error::Plugin {
@@ -446,7 +446,7 @@ impl Plugin {
         if data.limiter.hit {
             return Error::Memory(limits.memory_mb);
         }
-        if let Some(cap) = &data.denied {
+        if let Some(cap) = data.denial() {
             return Error::Denied(cap.clone());
         }
         match err.downcast_ref::<wasmtime::Trap>() {
