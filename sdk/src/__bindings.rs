@@ -13,6 +13,14 @@ pub mod rule {
         export_macro_name: "__export_rule",
         default_bindings_module: "eventpulse_sdk::__bindings::rule",
         runtime_path: "eventpulse_sdk::__wit_bindgen_rt",
+        with: {
+            "wasi:io/poll@0.2.12": generate,
+            "wasi:io/error@0.2.12": generate,
+            "wasi:io/streams@0.2.12": generate,
+            "wasi:clocks/monotonic-clock@0.2.12": generate,
+            "wasi:http/types@0.2.12": generate,
+            "wasi:http/outgoing-handler@0.2.12": generate,
+        },
     });
 }
 
@@ -33,12 +41,12 @@ pub mod action {
             "eventpulse:plugin/docker@0.1.0": crate::__bindings::rule::eventpulse::plugin::docker,
             "eventpulse:plugin/kube@0.1.0": crate::__bindings::rule::eventpulse::plugin::kube,
             "eventpulse:plugin/smtp@0.1.0": crate::__bindings::rule::eventpulse::plugin::smtp,
-            "wasi:io/poll@0.2.12": generate,
-            "wasi:io/error@0.2.12": generate,
-            "wasi:io/streams@0.2.12": generate,
-            "wasi:clocks/monotonic-clock@0.2.12": generate,
-            "wasi:http/types@0.2.12": generate,
-            "wasi:http/outgoing-handler@0.2.12": generate,
+            "wasi:io/poll@0.2.12": crate::__bindings::rule::wasi::io::poll,
+            "wasi:io/error@0.2.12": crate::__bindings::rule::wasi::io::error,
+            "wasi:io/streams@0.2.12": crate::__bindings::rule::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::__bindings::rule::wasi::clocks::monotonic_clock,
+            "wasi:http/types@0.2.12": crate::__bindings::rule::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::__bindings::rule::wasi::http::outgoing_handler,
         },
     });
 }
@@ -60,12 +68,12 @@ pub mod notifier {
             "eventpulse:plugin/docker@0.1.0": crate::__bindings::rule::eventpulse::plugin::docker,
             "eventpulse:plugin/kube@0.1.0": crate::__bindings::rule::eventpulse::plugin::kube,
             "eventpulse:plugin/smtp@0.1.0": crate::__bindings::rule::eventpulse::plugin::smtp,
-            "wasi:io/poll@0.2.12": crate::__bindings::action::wasi::io::poll,
-            "wasi:io/error@0.2.12": crate::__bindings::action::wasi::io::error,
-            "wasi:io/streams@0.2.12": crate::__bindings::action::wasi::io::streams,
-            "wasi:clocks/monotonic-clock@0.2.12": crate::__bindings::action::wasi::clocks::monotonic_clock,
-            "wasi:http/types@0.2.12": crate::__bindings::action::wasi::http::types,
-            "wasi:http/outgoing-handler@0.2.12": crate::__bindings::action::wasi::http::outgoing_handler,
+            "wasi:io/poll@0.2.12": crate::__bindings::rule::wasi::io::poll,
+            "wasi:io/error@0.2.12": crate::__bindings::rule::wasi::io::error,
+            "wasi:io/streams@0.2.12": crate::__bindings::rule::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::__bindings::rule::wasi::clocks::monotonic_clock,
+            "wasi:http/types@0.2.12": crate::__bindings::rule::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::__bindings::rule::wasi::http::outgoing_handler,
         },
     });
 }

@@ -5,7 +5,9 @@
 
 use crate::__bindings::rule::eventpulse::plugin as wit;
 use crate::__bindings::types as t;
-use crate::context::{CapabilityError, Container, Context, Host, LogLevel};
+use crate::context::{
+    CapabilityError, Container, Context, Host, HttpRequest, HttpResponse, LogLevel,
+};
 use crate::model::*;
 use crate::{Action, Notifier, Rule};
 
@@ -48,6 +50,10 @@ impl Host for WitHost {
         wit::config::secret(name)
     }
 
+    fn http(&self, request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
+        http(request)
+    }
+
     fn docker_list_containers(&self, selector: &Labels) -> Result<Vec<Container>, CapabilityError> {
         let list = wit::docker::list_containers(&selector.0).map_err(capability_error)?;
         Ok(list
@@ -62,6 +68,135 @@ impl Host for WitHost {
                 created: c.created,
             })
             .collect())
+    }
+}
+
+/// Largest response body [`WitHost::http`] reads.
+const MAX_HTTP_BODY: usize = 4 << 20;
+
+fn http(request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
+    use crate::__bindings::rule::wasi::http::{outgoing_handler, types as ht};
+    use crate::__bindings::rule::wasi::io::streams::StreamError;
+
+    let failed = |what: &str| CapabilityError::Failed(format!("http: {what}"));
+    let (scheme, rest) = request
+        .url
+        .split_once("://")
+        .ok_or_else(|| failed("url has no scheme"))?;
+    let scheme = match scheme {
+        "http" => ht::Scheme::Http,
+        "https" => ht::Scheme::Https,
+        other => return Err(failed(&format!("unsupported scheme `{other}`"))),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut fields: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+        .collect();
+    // Without a length the body would go out chunked.
+    fields.push((
+        "content-length".into(),
+        request.body.len().to_string().into_bytes(),
+    ));
+    let headers =
+        ht::Fields::from_list(&fields).map_err(|e| failed(&format!("bad header: {e:?}")))?;
+    let out = ht::OutgoingRequest::new(headers);
+    let method = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => ht::Method::Get,
+        "POST" => ht::Method::Post,
+        "PUT" => ht::Method::Put,
+        "DELETE" => ht::Method::Delete,
+        "PATCH" => ht::Method::Patch,
+        "HEAD" => ht::Method::Head,
+        other => ht::Method::Other(other.to_owned()),
+    };
+    out.set_method(&method).map_err(|()| failed("bad method"))?;
+    out.set_scheme(Some(&scheme))
+        .map_err(|()| failed("bad scheme"))?;
+    out.set_authority(Some(authority))
+        .map_err(|()| failed("bad authority"))?;
+    out.set_path_with_query(Some(path))
+        .map_err(|()| failed("bad path"))?;
+    let body = out.body().map_err(|()| failed("no request body"))?;
+    let pending = outgoing_handler::handle(out, None).map_err(http_error)?;
+
+    // A refused request closes the body stream; the reason comes on the
+    // response future, so a failed write is not the error to report.
+    if let Ok(stream) = body.write() {
+        for chunk in request.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = ht::OutgoingBody::finish(body, None);
+
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(http_error(code)),
+        Some(Err(())) | None => return Err(failed("response already taken")),
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|()| failed("no response body"))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| failed("no response body stream"))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => body.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(CapabilityError::Unavailable(format!(
+                        "http: reading body: {}",
+                        e.to_debug_string()
+                    )));
+                }
+            }
+            if body.len() > MAX_HTTP_BODY {
+                return Err(failed(&format!(
+                    "response body larger than {MAX_HTTP_BODY} bytes"
+                )));
+            }
+        }
+    }
+    let _ = ht::IncomingBody::finish(incoming);
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn http_error(code: crate::__bindings::rule::wasi::http::types::ErrorCode) -> CapabilityError {
+    use crate::__bindings::rule::wasi::http::types::ErrorCode as E;
+    match code {
+        E::HttpRequestDenied => CapabilityError::NotGranted("http: host not granted".into()),
+        E::DnsTimeout
+        | E::DnsError(_)
+        | E::DestinationNotFound
+        | E::DestinationUnavailable
+        | E::ConnectionRefused
+        | E::ConnectionTerminated
+        | E::ConnectionTimeout
+        | E::ConnectionReadTimeout
+        | E::ConnectionWriteTimeout => CapabilityError::Unavailable(format!("http: {code:?}")),
+        other => CapabilityError::Failed(format!("http: {other:?}")),
     }
 }
 

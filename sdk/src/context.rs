@@ -77,6 +77,52 @@ pub struct Container {
     pub created: u64,
 }
 
+/// An outgoing HTTP request for [`Context::http`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// `http://host[:port]/path?query` or `https://...`.
+    pub url: String,
+    /// Request headers (`content-length` is set for you).
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A `POST` of `body` with content type `application/json`.
+    pub fn post_json(url: impl Into<String>, body: &serde_json::Value) -> Self {
+        HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+/// The response to an [`HttpRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// The host side of a plugin: what [`Context`] calls into.
 ///
 /// Implemented by the SDK over the real imports, and by
@@ -103,6 +149,10 @@ pub trait Host {
         _selector: &Labels,
     ) -> Result<Vec<Container>, CapabilityError> {
         Err(CapabilityError::NotGranted("docker".into()))
+    }
+    /// Send an HTTP request (wasi:http; only to granted hosts).
+    fn http(&self, _request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
+        Err(CapabilityError::NotGranted("http".into()))
     }
 }
 
@@ -160,6 +210,12 @@ impl<'a> Context<'a> {
     /// A secret named in this plugin's manifest.
     pub fn secret(&self, name: &str) -> Option<String> {
         self.host.secret(name)
+    }
+
+    /// Send an HTTP request. Only hosts in the manifest's `grants.http.allow`
+    /// are reachable; anything else is [`CapabilityError::NotGranted`].
+    pub fn http(&self, request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
+        self.host.http(request)
     }
 
     /// Containers matching every label of `selector`, within the grant.

@@ -12,6 +12,11 @@ wasmtime::component::bindgen!({
     },
     exports: { default: async },
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+    with: {
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+    },
 });
 
 pub mod action {

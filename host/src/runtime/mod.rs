@@ -223,7 +223,17 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::Rule::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        {
+            use bindings::eventpulse::plugin::{clock, config, docker, kube, log, smtp, state};
+            type Data = wasmtime::component::HasSelf<HostState>;
+            log::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            clock::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            state::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            config::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            docker::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            kube::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            smtp::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+        }
 
         std::fs::create_dir_all(cache_dir)?;
         Ok(Runtime {
