@@ -272,3 +272,83 @@ async fn state_is_kept_only_from_successful_real_runs() {
         "dry run kept nothing"
     );
 }
+
+/// Captures everything logged on this thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_leak_its_secret_into_logs_errors_or_the_api() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let host = host().await;
+    let secret = "s3cr3t-t0ken-value";
+    let file = host.dir.path().join("token");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let manifest = format!(
+        "[config]\nmode = \"leak\"\n\n[secrets]\ntoken = {{ file = {:?} }}\n",
+        file.display().to_string()
+    );
+    host.install_now("leaky", "rule-hostile", &manifest).await;
+
+    let err = decide(&host, "leaky").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin error (permanent): failed with token [redacted]"
+    );
+
+    let event = alert_event("HighCPU", AlertStatus::Firing, &[("service", "app")]);
+    let dry = host
+        .post("/api/v1/plugins/leaky/dry-run")
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    let dry = dry.text().await.unwrap();
+    let status = host
+        .get("/api/v1/plugins/leaky")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let list = host
+        .get("/api/v1/plugins")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+
+    assert!(
+        logged.contains("my token is [redacted]"),
+        "the plugin's log line is kept, redacted: {logged}"
+    );
+    for (place, text) in [
+        ("logs", &logged),
+        ("dry-run", &dry),
+        ("status", &status),
+        ("list", &list),
+    ] {
+        assert!(!text.contains(secret), "secret leaked into {place}: {text}");
+    }
+}

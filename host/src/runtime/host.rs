@@ -40,6 +40,23 @@ pub struct PluginEnv {
     pub clock: Clock,
 }
 
+impl PluginEnv {
+    /// `text` with every secret value of this plugin replaced, so that a
+    /// plugin echoing its own secret cannot leak it into logs or errors.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.secrets.values() {
+            let value = secret.expose_secret();
+            // Very short values would redact ordinary words; manifests
+            // should not hold such secrets anyway.
+            if value.len() >= 4 {
+                out = out.replace(value, "[redacted]");
+            }
+        }
+        out
+    }
+}
+
 /// The `T` of each invocation's `Store`.
 pub struct HostState {
     /// The plugin being run.
@@ -235,7 +252,7 @@ impl types::Host for HostState {}
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         // Plugins cannot flood the host's logs: one line, bounded.
-        let message: String = message.chars().take(2048).collect();
+        let message: String = self.env.redact(&message).chars().take(2048).collect();
         let plugin = self.env.name.as_str();
         match level {
             log::Level::Trace => tracing::trace!(plugin.name = plugin, "{message}"),

@@ -211,58 +211,27 @@ impl Plugin {
     }
 
     async fn describe(&self) -> Result<types::PluginInfo, Error> {
+        // The three worlds differ only in the export's accessor.
+        macro_rules! describe {
+            ($pre:expr, $export:ident) => {{
+                let pre = $pre.clone();
+                self.invoke(
+                    "describe",
+                    |_| Ok(()),
+                    move |store| {
+                        Box::pin(async move {
+                            let i = pre.instantiate_async(&mut *store).await?;
+                            Ok(Ok(i.$export().call_describe(&mut *store).await?))
+                        })
+                    },
+                )
+                .await?
+            }};
+        }
         let out = match &self.exports {
-            Exports::Rule(pre) => {
-                let pre = pre.clone();
-                self.invoke(
-                    "describe",
-                    |_| Ok(()),
-                    move |store| {
-                        Box::pin(async move {
-                            let i = pre.instantiate_async(&mut *store).await?;
-                            Ok(Ok(i
-                                .eventpulse_plugin_rule_plugin()
-                                .call_describe(&mut *store)
-                                .await?))
-                        })
-                    },
-                )
-                .await?
-            }
-            Exports::Action(pre) => {
-                let pre = pre.clone();
-                self.invoke(
-                    "describe",
-                    |_| Ok(()),
-                    move |store| {
-                        Box::pin(async move {
-                            let i = pre.instantiate_async(&mut *store).await?;
-                            Ok(Ok(i
-                                .eventpulse_plugin_action_plugin()
-                                .call_describe(&mut *store)
-                                .await?))
-                        })
-                    },
-                )
-                .await?
-            }
-            Exports::Notifier(pre) => {
-                let pre = pre.clone();
-                self.invoke(
-                    "describe",
-                    |_| Ok(()),
-                    move |store| {
-                        Box::pin(async move {
-                            let i = pre.instantiate_async(&mut *store).await?;
-                            Ok(Ok(i
-                                .eventpulse_plugin_notifier_plugin()
-                                .call_describe(&mut *store)
-                                .await?))
-                        })
-                    },
-                )
-                .await?
-            }
+            Exports::Rule(pre) => describe!(pre, eventpulse_plugin_rule_plugin),
+            Exports::Action(pre) => describe!(pre, eventpulse_plugin_action_plugin),
+            Exports::Notifier(pre) => describe!(pre, eventpulse_plugin_notifier_plugin),
         };
         Ok(out.output)
     }
@@ -414,11 +383,11 @@ impl Plugin {
                 None => Err(match plugin_error {
                     types::PluginError::Retryable(message) => Error::Plugin {
                         retryable: true,
-                        message,
+                        message: self.env.redact(&message),
                     },
                     types::PluginError::Permanent(message) => Error::Plugin {
                         retryable: false,
-                        message,
+                        message: self.env.redact(&message),
                     },
                 }),
             },
@@ -458,7 +427,9 @@ impl Plugin {
                 let stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
                 let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked"));
                 match (lines.next(), lines.next()) {
-                    (Some(at), Some(msg)) => Error::Trap(format!("{trap}: {at} {msg}")),
+                    (Some(at), Some(msg)) => {
+                        Error::Trap(format!("{trap}: {at} {}", self.env.redact(msg)))
+                    }
                     (Some(at), None) => Error::Trap(format!("{trap}: {at}")),
                     _ => Error::Trap(trap.to_string()),
                 }
