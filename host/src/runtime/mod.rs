@@ -216,6 +216,13 @@ impl Runtime {
             pool.total_tables(limits.max_instances * 4);
             pool.total_stacks(limits.max_instances);
             pool.max_memory_size((limits.max_memory_mb as usize) << 20);
+            // Instances are short-lived and slots are reused at once: reset
+            // the pages a plugin touched with memset instead of handing them
+            // back to the kernel, so the next instance does not fault them in.
+            pool.linear_memory_keep_resident(4 << 20);
+            pool.table_keep_resident(1 << 20);
+            pool.async_stack_keep_resident(512 << 10);
+            pool.pagemap_scan(wasmtime::Enabled::Auto);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config)?;
