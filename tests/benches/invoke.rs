@@ -87,6 +87,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    // `BENCH_ONLY=pooling` runs just the pooled sandbox (for profiling).
+    let only = std::env::var("BENCH_ONLY").ok();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -128,6 +130,9 @@ fn main() {
             "sandbox, no pooling, 2 tasks",
         ),
     ] {
+        if only.as_deref().is_some_and(|o| o != "pooling" || !pooling) {
+            continue;
+        }
         let sub = dir.path().join(if pooling { "pool" } else { "ondemand" });
         let registry = rt.block_on(registry(&sub, pooling));
         let plugin = registry.get("cpu").unwrap();
@@ -183,7 +188,8 @@ fn main() {
 
     let payload = serde_json::to_vec(&sdk_event).unwrap();
     let exe = env!("CARGO_BIN_EXE_cpu-rule-subprocess");
-    let (samples, wall) = time((n / 40).max(50), || {
+    let subprocess_runs = if only.is_some() { 0 } else { (n / 40).max(50) };
+    let (samples, wall) = time(subprocess_runs, || {
         let mut child = Command::new(exe)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -193,12 +199,14 @@ fn main() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success() && out.stdout.starts_with(b"{"));
     });
-    rows.push(Row {
-        name: "subprocess per event",
-        samples,
-        wall,
-        concurrency: 1,
-    });
+    if !samples.is_empty() {
+        rows.push(Row {
+            name: "subprocess per event",
+            samples,
+            wall,
+            concurrency: 1,
+        });
+    }
 
     println!(
         "\nrule invocation: rule-cpu-autoscale, HighCPU firing (opens incident, 1 action, 1 notification)\n"
