@@ -145,7 +145,7 @@ async fn ungranted_capability_is_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_spinning_plugin_does_not_stall_healthy_ones() {
     let host = host().await;
-    let manifest = hostile_manifest("loop", "fuel = 1_000_000_000_000_000\ntimeout_ms = 1_000");
+    let manifest = hostile_manifest("loop", "fuel = 1_000_000_000_000_000\ntimeout_ms = 3_000");
     host.install_now("spin", "rule-hostile", &manifest).await;
     let event = alert_event("HighCPU", AlertStatus::Firing, &[("service", "app")]);
 
@@ -163,17 +163,15 @@ async fn a_spinning_plugin_does_not_stall_healthy_ones() {
         start.elapsed()
     });
     let elapsed = healthy.await.unwrap();
+    // Had the spinner held the only worker, the healthy calls could only
+    // have run after its 3 s deadline.
     assert!(
         !spinning.is_finished(),
-        "the spinning call is still running alongside"
-    );
-    assert!(
-        elapsed < Duration::from_millis(800),
-        "20 healthy calls took {elapsed:?}"
+        "20 healthy calls finished ({elapsed:?}) while the spinning call was still running"
     );
     let err = spinning.await.unwrap().unwrap_err();
     assert!(
-        matches!(err, registry::Error::Plugin(Error::Timeout(1_000))),
+        matches!(err, registry::Error::Plugin(Error::Timeout(3_000))),
         "{err}"
     );
 }
