@@ -10,6 +10,7 @@
 //! - [`store`]: everything persisted; all SQL lives here.
 //! - [`runtime`]: wasmtime engine, capabilities lent to plugins, limits,
 //!   circuit breaker, invocation.
+//! - [`ingest`]: parsing and validating incoming alerts (Alertmanager v4).
 //! - [`registry`]: the plugin directory as the registry (hot reload,
 //!   enable/disable).
 //! - [`api`]: the admin HTTP API.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod ingest;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
