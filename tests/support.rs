@@ -46,6 +46,8 @@ pub fn component(name: &str) -> PathBuf {
 pub struct Host {
     /// The registry, for direct (typed) invocations.
     pub registry: Arc<Registry>,
+    /// The store, to check what was written.
+    pub store: eventpulse::store::Store,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// The clock plugins see.
@@ -90,10 +92,12 @@ impl Host {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let registry = app.registry.clone();
+        let store = app.store.clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(listener, shutdown.clone()));
         Host {
             registry,
+            store,
             url,
             clock,
             plugin_dir: config.plugin_dir.clone(),

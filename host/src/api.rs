@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -13,16 +14,23 @@ use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use crate::config::IngestConfig;
+use crate::ingest::alertmanager;
 use crate::registry::{self, Registry};
 use crate::runtime::{self, types};
+use crate::store::Store;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     /// The plugin registry.
     pub registry: Arc<Registry>,
+    /// The store.
+    pub store: Store,
     /// The admin bearer token.
     pub token: Arc<SecretString>,
+    /// Ingest settings.
+    pub ingest: Arc<IngestConfig>,
 }
 
 /// The API's routes.
@@ -36,9 +44,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/breaker/reset", post(reset_breaker))
         .route("/plugins/{name}/dry-run", post(dry_run))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let ingest = Router::new()
+        .route("/alerts/alertmanager", post(ingest_alertmanager))
+        .layer(DefaultBodyLimit::max(state.ingest.max_body_bytes));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .nest("/api/v1", admin)
+        .nest("/api/v1", admin.merge(ingest))
         .with_state(state)
 }
 
@@ -72,6 +83,8 @@ pub enum ApiError {
     Conflict(String),
     /// The request itself is wrong.
     BadRequest(String),
+    /// The body is larger than allowed.
+    TooLarge(usize),
     /// The plugin failed the invocation.
     PluginFailed(runtime::Error),
     /// A dependency (store, breaker) is not available right now.
@@ -118,6 +131,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
+            ApiError::TooLarge(max) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": format!("body larger than {max} bytes")}),
+            ),
             ApiError::PluginFailed(e) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string(), "kind": e.kind(), "retryable": e.is_retryable()}),
@@ -198,4 +215,48 @@ async fn dry_run(
     // Dry runs are for trying rules out, including disabled ones.
     let decision = s.registry.dry_run(&name, &event).await?;
     Ok(Json(json!({ "decision": decision })))
+}
+
+/// The Alertmanager webhook. 200 only once the alerts and their events are
+/// durable; 4xx (never retried by Alertmanager) for a body that will never
+/// be accepted; 503 (retried) when the store cannot take it now.
+async fn ingest_alertmanager(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(token) = &s.ingest.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|t| {
+            constant_time_eq::constant_time_eq(t.as_bytes(), token.expose_secret().as_bytes())
+        }) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(s.ingest.max_body_bytes),
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
+    let notification =
+        alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let outcome = s
+        .store
+        .ingest_alerts(&notification.group_key, &notification.alerts, |a| {
+            alertmanager::alert_raised(&notification, a, now)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "ingest could not be made durable");
+            ApiError::Unavailable("store unavailable; retry later".into())
+        })?;
+    Ok(Json(
+        json!({ "accepted": outcome.alerts, "new_events": outcome.events }),
+    ))
 }

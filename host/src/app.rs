@@ -70,7 +70,9 @@ impl App {
     pub fn router(&self) -> axum::Router {
         api::router(ApiState {
             registry: self.registry.clone(),
+            store: self.store.clone(),
             token: self.token.clone(),
+            ingest: Arc::new(self.config.ingest.clone()),
         })
     }
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// The admin API.
     pub admin: AdminConfig,
+    /// Alert ingest endpoints.
+    pub ingest: IngestConfig,
     /// The WebAssembly runtime.
     pub runtime: RuntimeConfig,
 }
@@ -41,6 +43,28 @@ pub struct AdminConfig {
     pub token: Option<SecretString>,
     /// Where the generated token is kept (mode 0600).
     pub token_file: PathBuf,
+}
+
+/// Alert ingest settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Bearer token senders must present (Alertmanager:
+    /// `http_config.authorization.credentials`). Unset: no token needed,
+    /// which is only sensible while `listen` is a loopback address.
+    #[serde(serialize_with = "redact")]
+    pub token: Option<SecretString>,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            token: None,
+            max_body_bytes: 1 << 20,
+        }
+    }
 }
 
 /// Runtime-wide limits; per-plugin limits live in each manifest and may
@@ -69,6 +93,7 @@ impl Default for Config {
             plugin_dir: PathBuf::from("plugins/dist"),
             cache_dir: PathBuf::from(".eventpulse/cache"),
             admin: AdminConfig::default(),
+            ingest: IngestConfig::default(),
             runtime: RuntimeConfig::default(),
         }
     }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::runtime::types;
+
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,6 +31,16 @@ pub struct StateWrite {
     pub key: String,
     /// The new value and its expiry (ms since epoch), or `None` to delete.
     pub value: Option<(String, Option<u64>)>,
+}
+
+/// What one ingest transaction changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct IngestOutcome {
+    /// Alerts in the delivery.
+    pub alerts: usize,
+    /// `alert.raised` events appended to the outbox: new alerts and status
+    /// changes; retries and duplicates append none.
+    pub events: usize,
 }
 
 /// A recorded sandbox failure.
@@ -158,6 +170,131 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Upsert `alerts` and append an event for each new alert or status
+    /// change, all in one transaction: either everything is durable or
+    /// nothing is. Deduplication is by `(fingerprint, starts_at)`.
+    pub async fn ingest_alerts(
+        &self,
+        group_key: &str,
+        alerts: &[types::Alert],
+        mut event_for: impl FnMut(&types::Alert) -> types::Event,
+    ) -> Result<IngestOutcome, Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut events = 0;
+        for a in alerts {
+            let status = match a.status {
+                types::AlertStatus::Firing => "firing",
+                types::AlertStatus::Resolved => "resolved",
+            };
+            let severity = a.severity.map(|s| format!("{s:?}").to_lowercase());
+            let labels = serde_json::to_string(&a.labels).expect("labels serialise");
+            let annotations = serde_json::to_string(&a.annotations).expect("annotations serialise");
+            let inserted = sqlx::query(
+                "INSERT INTO alerts (fingerprint, starts_at, name, status, severity, labels, annotations,
+                                     ends_at, generator_url, group_key, first_seen, last_seen, occurrences)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 1)
+                 ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+            )
+            .bind(&a.fingerprint)
+            .bind(a.starts_at as i64)
+            .bind(&a.name)
+            .bind(status)
+            .bind(&severity)
+            .bind(&labels)
+            .bind(&annotations)
+            .bind(a.ends_at.map(|t| t as i64))
+            .bind(&a.generator_url)
+            .bind(group_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let changed = !inserted
+                && sqlx::query(
+                    "UPDATE alerts SET status = $3, ends_at = $4, annotations = $5,
+                            last_seen = $6, occurrences = occurrences + 1
+                     WHERE fingerprint = $1 AND starts_at = $2 AND status <> $3",
+                )
+                .bind(&a.fingerprint)
+                .bind(a.starts_at as i64)
+                .bind(status)
+                .bind(a.ends_at.map(|t| t as i64))
+                .bind(&annotations)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+            if inserted || changed {
+                let event = event_for(a);
+                sqlx::query(
+                    "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&event.id)
+                .bind(&event.kind)
+                .bind(&event.key)
+                .bind(serde_json::to_string(&event).expect("event serialises"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                events += 1;
+            } else {
+                sqlx::query(
+                    "UPDATE alerts SET last_seen = $3, occurrences = occurrences + 1
+                     WHERE fingerprint = $1 AND starts_at = $2",
+                )
+                .bind(&a.fingerprint)
+                .bind(a.starts_at as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(IngestOutcome {
+            alerts: alerts.len(),
+            events,
+        })
+    }
+
+    /// Outbox events after `seq`, oldest first: `(seq, kind, payload)`.
+    pub async fn outbox_after(
+        &self,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, String)>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, payload FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// `(status, occurrences)` of an alert instance.
+    pub async fn alert_state(
+        &self,
+        fingerprint: &str,
+        starts_at: u64,
+    ) -> Result<Option<(String, i64)>, Error> {
+        let row = sqlx::query(
+            "SELECT status, occurrences FROM alerts WHERE fingerprint = $1 AND starts_at = $2",
+        )
+        .bind(fingerprint)
+        .bind(starts_at as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// Record a sandbox failure.

@@ -241,6 +241,35 @@ fn alert(i: usize, a: WebhookAlert) -> Result<types::Alert, WebhookError> {
     })
 }
 
+/// The `alert.raised` envelope for one alert of `n`.
+pub fn alert_raised(n: &Notification, alert: &types::Alert, now_ms: u64) -> types::Event {
+    let label = |k: &str| {
+        alert
+            .labels
+            .iter()
+            .find(|(lk, _)| lk == k)
+            .map(|(_, v)| v.clone())
+    };
+    types::Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind: "alert.raised".into(),
+        source: format!("alertmanager/{}", n.receiver),
+        time: now_ms,
+        // A new trace per alert instance and status: W3C trace-id format.
+        trace_id: hex::encode(rand::random::<[u8; 16]>()),
+        key: label("service").unwrap_or_else(|| alert.name.clone()),
+        correlation: types::Correlation {
+            alert_id: Some(format!("{}:{}", alert.fingerprint, alert.starts_at)),
+            incident_id: None,
+            action_id: None,
+        },
+        labels: vec![],
+        annotations: vec![],
+        alert: Some(alert.clone()),
+        data: serde_json::json!({ "group_key": n.group_key, "receiver": n.receiver }).to_string(),
+    }
+}
+
 fn severity(label: &str) -> Option<types::Severity> {
     match label.to_ascii_lowercase().as_str() {
         "info" | "informational" | "none" => Some(types::Severity::Info),
