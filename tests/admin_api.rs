@@ -53,14 +53,7 @@ async fn disable_is_persisted_and_enable_restores() {
     );
 
     let host = host.restart().await;
-    let list: serde_json::Value = host
-        .get("/api/v1/plugins")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = host.get_json("/api/v1/plugins").await;
     assert_eq!(list["plugins"][0]["name"], "cpu");
     assert_eq!(
         list["plugins"][0]["enabled"], false,

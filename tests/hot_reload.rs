@@ -88,14 +88,7 @@ async fn dropping_in_and_deleting_files_loads_and_unloads() {
         matches!(host.registry.get("fresh"), Err(Error::NotFound(_)))
     })
     .await;
-    let list: serde_json::Value = host
-        .get("/api/v1/plugins")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = host.get_json("/api/v1/plugins").await;
     assert_eq!(list["plugins"].as_array().unwrap().len(), 0, "{list}");
 }
 

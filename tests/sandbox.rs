@@ -196,14 +196,7 @@ async fn repeated_failures_trip_the_breaker_which_admin_can_reset() {
         .await
         .expect("other plugins are unaffected");
 
-    let body: serde_json::Value = host
-        .get("/api/v1/plugins/panicky")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = host.get_json("/api/v1/plugins/panicky").await;
     assert_eq!(body["plugin"]["breaker"], "open");
     let failures = body["recent_failures"].as_array().unwrap();
     assert_eq!(

@@ -146,6 +146,11 @@ impl Host {
             .bearer_auth(TOKEN)
     }
 
+    /// GET `path` with the admin token, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     /// A POST with the admin token.
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new()
