@@ -97,8 +97,7 @@ impl HostState {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             http_gate: HttpGate {
-                plugin: env.name.clone(),
-                allow: env.manifest.grants.http.as_ref().map(|g| g.allow.clone()),
+                env: env.clone(),
                 denied: None,
             },
             env,
@@ -153,8 +152,8 @@ impl WasiHttpView for HostState {
 /// The `wasi:http` gate: a request goes out only if its authority
 /// (`host` or `host:port`) is in the manifest's `grants.http.allow`.
 pub struct HttpGate {
-    plugin: String,
-    allow: Option<Vec<String>>,
+    /// The plugin's grants, shared with its other invocations.
+    env: Arc<PluginEnv>,
     /// Set when a request was refused.
     pub denied: Option<String>,
 }
@@ -164,9 +163,10 @@ impl HttpGate {
         let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
             return false;
         };
-        self.allow
-            .iter()
-            .flatten()
+        let grant = self.env.manifest.grants.http.as_ref();
+        grant
+            .into_iter()
+            .flat_map(|g| &g.allow)
             .any(|entry| entry == authority.as_str() || (!entry.contains(':') && entry == host))
     }
 }
@@ -189,7 +189,7 @@ impl WasiHttpHooks for HttpGate {
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            tracing::warn!(plugin.name = %self.plugin, capability = "http", target, "denied: host not granted");
+            tracing::warn!(plugin.name = %self.env.name, capability = "http", target, "denied: host not granted");
             self.denied.get_or_insert_with(|| "http".to_owned());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
