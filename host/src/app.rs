@@ -1,5 +1,6 @@
 //! Builds the host from a [`Config`] and runs its tasks under one
-//! supervisor: the HTTP server and the plugin-directory watcher. Tests
+//! supervisor: the HTTP server, the plugin-directory watcher and the
+//! pipeline's stages and work queues. Tests
 //! build the same app on `127.0.0.1:0`.
 
 use std::path::Path;
@@ -13,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::pipeline::transport::EmbeddedLog;
 use crate::registry::Registry;
 use crate::runtime::{Clock, Runtime, RuntimeOptions};
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 
 /// A built host, ready to [`App::run`].
 pub struct App {
@@ -39,7 +42,11 @@ impl App {
         std::fs::create_dir_all(&config.plugin_dir).with_context(|| {
             format!("creating plugin directory {}", config.plugin_dir.display())
         })?;
-        let store = Store::connect(&config.database_url)
+        let options = StoreOptions {
+            busy_timeout: std::time::Duration::from_millis(config.store.busy_timeout_ms),
+            max_connections: config.store.max_connections,
+        };
+        let store = Store::connect_with(&config.database_url, &options)
             .await
             .with_context(|| format!("opening the store at {}", config.database_url))?;
         let runtime = Arc::new(Runtime::new(
@@ -102,6 +109,20 @@ impl App {
                 .context("plugin watcher")
                 .map(|()| "plugin watcher")
         });
+
+        if self.config.pipeline.enabled {
+            let transport = Arc::new(EmbeddedLog::new(
+                self.store.clone(),
+                self.config.pipeline.batch,
+            ));
+            Pipeline::new(
+                self.store.clone(),
+                self.registry.clone(),
+                self.config.pipeline.clone(),
+                transport,
+            )
+            .spawn(&mut tasks, &shutdown);
+        }
 
         let mut result = Ok(());
         while let Some(done) = tasks.join_next().await {

@@ -31,6 +31,69 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The WebAssembly runtime.
     pub runtime: RuntimeConfig,
+    /// The database connection.
+    pub store: StoreConfig,
+    /// The stages and their work queues.
+    pub pipeline: PipelineConfig,
+}
+
+/// Database connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// How long a write waits for the database (SQLite lock, pool
+    /// connection) before the request fails with 503.
+    pub busy_timeout_ms: u64,
+    /// PostgreSQL connection pool size (SQLite uses one connection).
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            busy_timeout_ms: 5_000,
+            max_connections: 8,
+        }
+    }
+}
+
+/// Stage and work-queue settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Whether `serve` runs the stages (off: ingest and admin only).
+    pub enabled: bool,
+    /// Events a stage reads from the log per fetch.
+    pub batch: u32,
+    /// Attempts per action or notification before it fails and is
+    /// dead-lettered (retryable errors only; permanent ones fail at once).
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles per attempt, with jitter.
+    pub backoff_initial_ms: u64,
+    /// Longest backoff between attempts.
+    pub backoff_max_ms: u64,
+    /// Deadline for one attempt of an action or notification, on top of the
+    /// plugin's own sandbox timeout.
+    pub attempt_timeout_ms: u64,
+    /// Attempts of a rule on one event when it fails retryably.
+    pub rule_attempts: u32,
+    /// Actions (and, separately, notifications) run at once.
+    pub concurrency: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            enabled: true,
+            batch: 256,
+            max_attempts: 5,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 60_000,
+            attempt_timeout_ms: 30_000,
+            rule_attempts: 3,
+            concurrency: 16,
+        }
+    }
 }
 
 /// Admin API settings.
@@ -95,6 +158,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             ingest: IngestConfig::default(),
             runtime: RuntimeConfig::default(),
+            store: StoreConfig::default(),
+            pipeline: PipelineConfig::default(),
         }
     }
 }

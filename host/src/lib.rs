@@ -21,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod ingest;
+pub mod pipeline;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;

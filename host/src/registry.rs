@@ -372,6 +372,26 @@ impl Registry {
         self.finish(&plugin, "deliver", result, true).await
     }
 
+    /// Record a sandbox failure of `result`, if it is one, and pass the
+    /// result on. State writes of a success are the caller's to commit.
+    pub async fn observe<T>(
+        &self,
+        plugin: &Plugin,
+        operation: &str,
+        result: Result<runtime::Invocation<T>, runtime::Error>,
+    ) -> Result<runtime::Invocation<T>, runtime::Error> {
+        if let Err(e) = &result
+            && e.is_sandbox_failure()
+            && let Err(db) = self
+                .store
+                .record_failure(plugin.name(), operation, e.kind(), &e.to_string())
+                .await
+        {
+            tracing::error!(plugin.name = plugin.name(), error = %db, "could not record plugin failure");
+        }
+        result
+    }
+
     /// Persist state writes of a success, record a sandbox failure.
     async fn finish<T>(
         &self,
@@ -380,28 +400,14 @@ impl Registry {
         result: Result<runtime::Invocation<T>, runtime::Error>,
         commit: bool,
     ) -> Result<T, Error> {
-        match result {
-            Ok(inv) => {
-                if commit && !inv.writes.is_empty() {
-                    self.store
-                        .write_plugin_state(plugin.name(), &inv.writes)
-                        .await?;
-                    plugin.apply_writes(&inv.writes);
-                }
-                Ok(inv.output)
-            }
-            Err(e) => {
-                if e.is_sandbox_failure()
-                    && let Err(db) = self
-                        .store
-                        .record_failure(plugin.name(), operation, e.kind(), &e.to_string())
-                        .await
-                {
-                    tracing::error!(plugin.name = plugin.name(), error = %db, "could not record plugin failure");
-                }
-                Err(e.into())
-            }
+        let inv = self.observe(plugin, operation, result).await?;
+        if commit && !inv.writes.is_empty() {
+            self.store
+                .write_plugin_state(plugin.name(), &inv.writes)
+                .await?;
+            plugin.apply_writes(&inv.writes);
         }
+        Ok(inv.output)
     }
 
     /// The newest recorded sandbox failures of a plugin.

@@ -1,17 +1,27 @@
 //! The store: everything the host persists, behind one type. All SQL lives
-//! here. SQLite (WAL) is the embedded default; migrations in `migrations/`
-//! run on connect.
+//! here and runs unchanged on both backends through sqlx's `Any` driver:
+//! SQLite (WAL, one connection) is the embedded default, PostgreSQL is
+//! selected by a `postgres://` URL. Migrations for each backend live in
+//! `migrations/<backend>/` with the same numbering and run on connect.
 //!
-//! This module owns no policy: callers decide what to write and when.
+//! SQL here uses `$N` placeholders, `BIGINT`-compatible integers and text
+//! JSON, so the one code path serves both. This module owns no policy:
+//! callers decide what to write and when.
+
+mod pipeline;
 
 use std::collections::HashMap;
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use tokio::sync::Notify;
 
 use crate::runtime::types;
+
+pub use pipeline::*;
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +66,59 @@ pub struct FailureRecord {
     pub at: i64,
 }
 
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// An SQLite file: the embedded default.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a write waits for a lock (SQLite) or a connection before it
+    /// fails, which the API turns into 503.
+    pub busy_timeout: Duration,
+    /// PostgreSQL pool size (SQLite always uses one connection: one writer).
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 8,
+        }
+    }
+}
+
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// Woken after a commit that appended to the outbox.
+    appended: Arc<Notify>,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-fn now_ms() -> i64 {
+/// The embedded default gets `mode=rwc` so a fresh `./eventpulse.db` is created.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -72,19 +126,90 @@ fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Open (creating if missing) and migrate the database at `url`.
+    /// Open (creating an SQLite file if missing) and migrate the database
+    /// at `url` (`sqlite://path` or `postgres://...`) with default options.
     pub async fn connect(url: &str) -> Result<Store, Error> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Store::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Open and migrate the database at `url`.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store, Error> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            (Backend::Postgres, url.to_owned())
+        } else if url.starts_with("sqlite:") {
+            (Backend::Sqlite, sqlite_url(url))
+        } else {
+            return Err(Error::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL scheme in `{url}` (use sqlite:// or postgres://)"
+                )
+                .into(),
+            )));
+        };
+        let busy_ms = options.busy_timeout.as_millis();
+        let pool = match backend {
+            // One connection: SQLite has one writer anyway, and a single
+            // connection never meets SQLITE_BUSY from itself.
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            format!(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                                 PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;"
+                            )
+                            .as_str(),
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                }),
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.busy_timeout),
+        }
+        .connect(&url)
+        .await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store {
+            pool,
+            backend,
+            appended: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Notified after every commit that appended to the outbox. Waiters
+    /// should `enable()` the `Notified` future before reading the outbox so
+    /// no append is missed between the read and the wait.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// Start a write transaction. The first statement of every write
+    /// transaction should be a write (SQLite takes the write lock then).
+    pub async fn begin(&self) -> Result<Tx, Error> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+            backend: self.backend,
+            appended: false,
+            notify: self.appended.clone(),
+        })
+    }
+
+    /// Close the pool (waits for connections in use to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Whether each known plugin is enabled. Plugins never toggled are absent
@@ -102,7 +227,7 @@ impl Store {
     /// Persist a plugin's enablement.
     pub async fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO plugins (name, enabled, updated_at) VALUES (?, ?, ?)
+            "INSERT INTO plugins (name, enabled, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
         )
         .bind(name)
@@ -122,7 +247,7 @@ impl Store {
     ) -> Result<HashMap<String, (String, Option<u64>)>, Error> {
         let rows = sqlx::query(
             "SELECT key, value, expires_at FROM plugin_state
-             WHERE plugin = ? AND (expires_at IS NULL OR expires_at > ?)",
+             WHERE plugin = $1 AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(plugin)
         .bind(now_ms as i64)
@@ -143,33 +268,9 @@ impl Store {
         plugin: &str,
         writes: &[StateWrite],
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        for w in writes {
-            match &w.value {
-                Some((value, expires)) => {
-                    sqlx::query(
-                        "INSERT INTO plugin_state (plugin, key, value, expires_at) VALUES (?, ?, ?, ?)
-                         ON CONFLICT (plugin, key) DO UPDATE
-                         SET value = excluded.value, expires_at = excluded.expires_at",
-                    )
-                    .bind(plugin)
-                    .bind(&w.key)
-                    .bind(value)
-                    .bind(expires.map(|e| e as i64))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM plugin_state WHERE plugin = ? AND key = ?")
-                        .bind(plugin)
-                        .bind(&w.key)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        tx.write_plugin_state(plugin, writes).await?;
+        tx.commit().await
     }
 
     /// Upsert `alerts` and append an event for each new alert or status
@@ -182,7 +283,7 @@ impl Store {
         mut event_for: impl FnMut(&types::Alert) -> types::Event,
     ) -> Result<IngestOutcome, Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut events = 0;
         for a in alerts {
             let status = match a.status {
@@ -209,7 +310,7 @@ impl Store {
             .bind(&a.generator_url)
             .bind(group_key)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?
             .rows_affected()
                 == 1;
@@ -225,23 +326,12 @@ impl Store {
                 .bind(a.ends_at.map(|t| t as i64))
                 .bind(&annotations)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?
                 .rows_affected()
                     == 1;
             if inserted || changed {
-                let event = event_for(a);
-                sqlx::query(
-                    "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&event.id)
-                .bind(&event.kind)
-                .bind(&event.key)
-                .bind(serde_json::to_string(&event).expect("event serialises"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                tx.append(&event_for(a)).await?;
                 events += 1;
             } else {
                 sqlx::query(
@@ -251,7 +341,7 @@ impl Store {
                 .bind(&a.fingerprint)
                 .bind(a.starts_at as i64)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
             }
         }
@@ -306,7 +396,7 @@ impl Store {
         message: &str,
     ) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO plugin_failures (plugin, operation, kind, message, at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO plugin_failures (plugin, operation, kind, message, at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(plugin)
         .bind(operation)
@@ -326,7 +416,7 @@ impl Store {
     ) -> Result<Vec<FailureRecord>, Error> {
         let rows = sqlx::query(
             "SELECT operation, kind, message, at FROM plugin_failures
-             WHERE plugin = ? ORDER BY id DESC LIMIT ?",
+             WHERE plugin = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(plugin)
         .bind(limit as i64)

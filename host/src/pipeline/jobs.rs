@@ -1,0 +1,475 @@
+//! Actions and notifications: the intake stages record each request in its
+//! work queue (`actions`, the action_exec record, or `notifications`) in
+//! the inbox transaction; an [`Executor`] runs due jobs through their
+//! plugins.
+//!
+//! A job is claimed (`running`, attempts + 1) before its plugin is called.
+//! Each attempt has a deadline. Retryable failures are retried with
+//! exponential backoff and jitter up to `max_attempts`, then the job fails
+//! and is dead-lettered; permanent failures fail at once. Success or final
+//! failure commits the job's end and its outcome event together. A job
+//! found `running` at start was cut off by a crash and runs again: actions
+//! are convergent ("ensure N"), so that is safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::kinds::*;
+use super::{
+    ActionData, NotificationData, Stage, derive, event_span, sleep_or_cancel, store_backoff,
+};
+use crate::config::PipelineConfig;
+use crate::registry::{self, Registry};
+use crate::runtime::{self, types};
+use crate::store::{self, Job, JobEnd, Queue, Store, now_ms};
+
+/// Runs the jobs of one queue.
+pub struct Executor {
+    queue: Queue,
+    store: Store,
+    registry: Arc<Registry>,
+    config: PipelineConfig,
+    wake: Notify,
+}
+
+impl Executor {
+    /// An executor for `queue`.
+    pub fn new(
+        queue: Queue,
+        store: Store,
+        registry: Arc<Registry>,
+        config: PipelineConfig,
+    ) -> Self {
+        Executor {
+            queue,
+            store,
+            registry,
+            config,
+            wake: Notify::new(),
+        }
+    }
+
+    /// New work was enqueued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Delay before attempt `attempts + 1`.
+    fn backoff(&self, attempts: u32) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.config.backoff_initial_ms))
+            .with_max_delay(Duration::from_millis(self.config.backoff_max_ms))
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempts.saturating_sub(1) as usize)
+            .unwrap_or(Duration::from_millis(self.config.backoff_max_ms))
+    }
+
+    /// Run due jobs until `cancel` fires. Sleeps until woken, until the
+    /// next retry is due, or until a running job frees a slot.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut wait = store_backoff();
+        loop {
+            match self.store.requeue_running(self.queue).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::warn!(queue = ?self.queue, jobs = n, "re-running jobs cut off by a restart");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(queue = ?self.queue, error = %e, "cannot read the queue yet; retrying");
+                    if sleep_or_cancel(wait.next(), &cancel).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let slots = self.config.concurrency.max(1);
+        let mut running: JoinSet<()> = JoinSet::new();
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+
+            let mut next_due = None;
+            if running.len() < slots {
+                match self.start_due(&mut running, slots).await {
+                    Ok(next) => {
+                        next_due = next;
+                        wait = store_backoff();
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = ?self.queue, error = %e, "reading the queue failed; retrying");
+                        next_due =
+                            Some(now_ms() + wait.next().map_or(5000, |d| d.as_millis() as i64));
+                    }
+                }
+            }
+            let has_slot = running.len() < slots;
+            let sleep = async {
+                match next_due {
+                    Some(at) if has_slot => {
+                        let ms = (at - now_ms()).max(1) as u64;
+                        tokio::time::sleep(Duration::from_millis(ms)).await
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    // Attempts in flight are dropped; their jobs stay
+                    // `running` and run again at the next start.
+                    running.abort_all();
+                    return Ok(());
+                }
+                () = &mut woken => {}
+                () = sleep => {}
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    if let Err(e) = done && e.is_panic() {
+                        tracing::error!(queue = ?self.queue, "job attempt panicked");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claim and start due jobs while slots are free; returns when the next
+    /// pending job is due.
+    async fn start_due(
+        self: &Arc<Self>,
+        running: &mut JoinSet<()>,
+        slots: usize,
+    ) -> Result<Option<i64>, store::Error> {
+        let free = slots - running.len();
+        let due = self.store.due(self.queue, now_ms(), free as u32).await?;
+        for job in due {
+            let mut tx = self.store.begin().await?;
+            if !tx.claim(self.queue, &job.id).await? {
+                continue;
+            }
+            tx.commit().await?;
+            let this = self.clone();
+            running.spawn(async move { this.attempt(job).await });
+        }
+        if running.len() >= slots {
+            return Ok(None);
+        }
+        self.store.next_due(self.queue).await
+    }
+
+    /// One attempt of `job` (already claimed), and recording its end.
+    async fn attempt(&self, job: Job) {
+        let attempts = job.attempts as u32 + 1;
+        let event: types::Event = match serde_json::from_str(&job.request) {
+            Ok(e) => e,
+            Err(e) => {
+                let end = JobEnd::Failed {
+                    error: format!("unreadable request: {e}"),
+                };
+                self.record(&job, end, None, None).await;
+                return;
+            }
+        };
+        let span = event_span(self.queue_name(), &event);
+        let limit = Duration::from_millis(self.config.attempt_timeout_ms);
+        let (end, outcome) = async {
+            tracing::info!(plugin = %job.plugin, attempt = attempts, "attempt started");
+            let (end, outcome) = match self.queue {
+                Queue::Actions => self.run_action(&event, attempts, limit).await,
+                Queue::Notifications => self.deliver(&event, attempts, limit).await,
+            };
+            match &end {
+                JobEnd::Succeeded { .. } => tracing::info!(plugin = %job.plugin, attempt = attempts, "attempt succeeded"),
+                JobEnd::Retry { error, at } => tracing::warn!(plugin = %job.plugin, attempt = attempts, error, retry_in_ms = at - now_ms(), "attempt failed; will retry"),
+                JobEnd::Failed { error } => tracing::warn!(plugin = %job.plugin, attempt = attempts, error, "job failed"),
+            }
+            (end, outcome)
+        }
+        .instrument(span.clone())
+        .await;
+        let dead = matches!(end, JobEnd::Failed { .. }) && attempts >= self.config.max_attempts;
+        self.record(&job, end, outcome, dead.then_some(&event))
+            .instrument(span)
+            .await;
+    }
+
+    fn queue_name(&self) -> &'static str {
+        match self.queue {
+            Queue::Actions => "action queue",
+            Queue::Notifications => "notification queue",
+        }
+    }
+
+    /// How an attempt that failed with `error` ends.
+    fn failure(&self, error: &registry::Error, attempts: u32) -> (JobEnd, bool) {
+        let retryable = match error {
+            registry::Error::Plugin(e) => {
+                e.is_retryable()
+                    // A plugin being replaced or re-enabled comes back.
+                    || matches!(e, runtime::Error::NotFound(_) | runtime::Error::Disabled(_))
+            }
+            registry::Error::Store(_) | registry::Error::Dir { .. } => true,
+        };
+        let text = error.to_string();
+        if retryable && attempts < self.config.max_attempts {
+            let at = now_ms() + self.backoff(attempts).as_millis() as i64;
+            (JobEnd::Retry { error: text, at }, retryable)
+        } else if retryable {
+            (
+                JobEnd::Failed {
+                    error: format!("gave up after {attempts} attempts: {text}"),
+                },
+                retryable,
+            )
+        } else {
+            (JobEnd::Failed { error: text }, retryable)
+        }
+    }
+
+    async fn run_action(
+        &self,
+        event: &types::Event,
+        attempts: u32,
+        limit: Duration,
+    ) -> (JobEnd, Option<types::Event>) {
+        let mut data: ActionData = match serde_json::from_str(&event.data) {
+            Ok(d) => d,
+            Err(e) => {
+                let error = format!("action.requested data unreadable: {e}");
+                return (JobEnd::Failed { error }, None);
+            }
+        };
+        let result = tokio::time::timeout(
+            limit,
+            self.registry
+                .run_action(&data.request.action, event, &data.request),
+        )
+        .await
+        .unwrap_or_else(|_| Err(runtime::Error::Timeout(limit.as_millis() as u64).into()));
+        data.attempts = attempts;
+        let source = format!("eventpulse/action/{}", data.request.action);
+        match result {
+            Ok(r) => {
+                let end = JobEnd::Succeeded {
+                    status: "completed",
+                    result: serde_json::to_string(&r).expect("result serialises"),
+                };
+                data.result = Some(r);
+                let done = derive(
+                    event,
+                    ACTION_COMPLETED,
+                    &source,
+                    event.correlation.clone(),
+                    &data,
+                );
+                (end, Some(done))
+            }
+            Err(e) => {
+                let (end, retryable) = self.failure(&e, attempts);
+                if let JobEnd::Failed { error } = &end {
+                    data.error = Some(if retryable {
+                        types::PluginError::Retryable(error.clone())
+                    } else {
+                        types::PluginError::Permanent(error.clone())
+                    });
+                    let failed = derive(
+                        event,
+                        ACTION_FAILED,
+                        &source,
+                        event.correlation.clone(),
+                        &data,
+                    );
+                    return (end, Some(failed));
+                }
+                (end, None)
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        event: &types::Event,
+        attempts: u32,
+        limit: Duration,
+    ) -> (JobEnd, Option<types::Event>) {
+        let mut data: NotificationData = match serde_json::from_str(&event.data) {
+            Ok(d) => d,
+            Err(e) => {
+                let error = format!("notification.requested data unreadable: {e}");
+                return (JobEnd::Failed { error }, None);
+            }
+        };
+        let result = tokio::time::timeout(
+            limit,
+            self.registry
+                .deliver(&data.request.channel, event, &data.request),
+        )
+        .await
+        .unwrap_or_else(|_| Err(runtime::Error::Timeout(limit.as_millis() as u64).into()));
+        data.attempts = attempts;
+        let source = format!("eventpulse/notifier/{}", data.request.channel);
+        match result {
+            Ok(d) => {
+                let end = JobEnd::Succeeded {
+                    status: "delivered",
+                    result: serde_json::to_string(&d).expect("delivery serialises"),
+                };
+                data.delivery = Some(d);
+                let done = derive(
+                    event,
+                    NOTIFICATION_DELIVERED,
+                    &source,
+                    event.correlation.clone(),
+                    &data,
+                );
+                (end, Some(done))
+            }
+            Err(e) => {
+                let (end, _) = self.failure(&e, attempts);
+                if let JobEnd::Failed { error } = &end {
+                    data.error = Some(error.clone());
+                    let failed = derive(
+                        event,
+                        NOTIFICATION_FAILED,
+                        &source,
+                        event.correlation.clone(),
+                        &data,
+                    );
+                    return (end, Some(failed));
+                }
+                (end, None)
+            }
+        }
+    }
+
+    /// Commit the attempt's end with its outcome event (and dead letter),
+    /// retrying until the store takes it: a finished attempt is never
+    /// forgotten while the process lives (and re-runs if it dies).
+    async fn record(
+        &self,
+        job: &Job,
+        end: JobEnd,
+        outcome: Option<types::Event>,
+        dead: Option<&types::Event>,
+    ) {
+        let mut wait = store_backoff();
+        loop {
+            let result = async {
+                let mut tx = self.store.begin().await?;
+                tx.finish(self.queue, &job.id, &end).await?;
+                if let Some(e) = &outcome {
+                    tx.append(e).await?;
+                }
+                if let (Some(e), JobEnd::Failed { error }) = (dead, &end) {
+                    let consumer = match self.queue {
+                        Queue::Actions => ActionIntake::NAME,
+                        Queue::Notifications => NotificationIntake::NAME,
+                    };
+                    tx.dead_letter(consumer, e, error, job.attempts + 1).await?;
+                }
+                tx.commit().await
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(job = %job.id, error = %e, "could not record the attempt; retrying");
+                    tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(5))).await;
+                }
+            }
+        }
+    }
+}
+
+/// The action stage: `action.requested` into the `actions` queue.
+pub struct ActionIntake(pub Arc<Executor>);
+
+/// The notification stage: `notification.requested` into `notifications`.
+pub struct NotificationIntake(pub Arc<Executor>);
+
+async fn intake(
+    executor: &Executor,
+    consumer: &str,
+    event: &types::Event,
+    job: Option<Job>,
+) -> Result<(), store::Error> {
+    let mut tx = executor.store.begin().await?;
+    if !tx.inbox(consumer, &event.id).await? {
+        return Ok(());
+    }
+    match job {
+        Some(job) => {
+            tx.enqueue(executor.queue, &job).await?;
+        }
+        None => {
+            tx.dead_letter(consumer, event, "request data unreadable", 0)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    executor.wake();
+    Ok(())
+}
+
+impl Stage for ActionIntake {
+    const NAME: &'static str = "actions";
+    const KINDS: &'static [&'static str] = &[ACTION_REQUESTED];
+
+    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
+        let job = serde_json::from_str::<ActionData>(&event.data)
+            .ok()
+            .map(|d| Job {
+                id: event
+                    .correlation
+                    .action_id
+                    .clone()
+                    .unwrap_or_else(|| event.id.clone()),
+                incident_id: event.correlation.incident_id.clone(),
+                rule: d.rule,
+                plugin: d.request.action.clone(),
+                target: d.request.target.clone(),
+                status: "pending".into(),
+                attempts: 0,
+                next_attempt_at: 0,
+                last_error: None,
+                result: None,
+                request: serde_json::to_string(event).expect("event serialises"),
+            });
+        intake(&self.0, Self::NAME, event, job).await
+    }
+}
+
+impl Stage for NotificationIntake {
+    const NAME: &'static str = "notifications";
+    const KINDS: &'static [&'static str] = &[NOTIFICATION_REQUESTED];
+
+    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
+        let job = serde_json::from_str::<NotificationData>(&event.data)
+            .ok()
+            .map(|d| Job {
+                id: d.notification_id.clone(),
+                incident_id: event.correlation.incident_id.clone(),
+                rule: d.rule,
+                plugin: d.request.channel.clone(),
+                target: d
+                    .request
+                    .dedup_key
+                    .clone()
+                    .unwrap_or_else(|| d.request.title.clone()),
+                status: "pending".into(),
+                attempts: 0,
+                next_attempt_at: 0,
+                last_error: None,
+                result: None,
+                request: serde_json::to_string(event).expect("event serialises"),
+            });
+        intake(&self.0, Self::NAME, event, job).await
+    }
+}

@@ -1,0 +1,350 @@
+//! The stages an alert travels through after ingest, each an inbox
+//! consumer of the transport:
+//!
+//! - [`rules`]: `alert.raised`, `action.completed`, `action.failed` → rule
+//!   plugins → decisions log, incident changes, `incident.opened`/`updated`,
+//!   `action.requested`, `notification.requested`, `signal.emitted`.
+//! - [`incidents`]: outcomes (`action.*`, `notification.*`, `signal.emitted`)
+//!   → the incident timeline.
+//! - [`jobs`]: `action.requested` / `notification.requested` → the
+//!   `actions` / `notifications` work queues → action and notifier plugins
+//!   with per-attempt timeouts, backoff and dead letters →
+//!   `action.completed`/`failed`, `notification.delivered`/`failed`.
+//!
+//! A stage's effects, its outbox appends and its inbox row commit in one
+//! transaction, so a redelivered event is a no-op; the transport's
+//! position is acknowledged after that commit.
+
+pub mod incidents;
+pub mod jobs;
+pub mod rules;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::PipelineConfig;
+use crate::registry::Registry;
+use crate::runtime::types;
+use crate::store::{self, Store};
+use transport::{Subscription, Transport};
+
+/// Event kinds (one topic each in a Kafka deployment).
+pub mod kinds {
+    /// An alert was ingested (new, or its status changed).
+    pub const ALERT_RAISED: &str = "alert.raised";
+    /// A rule opened an incident.
+    pub const INCIDENT_OPENED: &str = "incident.opened";
+    /// An incident changed (status, attached alert).
+    pub const INCIDENT_UPDATED: &str = "incident.updated";
+    /// A rule asked for an action.
+    pub const ACTION_REQUESTED: &str = "action.requested";
+    /// An action finished.
+    pub const ACTION_COMPLETED: &str = "action.completed";
+    /// An action failed for good.
+    pub const ACTION_FAILED: &str = "action.failed";
+    /// A rule asked for a notification.
+    pub const NOTIFICATION_REQUESTED: &str = "notification.requested";
+    /// A notifier delivered.
+    pub const NOTIFICATION_DELIVERED: &str = "notification.delivered";
+    /// A notification failed for good.
+    pub const NOTIFICATION_FAILED: &str = "notification.failed";
+    /// A rule emitted a named domain event.
+    pub const SIGNAL_EMITTED: &str = "signal.emitted";
+    /// A generic event posted to `/api/v1/events`.
+    pub const EVENT_RECEIVED: &str = "event.received";
+}
+
+/// `data` of `action.requested`, `action.completed` and `action.failed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionData {
+    /// The rule that asked (it hears the outcome).
+    pub rule: String,
+    /// What it asked for.
+    pub request: types::ActionRequest,
+    /// On `action.completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<types::ActionResult>,
+    /// On `action.failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<types::PluginError>,
+    /// Attempts made (outcomes only).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// `data` of `notification.requested`, `.delivered` and `.failed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotificationData {
+    /// The rule that asked.
+    pub rule: String,
+    /// The notification's id.
+    pub notification_id: String,
+    /// What to send.
+    pub request: types::NotificationRequest,
+    /// On `notification.delivered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<types::Delivery>,
+    /// On `notification.failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Attempts made (outcomes only).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// A new event caused by `parent`: same trace, key, labels and alert.
+pub fn derive(
+    parent: &types::Event,
+    kind: &str,
+    source: &str,
+    correlation: types::Correlation,
+    data: &impl Serialize,
+) -> types::Event {
+    types::Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind: kind.to_owned(),
+        source: source.to_owned(),
+        time: store::now_ms() as u64,
+        trace_id: parent.trace_id.clone(),
+        key: parent.key.clone(),
+        correlation,
+        labels: parent.labels.clone(),
+        annotations: parent.annotations.clone(),
+        alert: parent.alert.clone(),
+        data: serde_json::to_string(data).expect("event data serialises"),
+    }
+}
+
+/// The span every piece of work on an event runs in: correlation ids are
+/// on every log line.
+pub fn event_span(stage: &'static str, event: &types::Event) -> tracing::Span {
+    let c = &event.correlation;
+    tracing::info_span!(
+        "event",
+        stage,
+        event.kind = %event.kind,
+        event.id = %event.id,
+        trace_id = %event.trace_id,
+        alert_id = c.alert_id.as_deref().unwrap_or(""),
+        incident_id = c.incident_id.as_deref().unwrap_or(""),
+        action_id = c.action_id.as_deref().unwrap_or(""),
+    )
+}
+
+/// Delays between retries of store operations: 50 ms doubling to 5 s,
+/// jittered, forever (a stage never drops an event because the database
+/// is down; it waits for it).
+fn store_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// An inbox consumer.
+pub trait Stage: Send + Sync + 'static {
+    /// Consumer name: inbox rows and transport offsets are kept under it.
+    const NAME: &'static str;
+    /// Event kinds it consumes.
+    const KINDS: &'static [&'static str];
+
+    /// Process one event: effects, appends and the inbox row in one
+    /// transaction. An error means nothing was committed; the event will
+    /// be handed over again.
+    fn handle(&self, event: &types::Event)
+    -> impl Future<Output = Result<(), store::Error>> + Send;
+
+    /// Called once before the first event.
+    fn start(&self) -> impl Future<Output = Result<(), store::Error>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Feed `stage` from `transport` until `cancel` fires. Store failures are
+/// retried with backoff; a payload that is not an event is dead-lettered.
+pub async fn run_stage<S: Stage>(
+    stage: Arc<S>,
+    store: Store,
+    transport: Arc<dyn Transport>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut sub: Box<dyn Subscription> = transport.subscribe(S::NAME, S::KINDS);
+    let mut wait = store_backoff();
+    while let Err(e) = stage.start().await {
+        tracing::warn!(stage = S::NAME, error = %e, "stage cannot start yet; retrying");
+        if sleep_or_cancel(wait.next(), &cancel).await {
+            return Ok(());
+        }
+    }
+    tracing::info!(stage = S::NAME, kinds = ?S::KINDS, "stage started");
+    loop {
+        let batch = match sub.next(&cancel).await {
+            Ok(b) if b.is_empty() => return Ok(()),
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(stage = S::NAME, error = %e, "reading the log failed; retrying");
+                if sleep_or_cancel(wait.next(), &cancel).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        for d in &batch {
+            let event: types::Event = match serde_json::from_str(&d.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    poison(&store, S::NAME, d, &e.to_string(), &cancel).await;
+                    continue;
+                }
+            };
+            let span = event_span(S::NAME, &event);
+            let mut wait = store_backoff();
+            loop {
+                match stage.handle(&event).instrument(span.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let _in = span.enter();
+                        tracing::warn!(error = %e, "stage transaction failed; retrying the event");
+                        drop(_in);
+                        if sleep_or_cancel(wait.next(), &cancel).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        let last = batch.last().expect("batch is not empty").position;
+        if let Err(e) = sub.ack(last).await {
+            // Harmless: the next ack covers it; a restart redelivers and the
+            // inbox skips what was done.
+            tracing::warn!(stage = S::NAME, error = %e, "could not record the log position");
+        }
+    }
+}
+
+/// Park a payload that is not an event (it cannot be processed, ever).
+async fn poison(
+    store: &Store,
+    consumer: &str,
+    d: &transport::Delivery,
+    error: &str,
+    cancel: &CancellationToken,
+) {
+    tracing::error!(
+        stage = consumer,
+        position = d.position,
+        error,
+        "unreadable event dead-lettered"
+    );
+    let mut wait = store_backoff();
+    loop {
+        let parked = async {
+            let mut tx = store.begin().await?;
+            let id = format!("position:{}", d.position);
+            tx.dead_letter_raw(consumer, &id, "unreadable", &d.payload, error, 1)
+                .await?;
+            tx.commit().await
+        };
+        match parked.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(stage = consumer, error = %e, "could not dead-letter; retrying")
+            }
+        }
+        if sleep_or_cancel(wait.next(), cancel).await {
+            return;
+        }
+    }
+}
+
+/// Sleep for `delay` unless `cancel` fires first; `true` if it did.
+async fn sleep_or_cancel(delay: Option<Duration>, cancel: &CancellationToken) -> bool {
+    let delay = delay.unwrap_or(Duration::from_secs(5));
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = cancel.cancelled() => true,
+    }
+}
+
+/// All the stages, wired to one store, registry and transport.
+pub struct Pipeline {
+    store: Store,
+    registry: Arc<Registry>,
+    config: PipelineConfig,
+    transport: Arc<dyn Transport>,
+}
+
+impl Pipeline {
+    /// Stages over `transport`.
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        config: PipelineConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        Pipeline {
+            store,
+            registry,
+            config,
+            transport,
+        }
+    }
+
+    /// Start every stage and work queue on `tasks`; they stop when `cancel`
+    /// fires.
+    pub fn spawn(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<&'static str>>,
+        cancel: &CancellationToken,
+    ) {
+        let actions = Arc::new(jobs::Executor::new(
+            store::Queue::Actions,
+            self.store.clone(),
+            self.registry.clone(),
+            self.config.clone(),
+        ));
+        let notifications = Arc::new(jobs::Executor::new(
+            store::Queue::Notifications,
+            self.store.clone(),
+            self.registry.clone(),
+            self.config.clone(),
+        ));
+        let rules = Arc::new(rules::RuleStage::new(
+            self.store.clone(),
+            self.registry.clone(),
+            self.config.rule_attempts,
+        ));
+        let incidents = Arc::new(incidents::IncidentStage::new(self.store.clone()));
+        let action_intake = Arc::new(jobs::ActionIntake(actions.clone()));
+        let notification_intake = Arc::new(jobs::NotificationIntake(notifications.clone()));
+
+        macro_rules! stage {
+            ($stage:expr, $name:expr) => {{
+                let (t, c, st) = (self.transport.clone(), cancel.clone(), self.store.clone());
+                let s = $stage;
+                tasks.spawn(async move { run_stage(s, st, t, c).await.map(|()| $name) });
+            }};
+        }
+        stage!(rules, "rule stage");
+        stage!(incidents, "incident stage");
+        stage!(action_intake, "action stage");
+        stage!(notification_intake, "notification stage");
+        for (executor, name) in [
+            (actions, "action queue"),
+            (notifications, "notification queue"),
+        ] {
+            let c = cancel.clone();
+            tasks.spawn(async move { executor.run(c).await.map(|()| name) });
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The rule stage: every enabled rule subscribed to an `alert.raised` event
+//! decides; the outcome of an action goes back to the rule that asked for
+//! it. What the rules decided is applied in one transaction with the inbox
+//! row: decisions log, plugin state, incident changes and the events they
+//! announce.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::incidents::{IncidentData, status_name, transition};
+use super::kinds::*;
+use super::{ActionData, NotificationData, Stage, derive};
+use crate::registry::Registry;
+use crate::runtime::{self, Invocation, Plugin, types};
+use crate::store::{self, DecisionRecord, Incident, Store, TimelineEntry, Tx, now_ms};
+
+/// The rule stage.
+pub struct RuleStage {
+    store: Store,
+    registry: Arc<Registry>,
+    attempts: u32,
+}
+
+/// One rule's answer to one event.
+struct Call {
+    rule: String,
+    plugin: Option<Arc<Plugin>>,
+    result: Result<Invocation<types::Decision>, runtime::Error>,
+    attempts: u32,
+}
+
+impl RuleStage {
+    /// A stage invoking rules from `registry`, each up to `attempts` times
+    /// when it fails retryably.
+    pub fn new(store: Store, registry: Arc<Registry>, attempts: u32) -> Self {
+        RuleStage {
+            store,
+            registry,
+            attempts: attempts.max(1),
+        }
+    }
+
+    /// Invoke `plugin` through `op`, retrying retryable failures.
+    async fn call<F, Fut>(&self, plugin: Arc<Plugin>, operation: &str, op: F) -> Call
+    where
+        F: Fn(Arc<Plugin>) -> Fut,
+        Fut: Future<Output = Result<Invocation<types::Decision>, runtime::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = op(plugin.clone()).await;
+            let result = self.registry.observe(&plugin, operation, result).await;
+            match result {
+                Err(e) if e.is_retryable() && attempt < self.attempts => {
+                    tracing::warn!(rule = plugin.name(), attempt, error = %e, "rule failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                }
+                result => {
+                    return Call {
+                        rule: plugin.name().to_owned(),
+                        plugin: Some(plugin),
+                        result,
+                        attempts: attempt,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Ask the rules about `event`.
+    async fn decide(&self, event: &types::Event) -> Vec<Call> {
+        if event.kind == ALERT_RAISED || event.kind == EVENT_RECEIVED {
+            let mut calls = Vec::new();
+            for plugin in self.registry.rules_for(event) {
+                calls.push(
+                    self.call(plugin, "decide", |p| async move { p.decide(event).await })
+                        .await,
+                );
+            }
+            return calls;
+        }
+        // An action outcome goes to the rule that asked for the action.
+        let data: ActionData = match serde_json::from_str(&event.data) {
+            Ok(d) => d,
+            Err(e) => {
+                return vec![Call {
+                    rule: "?".into(),
+                    plugin: None,
+                    result: Err(runtime::Error::InvalidOutput(format!(
+                        "{} data is not an action outcome: {e}",
+                        event.kind
+                    ))),
+                    attempts: 0,
+                }];
+            }
+        };
+        let plugin = match self.registry.get(&data.rule) {
+            Ok(p) => p,
+            Err(e) => {
+                return vec![Call {
+                    rule: data.rule,
+                    plugin: None,
+                    result: Err(e),
+                    attempts: 0,
+                }];
+            }
+        };
+        let result = match (data.result, data.error) {
+            (Some(r), _) => Ok(r),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(types::PluginError::Permanent("no result recorded".into())),
+        };
+        let outcome = types::ActionOutcome {
+            action_id: event.correlation.action_id.clone().unwrap_or_default(),
+            request: data.request,
+            result,
+            attempts: data.attempts,
+        };
+        let op = if outcome.result.is_ok() {
+            "on-action-completed"
+        } else {
+            "on-action-failed"
+        };
+        let outcome = &outcome;
+        vec![
+            self.call(plugin, op, |p| async move {
+                p.on_action_outcome(event, outcome).await
+            })
+            .await,
+        ]
+    }
+}
+
+impl Stage for RuleStage {
+    const NAME: &'static str = "rules";
+    const KINDS: &'static [&'static str] = &[
+        ALERT_RAISED,
+        EVENT_RECEIVED,
+        ACTION_COMPLETED,
+        ACTION_FAILED,
+    ];
+
+    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
+        if self.store.inbox_seen(Self::NAME, &event.id).await? {
+            return Ok(());
+        }
+        let calls = self.decide(event).await;
+
+        let mut tx = self.store.begin().await?;
+        if !tx.inbox(Self::NAME, &event.id).await? {
+            return Ok(());
+        }
+        let mut committed = Vec::new();
+        for call in calls {
+            match call.result {
+                Ok(inv) => {
+                    tx.write_plugin_state(&call.rule, &inv.writes).await?;
+                    let incident = apply(&mut tx, event, &call.rule, &inv.output).await?;
+                    tx.log_decision(&DecisionRecord {
+                        event,
+                        rule: &call.rule,
+                        incident_id: incident.as_deref(),
+                        decision: Some(
+                            serde_json::to_string(&inv.output).expect("decision serialises"),
+                        ),
+                        error: None,
+                    })
+                    .await?;
+                    if let Some(p) = call.plugin {
+                        committed.push((p, inv.writes));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %call.rule, error = %e, "rule failed on event");
+                    let error = format!("{}: {e}", e.kind());
+                    tx.log_decision(&DecisionRecord {
+                        event,
+                        rule: &call.rule,
+                        incident_id: event.correlation.incident_id.as_deref(),
+                        decision: None,
+                        error: Some(error.clone()),
+                    })
+                    .await?;
+                    // Kept for inspection and replay.
+                    tx.dead_letter(
+                        Self::NAME,
+                        event,
+                        &format!("rule {}: {error}", call.rule),
+                        call.attempts as i64,
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        // The in-memory state follows the store only once it is durable.
+        for (plugin, writes) in committed {
+            plugin.apply_writes(&writes);
+        }
+        Ok(())
+    }
+}
+
+/// Lower-case severity name, as stored.
+pub fn severity_name(s: types::Severity) -> &'static str {
+    match s {
+        types::Severity::Info => "info",
+        types::Severity::Warning => "warning",
+        types::Severity::Error => "error",
+        types::Severity::Critical => "critical",
+    }
+}
+
+/// The incident `event` already belongs to: its correlation, else the
+/// newest incident its alert series was linked to.
+async fn current(tx: &mut Tx, event: &types::Event) -> Result<Option<Incident>, store::Error> {
+    if let Some(id) = &event.correlation.incident_id {
+        return tx.incident(id).await;
+    }
+    match &event.alert {
+        Some(a) => tx.incident_for_alert(&a.fingerprint).await,
+        None => Ok(None),
+    }
+}
+
+/// Link the event's alert to `incident` (timeline entry when new).
+async fn link(
+    tx: &mut Tx,
+    incident: &Incident,
+    event: &types::Event,
+) -> Result<bool, store::Error> {
+    let Some(a) = &event.alert else {
+        return Ok(false);
+    };
+    if !tx
+        .link_alert(&incident.id, &a.fingerprint, a.starts_at)
+        .await?
+    {
+        return Ok(false);
+    }
+    tx.timeline(
+        &incident.id,
+        &TimelineEntry {
+            at: now_ms(),
+            kind: "alert".into(),
+            from_status: None,
+            to_status: None,
+            cause: format!("alert {} attached", a.name),
+            event_id: event.id.clone(),
+            ref_id: event.correlation.alert_id.clone(),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Apply one rule's decision inside `tx`; returns the incident it concerned.
+async fn apply(
+    tx: &mut Tx,
+    event: &types::Event,
+    rule: &str,
+    decision: &types::Decision,
+) -> Result<Option<String>, store::Error> {
+    let source = format!("eventpulse/rule/{rule}");
+    let mut announce: Vec<(&str, String)> = Vec::new();
+    let mut incident = match &decision.incident {
+        Some(types::IncidentDirective::Open(o)) => match tx.active_incident(&o.dedup_key).await? {
+            Some(existing) => {
+                if link(tx, &existing, event).await? {
+                    announce.push((INCIDENT_UPDATED, "alert attached".into()));
+                }
+                Some(existing)
+            }
+            None => {
+                let now = now_ms();
+                let new = Incident {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    dedup_key: o.dedup_key.clone(),
+                    title: o.title.clone(),
+                    service: o.service.clone(),
+                    severity: severity_name(o.severity).into(),
+                    status: "open".into(),
+                    summary: o.summary.clone(),
+                    rule: rule.to_owned(),
+                    trace_id: event.trace_id.clone(),
+                    opened_at: now,
+                    updated_at: now,
+                    closed_at: None,
+                    last_notified_at: None,
+                };
+                tx.insert_incident(&new).await?;
+                tx.timeline(
+                    &new.id,
+                    &TimelineEntry {
+                        at: now,
+                        kind: "opened".into(),
+                        from_status: None,
+                        to_status: Some("open".into()),
+                        cause: format!("opened by {rule}: {}", o.title),
+                        event_id: event.id.clone(),
+                        ref_id: None,
+                    },
+                )
+                .await?;
+                link(tx, &new, event).await?;
+                announce.push((INCIDENT_OPENED, "opened".into()));
+                Some(new)
+            }
+        },
+        Some(types::IncidentDirective::Transition(t)) => {
+            let mut current = current(tx, event).await?;
+            if let Some(i) = &mut current {
+                let (from, to) = (i.status.clone(), status_name(t.status));
+                let cause = format!("{rule}: {}", t.note);
+                if transition(tx, i, to, &cause, &event.id).await? {
+                    announce.push((INCIDENT_UPDATED, format!("{from} → {to}: {}", t.note)));
+                }
+            }
+            current
+        }
+        None => current(tx, event).await?,
+    };
+    if !decision.actions.is_empty()
+        && let Some(i) = incident.as_mut().filter(|i| i.status == "open")
+    {
+        let cause = format!("{rule} requested {} action(s)", decision.actions.len());
+        if transition(tx, i, "mitigating", &cause, &event.id).await? {
+            announce.push((INCIDENT_UPDATED, "open → mitigating".into()));
+        }
+    }
+
+    let incident_id = incident.as_ref().map(|i| i.id.clone());
+    let correlation = |action_id: Option<String>| types::Correlation {
+        alert_id: event.correlation.alert_id.clone(),
+        incident_id: incident_id.clone(),
+        action_id,
+    };
+    if let Some(i) = &incident {
+        for (kind, change) in announce {
+            let data = IncidentData {
+                incident: i,
+                change,
+            };
+            tx.append(&derive(event, kind, &source, correlation(None), &data))
+                .await?;
+        }
+    }
+    for request in &decision.actions {
+        let action_id = uuid::Uuid::now_v7().to_string();
+        let data = ActionData {
+            rule: rule.to_owned(),
+            request: request.clone(),
+            result: None,
+            error: None,
+            attempts: 0,
+        };
+        let requested = derive(
+            event,
+            ACTION_REQUESTED,
+            &source,
+            correlation(Some(action_id.clone())),
+            &data,
+        );
+        tx.append(&requested).await?;
+        if let Some(id) = &incident_id {
+            tx.timeline(
+                id,
+                &TimelineEntry {
+                    at: now_ms(),
+                    kind: "action".into(),
+                    from_status: None,
+                    to_status: None,
+                    cause: format!(
+                        "action requested: {} on {} ({})",
+                        request.action, request.target, request.reason
+                    ),
+                    event_id: requested.id.clone(),
+                    ref_id: Some(action_id),
+                },
+            )
+            .await?;
+        }
+    }
+    for request in &decision.notifications {
+        let data = NotificationData {
+            rule: rule.to_owned(),
+            notification_id: uuid::Uuid::now_v7().to_string(),
+            request: request.clone(),
+            delivery: None,
+            error: None,
+            attempts: 0,
+        };
+        tx.append(&derive(
+            event,
+            NOTIFICATION_REQUESTED,
+            &source,
+            correlation(None),
+            &data,
+        ))
+        .await?;
+    }
+    for signal in &decision.signals {
+        let data = serde_json::json!({ "rule": rule, "signal": signal });
+        tx.append(&derive(
+            event,
+            SIGNAL_EMITTED,
+            &source,
+            correlation(None),
+            &data,
+        ))
+        .await?;
+    }
+    Ok(incident_id)
+}

@@ -1,0 +1,142 @@
+//! How stages receive events. A stage sees only [`Transport`] and
+//! [`Subscription`]: it asks for the next events and acknowledges a
+//! position once their inbox transactions have committed. Publishing is not
+//! here: every producer appends to the outbox in its own transaction.
+//!
+//! [`EmbeddedLog`] reads the outbox itself as the log, keeps each
+//! consumer's offset in the store and sleeps until a commit appends (no
+//! polling). A Kafka transport implements the same two traits: a relay
+//! publishes the outbox, `next` polls the consumer group, `ack` commits the
+//! group offset. Delivery is at-least-once either way; the inbox makes it
+//! effectively-once.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, Store};
+
+/// A boxed future, so transports can be chosen at run time.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One event as the transport hands it over.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Where it sits in the log: what [`Subscription::ack`] takes.
+    pub position: i64,
+    /// The event envelope, JSON.
+    pub payload: String,
+}
+
+/// A source of events for named consumers.
+pub trait Transport: Send + Sync + 'static {
+    /// Events of `kinds` for `consumer`, from where it last acknowledged.
+    fn subscribe(
+        &self,
+        consumer: &'static str,
+        kinds: &'static [&'static str],
+    ) -> Box<dyn Subscription>;
+}
+
+/// One consumer's position in the log.
+pub trait Subscription: Send {
+    /// The next events in log order, waiting until there are some. Empty
+    /// only when `cancel` fired.
+    fn next<'a>(
+        &'a mut self,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, store::Error>>;
+
+    /// Everything up to and including `position` has been processed.
+    fn ack(&mut self, position: i64) -> BoxFuture<'_, Result<(), store::Error>>;
+}
+
+/// The outbox table as the log (the embedded deployment).
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    store: Store,
+    batch: u32,
+}
+
+impl EmbeddedLog {
+    /// Read `store`'s outbox, at most `batch` events per fetch.
+    pub fn new(store: Store, batch: u32) -> Self {
+        EmbeddedLog {
+            store,
+            batch: batch.max(1),
+        }
+    }
+}
+
+impl Transport for EmbeddedLog {
+    fn subscribe(
+        &self,
+        consumer: &'static str,
+        kinds: &'static [&'static str],
+    ) -> Box<dyn Subscription> {
+        Box::new(EmbeddedSubscription {
+            log: self.clone(),
+            consumer,
+            kinds,
+            offset: None,
+        })
+    }
+}
+
+struct EmbeddedSubscription {
+    log: EmbeddedLog,
+    consumer: &'static str,
+    kinds: &'static [&'static str],
+    /// Fetched up to here (in memory); the store holds what was acknowledged.
+    offset: Option<i64>,
+}
+
+impl Subscription for EmbeddedSubscription {
+    fn next<'a>(
+        &'a mut self,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>, store::Error>> {
+        Box::pin(async move {
+            let store = &self.log.store;
+            let offset = match self.offset {
+                Some(o) => o,
+                None => {
+                    let o = store.consumer_offset(self.consumer).await?;
+                    self.offset = Some(o);
+                    o
+                }
+            };
+            loop {
+                // Register for the wake-up before reading, so an append
+                // committed between the read and the wait is not missed.
+                let appended = store.appended().notified();
+                tokio::pin!(appended);
+                appended.as_mut().enable();
+                let rows = store
+                    .outbox_read(self.kinds, offset, self.log.batch)
+                    .await?;
+                if let Some(&(last, _)) = rows.last() {
+                    self.offset = Some(last);
+                    return Ok(rows
+                        .into_iter()
+                        .map(|(position, payload)| Delivery { position, payload })
+                        .collect());
+                }
+                tokio::select! {
+                    () = &mut appended => {}
+                    () = cancel.cancelled() => return Ok(Vec::new()),
+                }
+            }
+        })
+    }
+
+    fn ack(&mut self, position: i64) -> BoxFuture<'_, Result<(), store::Error>> {
+        Box::pin(async move {
+            self.log
+                .store
+                .set_consumer_offset(self.consumer, position)
+                .await
+        })
+    }
+}

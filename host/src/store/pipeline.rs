@@ -1,0 +1,846 @@
+//! The pipeline's tables: outbox appends, inbox, consumer offsets, the
+//! decisions log, incidents and their timelines, the action and
+//! notification work queues, and dead letters.
+//!
+//! Writes that must commit together go through [`Tx`]; reads that stand
+//! alone are on [`Store`].
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::*;
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub struct Tx {
+    pub(super) tx: Transaction<'static, Any>,
+    pub(super) backend: Backend,
+    pub(super) appended: bool,
+    pub(super) notify: Arc<Notify>,
+}
+
+/// One of the two work queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Queue {
+    /// `actions` (the action_exec record).
+    Actions,
+    /// `notifications`.
+    Notifications,
+}
+
+impl Queue {
+    fn table(self) -> &'static str {
+        match self {
+            Queue::Actions => "actions",
+            Queue::Notifications => "notifications",
+        }
+    }
+}
+
+/// A unit of work in a queue: one action or one notification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    /// `action_id` or notification id.
+    pub id: String,
+    /// The incident it belongs to.
+    pub incident_id: Option<String>,
+    /// The rule that asked for it.
+    pub rule: String,
+    /// The action or notifier plugin.
+    pub plugin: String,
+    /// What it acts on (action target, notification dedup key or title).
+    pub target: String,
+    /// `pending`, `running`, `completed`/`delivered` or `failed`.
+    pub status: String,
+    /// Attempts started so far.
+    pub attempts: i64,
+    /// When the next attempt is due (ms).
+    pub next_attempt_at: i64,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// What the plugin reported (JSON).
+    pub result: Option<String>,
+    /// The requesting event (JSON).
+    #[serde(skip)]
+    pub request: String,
+}
+
+impl Job {
+    fn from_row(r: &AnyRow) -> Job {
+        Job {
+            id: r.get(0),
+            incident_id: r.get(1),
+            rule: r.get(2),
+            plugin: r.get(3),
+            target: r.get(4),
+            status: r.get(5),
+            attempts: r.get(6),
+            next_attempt_at: r.get(7),
+            last_error: r.get(8),
+            result: r.get(9),
+            request: r.get(10),
+        }
+    }
+}
+
+const JOB_COLUMNS: &str = "id, incident_id, rule, plugin, target, status, attempts, \
+                           next_attempt_at, last_error, result, request";
+
+/// How an attempt ended, as the queue records it.
+#[derive(Debug, Clone)]
+pub enum JobEnd {
+    /// Done: `completed` (actions) or `delivered` (notifications).
+    Succeeded {
+        /// The terminal status name.
+        status: &'static str,
+        /// What the plugin reported (JSON).
+        result: String,
+    },
+    /// Try again at `at`.
+    Retry {
+        /// The error of this attempt.
+        error: String,
+        /// When (ms).
+        at: i64,
+    },
+    /// Gave up.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// An incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    /// UUIDv7.
+    pub id: String,
+    /// Incidents with the same key while active are one incident.
+    pub dedup_key: String,
+    /// One line.
+    pub title: String,
+    /// The affected service.
+    pub service: String,
+    /// `info`, `warning`, `error`, `critical`.
+    pub severity: String,
+    /// `open`, `mitigating`, `resolved`, `failed`.
+    pub status: String,
+    /// Longer text.
+    pub summary: String,
+    /// The rule that opened it.
+    pub rule: String,
+    /// The trace of the event that opened it.
+    pub trace_id: String,
+    /// When it opened (ms).
+    pub opened_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// When it reached `resolved` or `failed`.
+    pub closed_at: Option<i64>,
+    /// When a notification about it was last delivered.
+    pub last_notified_at: Option<i64>,
+}
+
+const INCIDENT_COLUMNS: &str = "id, dedup_key, title, service, severity, status, summary, rule, \
+                                trace_id, opened_at, updated_at, closed_at, last_notified_at";
+
+impl Incident {
+    fn from_row(r: &AnyRow) -> Incident {
+        Incident {
+            id: r.get(0),
+            dedup_key: r.get(1),
+            title: r.get(2),
+            service: r.get(3),
+            severity: r.get(4),
+            status: r.get(5),
+            summary: r.get(6),
+            rule: r.get(7),
+            trace_id: r.get(8),
+            opened_at: r.get(9),
+            updated_at: r.get(10),
+            closed_at: r.get(11),
+            last_notified_at: r.get(12),
+        }
+    }
+}
+
+/// One line of an incident's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    /// When (ms).
+    pub at: i64,
+    /// `opened`, `transition`, `alert`, `action`, `notification`, `signal`.
+    pub kind: String,
+    /// Status before (transitions).
+    pub from_status: Option<String>,
+    /// Status after (transitions, openings).
+    pub to_status: Option<String>,
+    /// What caused it.
+    pub cause: String,
+    /// The event that caused it.
+    pub event_id: String,
+    /// The alert, action or notification it is about.
+    pub ref_id: Option<String>,
+}
+
+/// An incident with everything linked to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentDetail {
+    /// The incident.
+    #[serde(flatten)]
+    pub incident: Incident,
+    /// Its timeline, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Linked alert ids (`fingerprint:startsAt`).
+    pub alerts: Vec<String>,
+    /// Its actions.
+    pub actions: Vec<Job>,
+    /// Its notifications.
+    pub notifications: Vec<Job>,
+}
+
+/// A rule invocation as the decisions log keeps it.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord<'a> {
+    /// The event decided on.
+    pub event: &'a types::Event,
+    /// The rule.
+    pub rule: &'a str,
+    /// The incident it applied to.
+    pub incident_id: Option<&'a str>,
+    /// The decision (JSON), or `None` if the rule failed.
+    pub decision: Option<String>,
+    /// How the rule failed.
+    pub error: Option<String>,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Row id, for replay.
+    pub id: i64,
+    /// The stage that gave up.
+    pub consumer: String,
+    /// The event.
+    pub event_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Why.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When (ms).
+    pub at: i64,
+    /// When it was replayed, if it was.
+    pub replayed_at: Option<i64>,
+}
+
+/// Row counts, for tests and `eventpulse incidents`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Rows in `alerts`.
+    pub alerts: i64,
+    /// Rows in `outbox_events`.
+    pub events: i64,
+    /// Rows in `incidents`.
+    pub incidents: i64,
+    /// Rows in `actions`.
+    pub actions: i64,
+    /// Actions completed.
+    pub actions_completed: i64,
+    /// Rows in `notifications`.
+    pub notifications: i64,
+    /// Notifications delivered.
+    pub notifications_delivered: i64,
+    /// Rows in `dead_letters`.
+    pub dead_letters: i64,
+}
+
+impl Tx {
+    /// The connection, for statements.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Commit, then wake outbox readers if anything was appended.
+    pub async fn commit(self) -> Result<(), Error> {
+        self.tx.commit().await?;
+        if self.appended {
+            self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Append `event` to the outbox.
+    ///
+    /// On PostgreSQL, appends are serialised with a transaction-scoped
+    /// advisory lock so that `seq` order is commit order: a reader that has
+    /// seen `seq = n` can never later see a smaller one commit. (SQLite has
+    /// one writer, so this holds already.)
+    pub async fn append(&mut self, event: &types::Event) -> Result<(), Error> {
+        if self.backend == Backend::Postgres && !self.appended {
+            sqlx::query("SELECT pg_advisory_xact_lock(7307171)")
+                .execute(self.conn())
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&event.id)
+        .bind(&event.kind)
+        .bind(&event.key)
+        .bind(serde_json::to_string(event).expect("event serialises"))
+        .bind(now_ms())
+        .execute(self.conn())
+        .await?;
+        self.appended = true;
+        Ok(())
+    }
+
+    /// Record that `consumer` processed `event_id`. `false` if it already
+    /// had: the caller must then skip the event's effects.
+    pub async fn inbox(&mut self, consumer: &str, event_id: &str) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO inbox_events (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Apply a plugin's state writes in this transaction.
+    pub async fn write_plugin_state(
+        &mut self,
+        plugin: &str,
+        writes: &[StateWrite],
+    ) -> Result<(), Error> {
+        for w in writes {
+            match &w.value {
+                Some((value, expires)) => {
+                    sqlx::query(
+                        "INSERT INTO plugin_state (plugin, key, value, expires_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (plugin, key) DO UPDATE
+                         SET value = excluded.value, expires_at = excluded.expires_at",
+                    )
+                    .bind(plugin)
+                    .bind(&w.key)
+                    .bind(value)
+                    .bind(expires.map(|e| e as i64))
+                    .execute(self.conn())
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM plugin_state WHERE plugin = $1 AND key = $2")
+                        .bind(plugin)
+                        .bind(&w.key)
+                        .execute(self.conn())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Log one rule invocation.
+    pub async fn log_decision(&mut self, d: &DecisionRecord<'_>) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO decisions_log (event_id, event_kind, rule, trace_id, incident_id, decision, error, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&d.event.id)
+        .bind(&d.event.kind)
+        .bind(d.rule)
+        .bind(&d.event.trace_id)
+        .bind(d.incident_id)
+        .bind(&d.decision)
+        .bind(&d.error)
+        .bind(now_ms())
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// The active (open or mitigating) incident with `dedup_key`.
+    pub async fn active_incident(&mut self, dedup_key: &str) -> Result<Option<Incident>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE dedup_key = $1 AND status IN ('open', 'mitigating')"
+        ))
+        .bind(dedup_key)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(row.as_ref().map(Incident::from_row))
+    }
+
+    /// An incident by id.
+    pub async fn incident(&mut self, id: &str) -> Result<Option<Incident>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(row.as_ref().map(Incident::from_row))
+    }
+
+    /// The newest incident an alert series (fingerprint) is linked to.
+    pub async fn incident_for_alert(
+        &mut self,
+        fingerprint: &str,
+    ) -> Result<Option<Incident>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = (
+                 SELECT incident_id FROM incident_alerts WHERE fingerprint = $1
+                 ORDER BY starts_at DESC, incident_id DESC LIMIT 1)"
+        ))
+        .bind(fingerprint)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(row.as_ref().map(Incident::from_row))
+    }
+
+    /// Insert a new incident.
+    pub async fn insert_incident(&mut self, i: &Incident) -> Result<(), Error> {
+        sqlx::query(&format!(
+            "INSERT INTO incidents ({INCIDENT_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .bind(&i.id)
+        .bind(&i.dedup_key)
+        .bind(&i.title)
+        .bind(&i.service)
+        .bind(&i.severity)
+        .bind(&i.status)
+        .bind(&i.summary)
+        .bind(&i.rule)
+        .bind(&i.trace_id)
+        .bind(i.opened_at)
+        .bind(i.updated_at)
+        .bind(i.closed_at)
+        .bind(i.last_notified_at)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Move an incident from `from` to `to`; `false` if it was not in `from`.
+    pub async fn set_incident_status(
+        &mut self,
+        id: &str,
+        from: &str,
+        to: &str,
+        closed: bool,
+    ) -> Result<bool, Error> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE incidents SET status = $3, updated_at = $4,
+                    closed_at = CASE WHEN $5 = 1 THEN $4 ELSE closed_at END
+             WHERE id = $1 AND status = $2",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .bind(closed as i64)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Note that a notification about the incident was delivered.
+    pub async fn set_last_notified(&mut self, id: &str, at: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE incidents SET last_notified_at = $2, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Append to an incident's timeline.
+    pub async fn timeline(&mut self, incident_id: &str, e: &TimelineEntry) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO incident_events (incident_id, at, kind, from_status, to_status, cause, event_id, ref_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(incident_id)
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(&e.from_status)
+        .bind(&e.to_status)
+        .bind(&e.cause)
+        .bind(&e.event_id)
+        .bind(&e.ref_id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Link an alert instance to an incident; `false` if it already was.
+    pub async fn link_alert(
+        &mut self,
+        incident_id: &str,
+        fingerprint: &str,
+        starts_at: u64,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at) VALUES ($1, $2, $3)
+             ON CONFLICT (incident_id, fingerprint, starts_at) DO NOTHING",
+        )
+        .bind(incident_id)
+        .bind(fingerprint)
+        .bind(starts_at as i64)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Add a job to a queue, due now; `false` if the id was already there.
+    pub async fn enqueue(&mut self, queue: Queue, job: &Job) -> Result<bool, Error> {
+        let now = now_ms();
+        let done = sqlx::query(&format!(
+            "INSERT INTO {} ({JOB_COLUMNS}, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, NULL, $7, $6, $6)
+             ON CONFLICT (id) DO NOTHING",
+            queue.table()
+        ))
+        .bind(&job.id)
+        .bind(&job.incident_id)
+        .bind(&job.rule)
+        .bind(&job.plugin)
+        .bind(&job.target)
+        .bind(now)
+        .bind(&job.request)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claim a pending job for an attempt: `running`, attempts + 1. `false`
+    /// if someone else has it.
+    pub async fn claim(&mut self, queue: Queue, id: &str) -> Result<bool, Error> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET status = 'running', attempts = attempts + 1, updated_at = $2
+             WHERE id = $1 AND status = 'pending'",
+            queue.table()
+        ))
+        .bind(id)
+        .bind(now_ms())
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Record how a running job's attempt ended.
+    pub async fn finish(&mut self, queue: Queue, id: &str, end: &JobEnd) -> Result<(), Error> {
+        let now = now_ms();
+        let (status, result, error, next): (&str, Option<&str>, Option<&str>, i64) = match end {
+            JobEnd::Succeeded { status, result } => (status, Some(result), None, now),
+            JobEnd::Retry { error, at } => ("pending", None, Some(error), *at),
+            JobEnd::Failed { error } => ("failed", None, Some(error), now),
+        };
+        sqlx::query(&format!(
+            "UPDATE {} SET status = $2, result = $3, last_error = $4, next_attempt_at = $5, updated_at = $6
+             WHERE id = $1",
+            queue.table()
+        ))
+        .bind(id)
+        .bind(status)
+        .bind(result)
+        .bind(error)
+        .bind(next)
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Park an event a stage gave up on.
+    pub async fn dead_letter(
+        &mut self,
+        consumer: &str,
+        event: &types::Event,
+        error: &str,
+        attempts: i64,
+    ) -> Result<(), Error> {
+        let payload = serde_json::to_string(event).expect("event serialises");
+        self.dead_letter_raw(consumer, &event.id, &event.kind, &payload, error, attempts)
+            .await
+    }
+
+    /// Park a payload a stage could not even read.
+    pub async fn dead_letter_raw(
+        &mut self,
+        consumer: &str,
+        event_id: &str,
+        kind: &str,
+        payload: &str,
+        error: &str,
+        attempts: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO dead_letters (consumer, event_id, kind, payload, error, attempts, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(kind)
+        .bind(payload)
+        .bind(error)
+        .bind(attempts)
+        .bind(now_ms())
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Whether `consumer` already processed `event_id`.
+    pub async fn inbox_seen(&self, consumer: &str, event_id: &str) -> Result<bool, Error> {
+        Ok(
+            sqlx::query("SELECT 1 FROM inbox_events WHERE consumer = $1 AND event_id = $2")
+                .bind(consumer)
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// The outbox position `consumer` has read up to (0 if never).
+    pub async fn consumer_offset(&self, consumer: &str) -> Result<i64, Error> {
+        let row = sqlx::query("SELECT seq FROM consumer_offsets WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    /// Move `consumer`'s offset forward to `seq`.
+    pub async fn set_consumer_offset(&self, consumer: &str, seq: i64) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer, seq, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+             WHERE consumer_offsets.seq < excluded.seq",
+        )
+        .bind(consumer)
+        .bind(seq)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Outbox events of `kinds` after `seq`, oldest first: `(seq, payload)`.
+    /// Also returns the highest `seq` scanned, so a consumer can skip past
+    /// events of other kinds.
+    pub async fn outbox_read(
+        &self,
+        kinds: &[&str],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String)>, Error> {
+        let placeholders: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT seq, payload FROM outbox_events WHERE seq > $1 AND kind IN ({})
+             ORDER BY seq LIMIT $2",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(after).bind(limit as i64);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        Ok(q.fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Jobs left `running` by a crash go back to `pending`: actions are
+    /// convergent, so running one again is safe. Returns how many.
+    pub async fn requeue_running(&self, queue: Queue) -> Result<u64, Error> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET status = 'pending', updated_at = $1 WHERE status = 'running'",
+            queue.table()
+        ))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Pending jobs due at `now`, oldest first.
+    pub async fn due(&self, queue: Queue, now: i64, limit: u32) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM {} WHERE status = 'pending' AND next_attempt_at <= $1
+             ORDER BY next_attempt_at, id LIMIT $2",
+            queue.table()
+        ))
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Job::from_row).collect())
+    }
+
+    /// When the earliest pending job is due.
+    pub async fn next_due(&self, queue: Queue) -> Result<Option<i64>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT MIN(next_attempt_at) FROM {} WHERE status = 'pending'",
+            queue.table()
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// A job by id.
+    pub async fn job(&self, queue: Queue, id: &str) -> Result<Option<Job>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM {} WHERE id = $1",
+            queue.table()
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(Job::from_row))
+    }
+
+    /// The newest incidents, newest first.
+    pub async fn incidents(&self, limit: u32) -> Result<Vec<Incident>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Incident::from_row).collect())
+    }
+
+    /// An incident with its timeline, alerts, actions and notifications.
+    pub async fn incident_detail(&self, id: &str) -> Result<Option<IncidentDetail>, Error> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let timeline = sqlx::query(
+            "SELECT at, kind, from_status, to_status, cause, event_id, ref_id
+             FROM incident_events WHERE incident_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| TimelineEntry {
+            at: r.get(0),
+            kind: r.get(1),
+            from_status: r.get(2),
+            to_status: r.get(3),
+            cause: r.get(4),
+            event_id: r.get(5),
+            ref_id: r.get(6),
+        })
+        .collect();
+        let alerts = sqlx::query(
+            "SELECT fingerprint, starts_at FROM incident_alerts WHERE incident_id = $1
+             ORDER BY starts_at, fingerprint",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<i64, _>(1)))
+        .collect();
+        let jobs = |queue: Queue| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM {} WHERE incident_id = $1 ORDER BY created_at, id",
+                queue.table()
+            );
+            let pool = self.pool.clone();
+            let id = id.to_owned();
+            async move {
+                Ok::<_, Error>(
+                    sqlx::query(&sql)
+                        .bind(id)
+                        .fetch_all(&pool)
+                        .await?
+                        .iter()
+                        .map(Job::from_row)
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let actions = jobs(Queue::Actions).await?;
+        let notifications = jobs(Queue::Notifications).await?;
+        Ok(Some(IncidentDetail {
+            incident: Incident::from_row(&row),
+            timeline,
+            alerts,
+            actions,
+            notifications,
+        }))
+    }
+
+    /// The newest dead letters.
+    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, consumer, event_id, kind, error, attempts, at, replayed_at
+             FROM dead_letters ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadLetter {
+                id: r.get(0),
+                consumer: r.get(1),
+                event_id: r.get(2),
+                kind: r.get(3),
+                error: r.get(4),
+                attempts: r.get(5),
+                at: r.get(6),
+                replayed_at: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Row counts of the pipeline's tables.
+    pub async fn counts(&self) -> Result<Counts, Error> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM alerts),
+                    (SELECT COUNT(*) FROM outbox_events),
+                    (SELECT COUNT(*) FROM incidents),
+                    (SELECT COUNT(*) FROM actions),
+                    (SELECT COUNT(*) FROM actions WHERE status = 'completed'),
+                    (SELECT COUNT(*) FROM notifications),
+                    (SELECT COUNT(*) FROM notifications WHERE status = 'delivered'),
+                    (SELECT COUNT(*) FROM dead_letters)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts {
+            alerts: row.get(0),
+            events: row.get(1),
+            incidents: row.get(2),
+            actions: row.get(3),
+            actions_completed: row.get(4),
+            notifications: row.get(5),
+            notifications_delivered: row.get(6),
+            dead_letters: row.get(7),
+        })
+    }
+}
