@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::config::IngestConfig;
-use crate::ingest::alertmanager;
+use crate::ingest::{alertmanager, cloudevents};
 use crate::registry::{self, Registry};
 use crate::runtime::{self, types};
 use crate::store::Store;
@@ -43,9 +43,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/plugins/{name}/disable", post(disable))
         .route("/plugins/{name}/breaker/reset", post(reset_breaker))
         .route("/plugins/{name}/dry-run", post(dry_run))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{id}", get(incident))
+        .route("/dead-letters", get(dead_letters))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let ingest = Router::new()
         .route("/alerts/alertmanager", post(ingest_alertmanager))
+        .route("/events", post(ingest_event))
         .layer(DefaultBodyLimit::max(state.ingest.max_body_bytes));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -217,6 +221,121 @@ async fn dry_run(
     Ok(Json(json!({ "decision": decision })))
 }
 
+/// `?limit=N` (default 50, at most 1000).
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+impl Limit {
+    fn get(&self) -> u32 {
+        self.limit.unwrap_or(50).clamp(1, 1000)
+    }
+}
+
+fn store_unavailable(e: crate::store::Error) -> ApiError {
+    tracing::error!(error = %e, "store error");
+    ApiError::Unavailable("store unavailable; retry later".into())
+}
+
+async fn incidents(
+    State(s): State<ApiState>,
+    Query(limit): Query<Limit>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let incidents = s
+        .store
+        .incidents(limit.get())
+        .await
+        .map_err(store_unavailable)?;
+    Ok(Json(json!({ "incidents": incidents })))
+}
+
+async fn incident(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let detail = s
+        .store
+        .incident_detail(&id)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))?;
+    Ok(Json(json!({ "incident": detail })))
+}
+
+async fn dead_letters(
+    State(s): State<ApiState>,
+    Query(limit): Query<Limit>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let letters = s
+        .store
+        .dead_letters(limit.get())
+        .await
+        .map_err(store_unavailable)?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// The ingest token, when one is configured.
+fn check_ingest_token(s: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &s.ingest.token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t)
+            if constant_time_eq::constant_time_eq(
+                t.as_bytes(),
+                token.expose_secret().as_bytes(),
+            ) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn body_or_error(
+    s: &ApiState,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(s.ingest.max_body_bytes),
+        _ => ApiError::BadRequest(e.body_text()),
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A generic event (CloudEvents 1.0, structured JSON). 202 once it is
+/// durable (`duplicate: true` if it already was); 400 naming the attribute
+/// at fault; 503 when the store cannot take it now.
+async fn ingest_event(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_ingest_token(&s, &headers)?;
+    let body = body_or_error(&s, body)?;
+    let event = cloudevents::parse(&body, now_ms()).map_err(|e| ApiError::BadRequest(e.0))?;
+    let new = s
+        .store
+        .ingest_event(&event)
+        .await
+        .map_err(store_unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": event.id, "duplicate": !new })),
+    ))
+}
+
 /// The Alertmanager webhook. 200 only once the alerts and their events are
 /// durable; 4xx (never retried by Alertmanager) for a body that will never
 /// be accepted; 503 (retried) when the store cannot take it now.
@@ -225,27 +344,11 @@ async fn ingest_alertmanager(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if let Some(token) = &s.ingest.token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|t| {
-            constant_time_eq::constant_time_eq(t.as_bytes(), token.expose_secret().as_bytes())
-        }) {
-            return Err(ApiError::Unauthorized);
-        }
-    }
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(s.ingest.max_body_bytes),
-        _ => ApiError::BadRequest(e.body_text()),
-    })?;
+    check_ingest_token(&s, &headers)?;
+    let body = body_or_error(&s, body)?;
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = now_ms();
     let outcome = s
         .store
         .ingest_alerts(&notification.group_key, &notification.alerts, |a| {

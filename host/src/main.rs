@@ -26,14 +26,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the host: HTTP API, plugin registry.
+    /// Run the host: ingest and admin API, plugin registry, pipeline.
     Serve {
         /// Build the plugins in ./plugins into the plugin directory first.
         #[arg(long)]
         build_plugins: bool,
+        /// Once serving, send a sample HighCPU alert (firing, then resolved)
+        /// through the pipeline and print the incident it becomes.
+        #[arg(long)]
+        demo: bool,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Post a sample Alertmanager webhook to a running host.
+    SendAlert {
+        /// Ingest URL; default: the configured listen address.
+        #[arg(long)]
+        url: Option<String>,
+        /// The `alertname` label.
+        #[arg(long, default_value = "HighCPU")]
+        alertname: String,
+        /// The `service` label.
+        #[arg(long, default_value = "app")]
+        service: String,
+        /// The `severity` label.
+        #[arg(long, default_value = "critical")]
+        severity: String,
+        /// Send it resolved instead of firing.
+        #[arg(long)]
+        resolved: bool,
+        /// `startsAt` (RFC 3339): the same value identifies the same alert
+        /// instance, so its resolution must repeat it. Default: now.
+        #[arg(long)]
+        starts_at: Option<String>,
+    },
+    /// List incidents with their timelines, actions and notifications.
+    Incidents {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Plugin authoring.
     Plugin {
         #[command(subcommand)]
@@ -92,13 +127,54 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(database = %config.database_url, "migrated");
             Ok(())
         }),
-        Command::Serve { build_plugins } => {
+        Command::Serve {
+            build_plugins,
+            demo,
+        } => {
             if build_plugins {
                 let crates = scaffold::workspace_plugins(std::path::Path::new("plugins"))?;
                 scaffold::build(&crates, &config.plugin_dir, None)?;
             }
-            runtime()?.block_on(serve(config))
+            runtime()?.block_on(serve(config, demo))
         }
+        Command::SendAlert {
+            url,
+            alertname,
+            service,
+            severity,
+            resolved,
+            starts_at,
+        } => runtime()?.block_on(async {
+            let url = url.unwrap_or_else(|| ingest_url(&config));
+            let starts_at = starts_at.unwrap_or_else(now_rfc3339);
+            let labels = [
+                ("service", service.as_str()),
+                ("severity", severity.as_str()),
+            ];
+            let answer =
+                send_alert(&config, &url, &alertname, &labels, resolved, &starts_at).await?;
+            println!("{answer}");
+            Ok(())
+        }),
+        Command::Incidents { limit, json } => runtime()?.block_on(async {
+            let store = eventpulse::store::Store::connect(&config.database_url).await?;
+            let mut details = Vec::new();
+            for i in store.incidents(limit).await? {
+                if let Some(d) = store.incident_detail(&i.id).await? {
+                    details.push(d);
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&details)?);
+            } else if details.is_empty() {
+                println!("no incidents");
+            } else {
+                for d in &details {
+                    print!("{}", render_incident(d));
+                }
+            }
+            Ok(())
+        }),
     }
 }
 
@@ -143,7 +219,147 @@ fn plugin(command: PluginCommand, config: &Config) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+fn ingest_url(config: &Config) -> String {
+    format!("http://{}/api/v1/alerts/alertmanager", config.listen)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn time_of(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default()
+}
+
+/// Post one sample alert; the host's answer.
+async fn send_alert(
+    config: &Config,
+    url: &str,
+    alertname: &str,
+    labels: &[(&str, &str)],
+    resolved: bool,
+    starts_at: &str,
+) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let body = eventpulse::ingest::alertmanager::sample(
+        alertname,
+        labels,
+        resolved,
+        starts_at,
+        &now_rfc3339(),
+    );
+    let mut request = reqwest::Client::new().post(url).json(&body);
+    if let Some(token) = &config.ingest.token {
+        request = request.bearer_auth(token.expose_secret());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("posting to {url} (is `eventpulse serve` running?)"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}: {text}");
+    Ok(format!("{status} {text}"))
+}
+
+/// An incident as `eventpulse incidents` prints it.
+fn render_incident(d: &eventpulse::store::IncidentDetail) -> String {
+    use std::fmt::Write;
+    let i = &d.incident;
+    let mut out = format!(
+        "incident {} [{}] {} ({}, service {})\n",
+        i.id, i.status, i.title, i.severity, i.service
+    );
+    for e in &d.timeline {
+        let change = match (&e.from_status, &e.to_status) {
+            (Some(f), Some(t)) => format!("{f} → {t}"),
+            (None, Some(t)) => format!("→ {t}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}  {:<12} {:<22} {}",
+            time_of(e.at),
+            e.kind,
+            change,
+            e.cause
+        );
+    }
+    for a in &d.actions {
+        let _ = writeln!(
+            out,
+            "  action       {} on {}: {} after {} attempt(s){}",
+            a.plugin,
+            a.target,
+            a.status,
+            a.attempts,
+            a.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    for n in &d.notifications {
+        let _ = writeln!(
+            out,
+            "  notification {}: {} after {} attempt(s)",
+            n.plugin, n.status, n.attempts
+        );
+    }
+    out
+}
+
+/// `serve --demo`: a firing HighCPU alert for `app` through the running
+/// host's own ingest; prints the incident it became once it settled.
+async fn demo(config: Config) -> anyhow::Result<()> {
+    let url = ingest_url(&config);
+    let store = eventpulse::store::Store::connect(&config.database_url).await?;
+    let starts_at = now_rfc3339();
+    let labels = [("service", "app"), ("severity", "critical")];
+    {
+        let resolved = false;
+        tracing::info!("demo: sending a firing HighCPU alert for service app");
+        send_alert(&config, &url, "HighCPU", &labels, resolved, &starts_at).await?;
+        // Wait until the pipeline has drained: the incident is settled and
+        // its queues are empty.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let newest = store.incidents(1).await?;
+            let detail = match newest.first() {
+                Some(i) => store.incident_detail(&i.id).await?,
+                None => None,
+            };
+            let settled = detail.as_ref().is_some_and(|d| {
+                let done = |s: &str| !matches!(s, "pending" | "running");
+                let status_ok = if resolved {
+                    d.incident.status == "resolved"
+                } else {
+                    d.incident.status != "open"
+                };
+                status_ok
+                    && !d.actions.is_empty()
+                    && d.actions.iter().all(|a| done(&a.status))
+                    && d.notifications.iter().all(|n| done(&n.status))
+            });
+            if settled || tokio::time::Instant::now() > deadline {
+                match detail {
+                    Some(d) => println!("\n{}", render_incident(&d)),
+                    None => println!(
+                        "\nno incident yet (are the plugins installed? try --build-plugins)"
+                    ),
+                }
+                break;
+            }
+        }
+    }
+    println!("demo done; still serving. `eventpulse incidents` lists incidents, Ctrl-C stops.");
+    Ok(())
+}
+
+async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -155,12 +371,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "eventpulse serving"
     );
     let shutdown = CancellationToken::new();
+    if with_demo {
+        let config = app.config.clone();
+        tokio::spawn(async move {
+            if let Err(e) = demo(config).await {
+                tracing::error!(error = format!("{e:#}"), "demo failed");
+            }
+        });
+    }
     let run = app.run(listener, shutdown.clone());
     tokio::pin!(run);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = &mut run => result,
         _ = tokio::signal::ctrl_c() => {
-            tracing::info!("shutting down");
+            tracing::info!("interrupted; shutting down");
+            shutdown.cancel();
+            run.await
+        }
+        _ = term.recv() => {
+            tracing::info!("terminated; shutting down");
             shutdown.cancel();
             run.await
         }

@@ -198,6 +198,9 @@ pub fn workspace_plugins(plugins: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Build each crate to a wasm32-wasip2 component and install it with its
 /// `plugin.toml` into `out`. Returns the installed `.wasm` paths.
+///
+/// On a fresh machine the `wasm32-wasip2` standard library is usually
+/// missing; with rustup present it is added first (a few seconds).
 /// `target_dir` defaults to `target/plugins` of each crate's workspace.
 pub fn build(
     crates: &[PathBuf],
@@ -205,6 +208,7 @@ pub fn build(
     target_dir: Option<&Path>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out)?;
+    ensure_wasm_target();
     let mut installed = Vec::new();
     for dir in crates {
         let manifest = dir.join("Cargo.toml");
@@ -289,4 +293,30 @@ fn install(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::copy(from, &tmp).with_context(|| format!("copying {}", from.display()))?;
     std::fs::rename(&tmp, to)?;
     Ok(())
+}
+
+/// Add the `wasm32-wasip2` target through rustup if it is not installed.
+/// Without rustup nothing happens and cargo's own error explains.
+fn ensure_wasm_target() {
+    let Ok(listed) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return;
+    };
+    if String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        return;
+    }
+    tracing::info!("adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+    match Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => tracing::warn!(status = %s, "rustup target add wasm32-wasip2 failed"),
+        Err(e) => tracing::warn!(error = %e, "could not run rustup"),
+    }
 }

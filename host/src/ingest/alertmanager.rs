@@ -280,6 +280,53 @@ fn severity(label: &str) -> Option<types::Severity> {
     }
 }
 
+/// A webhook body as Alertmanager (v4) sends it, with one alert: what
+/// `eventpulse send-alert` and `serve --demo` post. `starts_at` is RFC 3339;
+/// the fingerprint is derived from the labels, as Alertmanager does.
+pub fn sample(
+    alertname: &str,
+    labels: &[(&str, &str)],
+    resolved: bool,
+    starts_at: &str,
+    ends_at: &str,
+) -> serde_json::Value {
+    let mut all: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+    all.insert("alertname", alertname);
+    let fingerprint = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (k, v) in &all {
+            h.update(k.as_bytes());
+            h.update([0xff]);
+            h.update(v.as_bytes());
+            h.update([0xff]);
+        }
+        hex::encode(&h.finalize()[..8])
+    };
+    let status = if resolved { "resolved" } else { "firing" };
+    let group_labels = serde_json::json!({ "alertname": alertname });
+    serde_json::json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{alertname}\"}}"),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "eventpulse",
+        "groupLabels": group_labels,
+        "commonLabels": all,
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{
+            "status": status,
+            "labels": all,
+            "annotations": { "summary": format!("{alertname} ({status}) sent by eventpulse") },
+            "startsAt": starts_at,
+            "endsAt": if resolved { ends_at } else { "0001-01-01T00:00:00Z" },
+            "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": fingerprint,
+        }],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -299,6 +299,21 @@ impl Tx {
         Ok(())
     }
 
+    /// Append `event` unless an event with its id is already in the outbox;
+    /// `false` if it was (a retried delivery).
+    pub async fn append_new(&mut self, event: &types::Event) -> Result<bool, Error> {
+        let known = sqlx::query("SELECT 1 FROM outbox_events WHERE event_id = $1")
+            .bind(&event.id)
+            .fetch_optional(self.conn())
+            .await?
+            .is_some();
+        if known {
+            return Ok(false);
+        }
+        self.append(event).await?;
+        Ok(true)
+    }
+
     /// Record that `consumer` processed `event_id`. `false` if it already
     /// had: the caller must then skip the event's effects.
     pub async fn inbox(&mut self, consumer: &str, event_id: &str) -> Result<bool, Error> {
@@ -602,6 +617,15 @@ impl Tx {
 }
 
 impl Store {
+    /// Store a received event unless it is already stored; `false` if it
+    /// was. Durable when this returns.
+    pub async fn ingest_event(&self, event: &types::Event) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        let new = tx.append_new(event).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
     /// Whether `consumer` already processed `event_id`.
     pub async fn inbox_seen(&self, consumer: &str, event_id: &str) -> Result<bool, Error> {
         Ok(
