@@ -75,7 +75,63 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// Which database a test runs on. Tests that take one run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use (`.ci/run` starts one there).
+pub fn postgres_base_url() -> String {
+    std::env::var("EVENTPULSE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into())
+}
+
+/// A fresh, empty database for one test. PostgreSQL must be running: a
+/// test that needs it fails (it never skips) when it is not.
+pub async fn database_url(backend: Backend, dir: &Path) -> String {
+    use sqlx::{Connection, Executor};
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("eventpulse.db").display()),
+        Backend::Postgres => {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let base = postgres_base_url();
+            let mut conn = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL at {base} is required (set EVENTPULSE_TEST_POSTGRES_URL; .ci/run starts one): {e}")
+            });
+            let name = format!(
+                "ep_{}_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            let (prefix, _) = base.rsplit_once('/').expect("URL has a database part");
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
 impl Host {
+    /// A host on `backend` with the system clock and fast pipeline retries
+    /// (backoff 20-100 ms, 5 attempts).
+    pub async fn start_on(backend: Backend) -> Host {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = test_config(dir.path());
+        config.database_url = database_url(backend, dir.path()).await;
+        config.pipeline.backoff_initial_ms = 20;
+        config.pipeline.backoff_max_ms = 100;
+        config.pipeline.max_attempts = 5;
+        std::fs::create_dir_all(&config.plugin_dir).unwrap();
+        Host::start_with(config, dir, Clock::system()).await
+    }
+
     /// A host over a fresh directory with the manual clock at `1_000_000`.
     pub async fn start() -> Host {
         let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -161,6 +217,37 @@ impl Host {
 
 /// Poll `cond` every 20 ms for up to `timeout`; panics with `what` if it
 /// never holds.
+/// Poll `probe` until it yields a value; fail after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Post an Alertmanager webhook body; `(status, json)`.
+pub async fn post_webhook(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/alerts/alertmanager"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {

@@ -257,9 +257,12 @@ impl Executor {
         let source = format!("eventpulse/action/{}", data.request.action);
         match result {
             Ok(r) => {
+                let details = serde_json::from_str(&r.details)
+                    .unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
                 let end = JobEnd::Succeeded {
                     status: "completed",
-                    result: serde_json::to_string(&r).expect("result serialises"),
+                    result: serde_json::json!({ "summary": r.summary, "details": details })
+                        .to_string(),
                 };
                 data.result = Some(r);
                 let done = derive(

@@ -1,0 +1,404 @@
+//! The pipeline end to end inside one host, on SQLite and on PostgreSQL:
+//! webhook → `alert.raised` → rule → incident + `action.requested` +
+//! `notification.requested` → action and notifier plugins → outcomes →
+//! incident lifecycle and timeline. Retries, dead letters and a database
+//! that goes away are here too.
+
+use std::time::Duration;
+
+use eventpulse::ingest::alertmanager::sample;
+use eventpulse::store::{IncidentDetail, Queue};
+use eventpulse_tests::{Backend, Host, post_webhook, wait_for};
+
+const CPU_RULE: &str = r#"
+[config]
+action = "action-noop"
+channels = "notifier-log"
+cooldown_secs = "300"
+"#;
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+async fn install_first_party(host: &Host) {
+    host.install("rule-cpu-autoscale", "rule-cpu-autoscale", CPU_RULE);
+    host.install("action-noop", "action-noop", "");
+    host.install_now("notifier-log", "notifier-log", "").await;
+}
+
+/// The only incident, once `done` holds for it.
+async fn settled(
+    host: &Host,
+    what: &str,
+    done: impl Fn(&IncidentDetail) -> bool,
+) -> IncidentDetail {
+    wait_for(what, SETTLE, || async {
+        let list = host.store.incidents(10).await.unwrap();
+        let first = list.first()?;
+        let d = host.store.incident_detail(&first.id).await.unwrap()?;
+        done(&d).then_some(d)
+    })
+    .await
+}
+
+fn timeline(d: &IncidentDetail) -> Vec<String> {
+    d.timeline
+        .iter()
+        .map(|e| match (&e.from_status, &e.to_status) {
+            (Some(f), Some(t)) => format!("{} {f}->{t}", e.kind),
+            (None, Some(t)) => format!("{} ->{t}", e.kind),
+            _ => e.kind.clone(),
+        })
+        .collect()
+}
+
+async fn alert_to_resolved_incident(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    install_first_party(&host).await;
+    let starts = "2026-11-24T10:00:00Z";
+    let firing = sample(
+        "HighCPU",
+        &[("service", "app"), ("severity", "critical")],
+        false,
+        starts,
+        "",
+    );
+    let (status, body) = post_webhook(&host.url, &firing).await;
+    assert_eq!(
+        (status, body["new_events"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+
+    let d = settled(
+        &host,
+        "incident resolved with action and notification done",
+        |d| {
+            d.incident.status == "resolved"
+                && d.actions.iter().all(|a| a.status == "completed")
+                && d.notifications.iter().any(|n| n.status == "delivered")
+                && d.timeline.iter().any(|e| e.kind == "notification")
+        },
+    )
+    .await;
+    assert_eq!(d.incident.title, "High CPU on app");
+    assert_eq!(d.incident.severity, "critical");
+    assert_eq!(d.incident.dedup_key, "cpu:app");
+    assert_eq!(d.alerts.len(), 1);
+    assert_eq!(d.actions.len(), 1);
+    let action = &d.actions[0];
+    assert_eq!(
+        (
+            action.plugin.as_str(),
+            action.target.as_str(),
+            action.attempts
+        ),
+        ("action-noop", "app", 1)
+    );
+    assert!(
+        action.result.as_deref().unwrap().contains("\"replicas\":2"),
+        "{:?}",
+        action.result
+    );
+    assert_eq!(d.notifications.len(), 1);
+    assert!(d.incident.last_notified_at.is_some());
+    assert!(d.incident.closed_at.is_some());
+    let t = timeline(&d);
+    for expected in [
+        "opened ->open",
+        "alert",
+        "transition open->mitigating",
+        "action",
+        "notification",
+        "transition mitigating->resolved",
+    ] {
+        assert!(
+            t.contains(&expected.to_string()),
+            "{expected} missing from {t:?}"
+        );
+    }
+    // Every transition is tied to the event that caused it.
+    assert!(d.timeline.iter().all(|e| !e.event_id.is_empty()));
+
+    // Alertmanager retries and HA peers resend: nothing new happens.
+    let before = host.store.counts().await.unwrap();
+    for _ in 0..3 {
+        let (status, body) = post_webhook(&host.url, &firing).await;
+        assert_eq!((status, body["new_events"].as_u64()), (200, Some(0)));
+    }
+    // The alert resolves: the rule wants a scale-in, which the cooldown
+    // holds back; the incident is already resolved and stays so.
+    let resolved = sample(
+        "HighCPU",
+        &[("service", "app"), ("severity", "critical")],
+        true,
+        starts,
+        "2026-11-24T10:05:00Z",
+    );
+    let (status, body) = post_webhook(&host.url, &resolved).await;
+    assert_eq!((status, body["new_events"].as_u64()), (200, Some(1)));
+    wait_for("the resolved alert decided on", SETTLE, || async {
+        let after = host.store.counts().await.unwrap();
+        (after.events == before.events + 1).then_some(())
+    })
+    .await;
+    // Give the stages a moment to (wrongly) do more, then compare.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = host.store.counts().await.unwrap();
+    assert_eq!(
+        (after.incidents, after.actions, after.notifications),
+        (1, 1, 1),
+        "{after:?}"
+    );
+    let d = host
+        .store
+        .incident_detail(&d.incident.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.incident.status, "resolved");
+    assert_eq!(d.alerts.len(), 1);
+
+    // The incidents API shows the same.
+    let api = host
+        .get_json(&format!("/api/v1/incidents/{}", d.incident.id))
+        .await;
+    assert_eq!(api["incident"]["status"], "resolved");
+    assert_eq!(
+        api["incident"]["timeline"].as_array().unwrap().len(),
+        d.timeline.len()
+    );
+    let list = host.get_json("/api/v1/incidents").await;
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 1);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn alert_becomes_incident_action_notification_and_resolves_on_sqlite() {
+    alert_to_resolved_incident(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn alert_becomes_incident_action_notification_and_resolves_on_postgres() {
+    alert_to_resolved_incident(Backend::Postgres).await;
+}
+
+fn scripted(group: &str, params: &str) -> serde_json::Value {
+    let mut body = sample(
+        "Scripted",
+        &[("service", "svc"), ("test", "scripted"), ("group", group)],
+        false,
+        "2026-11-24T10:00:00Z",
+        "",
+    );
+    let annotations = &mut body["alerts"][0]["annotations"];
+    annotations["action"] = "action-flaky".into();
+    annotations["params"] = params.into();
+    annotations["channel"] = "none".into();
+    body
+}
+
+async fn retries_and_dead_letters(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    host.install("rule-scripted", "rule-scripted", "");
+    host.install_now("action-flaky", "action-flaky", "").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+
+    // Flaky for 100 ms: retried with backoff (the 5th attempt is at least
+    // 240 ms after the first), then completes.
+    let flaky = scripted(
+        "flaky",
+        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 100),
+    );
+    assert_eq!(post_webhook(&host.url, &flaky).await.0, 200);
+    // Never succeeds: 5 attempts (max_attempts), then failed + dead letter.
+    let broken = scripted("broken", r#"{"fail":"retryable"}"#);
+    assert_eq!(post_webhook(&host.url, &broken).await.0, 200);
+    // Permanent: one attempt, failed, no dead letter.
+    let refused = scripted("refused", r#"{"fail":"permanent"}"#);
+    assert_eq!(post_webhook(&host.url, &refused).await.0, 200);
+
+    let incidents = wait_for("three incidents settled", SETTLE, || async {
+        let list = host.store.incidents(10).await.unwrap();
+        let mut out = Vec::new();
+        for i in &list {
+            let d = host.store.incident_detail(&i.id).await.unwrap().unwrap();
+            let terminal = matches!(d.incident.status.as_str(), "resolved" | "failed");
+            let recorded = d.timeline.iter().filter(|e| e.kind == "action").count() == 2;
+            if !(terminal && recorded) {
+                return None;
+            }
+            out.push(d);
+        }
+        (out.len() == 3).then_some(out)
+    })
+    .await;
+    let by_key = |k: &str| {
+        incidents
+            .iter()
+            .find(|d| d.incident.dedup_key == k)
+            .unwrap()
+    };
+
+    let flaky = by_key("flaky");
+    assert_eq!(flaky.incident.status, "resolved");
+    assert_eq!(flaky.actions[0].status, "completed");
+    assert!(
+        flaky.actions[0].attempts >= 2,
+        "retried: {:?}",
+        flaky.actions[0]
+    );
+
+    let broken = by_key("broken");
+    assert_eq!(broken.incident.status, "failed");
+    assert_eq!(
+        (
+            broken.actions[0].status.as_str(),
+            broken.actions[0].attempts
+        ),
+        ("failed", 5)
+    );
+    assert!(
+        broken.actions[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 5 attempts"),
+        "{:?}",
+        broken.actions[0]
+    );
+    assert!(
+        broken
+            .timeline
+            .iter()
+            .any(|e| e.cause.contains("action failed") && e.cause.contains("after 5 attempt(s)")),
+        "{:?}",
+        broken.timeline
+    );
+
+    let refused = by_key("refused");
+    assert_eq!(refused.incident.status, "failed");
+    assert_eq!(
+        (
+            refused.actions[0].status.as_str(),
+            refused.actions[0].attempts
+        ),
+        ("failed", 1)
+    );
+
+    let letters = host.get_json("/api/v1/dead-letters").await;
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "only the exhausted action: {letters:?}");
+    assert_eq!(letters[0]["consumer"], "actions");
+    assert_eq!(letters[0]["attempts"], 5);
+    assert_eq!(
+        host.store
+            .job(Queue::Actions, &broken.actions[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "failed"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn actions_retry_with_backoff_then_fail_into_dead_letters_on_sqlite() {
+    retries_and_dead_letters(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn actions_retry_with_backoff_then_fail_into_dead_letters_on_postgres() {
+    retries_and_dead_letters(Backend::Postgres).await;
+}
+
+/// A restart in the middle loses nothing and repeats nothing: the stages
+/// resume from their stored offsets, and the inbox skips what was done.
+#[tokio::test]
+async fn a_restart_resumes_where_the_stages_left_off() {
+    let host = Host::start_on(Backend::Sqlite).await;
+    install_first_party(&host).await;
+    for service in ["a", "b", "c"] {
+        let body = sample(
+            "HighCPU",
+            &[("service", service)],
+            false,
+            "2026-11-24T10:00:00Z",
+            "",
+        );
+        assert_eq!(post_webhook(&host.url, &body).await.0, 200);
+    }
+    let host = host.restart().await;
+    for service in ["d", "e"] {
+        let body = sample(
+            "HighCPU",
+            &[("service", service)],
+            false,
+            "2026-11-24T10:00:00Z",
+            "",
+        );
+        assert_eq!(post_webhook(&host.url, &body).await.0, 200);
+    }
+    let counts = wait_for(
+        "five incidents, actions and notifications",
+        SETTLE,
+        || async {
+            let c = host.store.counts().await.unwrap();
+            (c.actions_completed == 5 && c.notifications_delivered == 5).then_some(c)
+        },
+    )
+    .await;
+    assert_eq!(
+        (counts.incidents, counts.actions, counts.notifications),
+        (5, 5, 5)
+    );
+    host.stop().await;
+}
+
+/// Generic events: CloudEvents in, stored once per (source, id), and
+/// refused with the attribute named when malformed.
+#[tokio::test]
+async fn generic_events_are_stored_once_and_validated() {
+    let host = Host::start_on(Backend::Sqlite).await;
+    let post = |body: String| {
+        let url = format!("{}/api/v1/events", host.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let event =
+        r#"{"specversion":"1.0","id":"42","source":"/disk","type":"disk.full","subject":"db-1"}"#;
+    let (status, first) = post(event.into()).await;
+    assert_eq!(
+        (status, &first["duplicate"]),
+        (202, &serde_json::json!(false))
+    );
+    let (status, again) = post(event.into()).await;
+    assert_eq!(
+        (status, &again["duplicate"]),
+        (202, &serde_json::json!(true))
+    );
+    assert_eq!(first["id"], again["id"]);
+    let (status, bad) =
+        post(r#"{"specversion":"1.0","source":"/disk","type":"disk.full"}"#.into()).await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["error"].as_str().unwrap().contains("`id`: missing"),
+        "{bad}"
+    );
+    let c = host.store.counts().await.unwrap();
+    assert_eq!(c.events, 1);
+    host.stop().await;
+}
