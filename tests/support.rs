@@ -180,6 +180,11 @@ impl Host {
     /// Install built component `component` as plugin `name`, with `manifest`.
     /// The manifest goes first, and both are renamed into place, as
     /// `eventpulse plugin build` does.
+    /// The database this host uses.
+    pub fn database_url(&self) -> &str {
+        &self.config.database_url
+    }
+
     pub fn install(&self, name: &str, component_name: &str, manifest: &str) {
         let toml = self.plugin_dir.join(format!("{name}.toml"));
         std::fs::write(toml.with_extension("partial"), manifest).unwrap();

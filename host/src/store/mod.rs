@@ -387,6 +387,17 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
+    /// Status of the newest alert instance named `name`.
+    pub async fn alert_state_by_name(&self, name: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query(
+            "SELECT status FROM alerts WHERE name = $1 ORDER BY starts_at DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Record a sandbox failure.
     pub async fn record_failure(
         &self,

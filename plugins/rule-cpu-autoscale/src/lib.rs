@@ -5,7 +5,8 @@
 //! - `LowCPU` firing, or `HighCPU` resolved → ensure `min_replicas`
 //!   (default 1); a resolved `HighCPU` also resolves the incident.
 //! - A failed scale-out → compensate with `min_replicas` and mark the
-//!   incident failed; a completed one resolves it.
+//!   incident failed; a completed one resolves it, unless `resolve_on` is
+//!   `alert`: then the incident stays `mitigating` until the alert resolves.
 //! - Cooldown: after a scale-out, further scaling of the same service is
 //!   suppressed for `cooldown_secs` (default 300), so a flapping alert does
 //!   not cause a storm of actions. The timestamp lives in plugin state.
@@ -13,7 +14,8 @@
 //! Config (manifest `[config]`): `service_label` (default `service`),
 //! `min_replicas`, `max_replicas`, `cooldown_secs`, `action`
 //! (default `action-docker-scale`), `channels` (comma-separated notifier
-//! names, default `notifier-log`).
+//! names, default `notifier-log`), `resolve_on` (`action`, the default, or
+//! `alert`).
 
 use eventpulse_sdk::{
     ALERT_RAISED, ActionOutcome, ActionRequest, AlertStatus, Context, Decision, Error, Event,
@@ -32,6 +34,7 @@ struct Settings {
     cooldown_ms: u64,
     action: String,
     channels: Vec<String>,
+    resolve_on_alert: bool,
 }
 
 impl Settings {
@@ -61,6 +64,15 @@ impl Settings {
                 .map(|c| c.trim().to_owned())
                 .filter(|c| !c.is_empty())
                 .collect(),
+            resolve_on_alert: match cx.config("resolve_on").as_deref() {
+                None | Some("action") => false,
+                Some("alert") => true,
+                Some(other) => {
+                    return Err(Error::permanent(format!(
+                        "config `resolve_on`: `{other}` is neither `action` nor `alert`"
+                    )));
+                }
+            },
         })
     }
 
@@ -170,6 +182,9 @@ impl Rule for CpuAutoscale {
         let replicas = outcome.request.params["replicas"].as_u64().unwrap_or(0);
         if replicas > s.min_replicas {
             let note = format!("{} scaled to {replicas} replicas", outcome.request.target);
+            if s.resolve_on_alert {
+                return Ok(Decision::none().note(format!("{note}; resolves with the alert")));
+            }
             return Ok(Decision::none().transition(IncidentStatus::Resolved, note));
         }
         Ok(Decision::none())
@@ -342,6 +357,18 @@ mod tests {
                 ..
             })
         ));
+
+        // With `resolve_on = alert` the incident waits for the alert.
+        let host = FakeHost::new().config("resolve_on", "alert");
+        let d = CpuAutoscale
+            .on_action_completed(&high(AlertStatus::Firing), &outcome, &host.context())
+            .unwrap();
+        assert!(d.incident.is_none(), "{d:?}");
+        let bad = FakeHost::new().config("resolve_on", "never");
+        let err = CpuAutoscale
+            .on_action_completed(&high(AlertStatus::Firing), &outcome, &bad.context())
+            .unwrap_err();
+        assert!(err.to_string().contains("resolve_on"), "{err}");
     }
 
     #[test]

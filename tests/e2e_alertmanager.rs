@@ -1,0 +1,250 @@
+//! End to end with the real thing: Prometheus (Debian's 2.42) scrapes a
+//! metric this test serves, evaluates a `HighCPU` alerting rule and sends
+//! to Alertmanager (Debian's 0.25), whose webhook receiver is the host's
+//! ingest. The cpu-autoscale rule opens an incident and asks for a scale
+//! out (action-noop), the notification goes out (notifier-log), and when
+//! the metric drops the resolved notification resolves the incident.
+//! Everything listens on 127.0.0.1; `.ci/run` installs both binaries.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eventpulse::store::IncidentDetail;
+use eventpulse_tests::{Backend, Host, wait_for};
+
+/// A child process killed when the test ends, however it ends.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(bin: &'static str, args: &[String], log: &std::path::Path) -> Daemon {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} is required (.ci/run installs it): {e}"));
+    Daemon(child)
+}
+
+/// Serve `cpu_usage{service="app"}` with a value the test sets (per mille).
+async fn metrics_server(value: Arc<AtomicU64>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let v = value.load(Ordering::SeqCst) as f64 / 1000.0;
+            async move {
+                format!(
+                    "# HELP cpu_usage CPU usage ratio.\n# TYPE cpu_usage gauge\ncpu_usage{{service=\"app\"}} {v}\n"
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn prometheus_to_incident(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    host.install(
+        "rule-cpu-autoscale",
+        "rule-cpu-autoscale",
+        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\nresolve_on = \"alert\"\n",
+    );
+    host.install("action-noop", "action-noop", "");
+    host.install_now("notifier-log", "notifier-log", "").await;
+
+    let cpu = Arc::new(AtomicU64::new(970));
+    let metrics = metrics_server(cpu.clone()).await;
+    let dir = host.dir.path();
+    let (am_port, prom_port) = (free_port(), free_port());
+
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        format!(
+            r#"route:
+  receiver: eventpulse
+  group_by: [alertname, service]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: eventpulse
+    webhook_configs:
+      - url: {}/api/v1/alerts/alertmanager
+        send_resolved: true
+"#,
+            host.url
+        ),
+    )
+    .unwrap();
+    let _am = spawn(
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            format!("--storage.path={}", dir.join("am-data").display()),
+            format!("--web.listen-address=127.0.0.1:{am_port}"),
+            "--cluster.listen-address=".into(),
+        ],
+        &dir.join("alertmanager.log"),
+    );
+
+    std::fs::write(
+        dir.join("rules.yml"),
+        r#"groups:
+  - name: cpu
+    rules:
+      - alert: HighCPU
+        expr: cpu_usage > 0.9
+        labels:
+          severity: critical
+        annotations:
+          summary: "CPU of {{ $labels.service }} is {{ $value }}"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            r#"global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [{rules}]
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:{am_port}"]
+scrape_configs:
+  - job_name: app
+    static_configs:
+      - targets: ["127.0.0.1:{metrics}"]
+"#,
+            rules = dir.join("rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let _prom = spawn(
+        "prometheus",
+        &[
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            "--rules.alert.resend-delay=1s".into(),
+        ],
+        &dir.join("prometheus.log"),
+    );
+
+    let incident = |want: &'static str| {
+        let store = host.store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                let list = store.incidents(5).await.unwrap();
+                let d: IncidentDetail = store.incident_detail(&list.first()?.id).await.unwrap()?;
+                let actions_done =
+                    !d.actions.is_empty() && d.actions.iter().all(|a| a.status == "completed");
+                (d.incident.status == want && actions_done).then_some(d)
+            }
+        }
+    };
+    let logs = || {
+        format!(
+            "\n--- alertmanager:\n{}\n--- prometheus:\n{}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        )
+    };
+
+    // Firing: Prometheus → Alertmanager → webhook → incident, mitigating,
+    // scale-out completed, notification delivered.
+    let d = tokio::time::timeout(
+        Duration::from_secs(60),
+        wait_for(
+            "incident mitigating",
+            Duration::from_secs(60),
+            incident("mitigating"),
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no incident within 60 s{}", logs()));
+    assert_eq!(d.incident.title, "High CPU on app");
+    assert_eq!(d.incident.severity, "critical");
+    assert!(
+        d.actions[0]
+            .result
+            .as_deref()
+            .unwrap()
+            .contains("\"replicas\":2")
+    );
+    let summary = host
+        .store
+        .alert_state_by_name("HighCPU")
+        .await
+        .unwrap()
+        .expect("the alert is stored");
+    assert_eq!(summary, "firing");
+
+    // The metric drops: the resolved notification resolves the incident.
+    cpu.store(100, Ordering::SeqCst);
+    let d = wait_for(
+        "incident resolved",
+        Duration::from_secs(60),
+        incident("resolved"),
+    )
+    .await;
+    let causes: Vec<&str> = d.timeline.iter().map(|e| e.cause.as_str()).collect();
+    assert!(
+        causes.iter().any(|c| c.contains("HighCPU resolved")),
+        "{causes:?}"
+    );
+    assert_eq!(
+        d.alerts.len(),
+        1,
+        "one alert instance, firing then resolved"
+    );
+    assert_eq!(
+        host.store
+            .alert_state_by_name("HighCPU")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("resolved")
+    );
+    // Exactly one incident, one scale-out (the scale-in is held back by the
+    // cooldown), one notification.
+    let c = host.store.counts().await.unwrap();
+    assert_eq!(
+        (c.incidents, c.actions, c.notifications),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_alertmanager_to_resolved_incident_on_sqlite() {
+    prometheus_to_incident(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_alertmanager_to_resolved_incident_on_postgres() {
+    prometheus_to_incident(Backend::Postgres).await;
+}
