@@ -1,0 +1,285 @@
+//! Crash safety of the embedded pipeline: a real `eventpulse serve`
+//! process is `kill -9`ed at random moments, at least 20 times, while
+//! 10,000 alerts (with Alertmanager-style retries and duplicates mixed in)
+//! are posted to it; every kill is followed by a restart. Afterwards, once
+//! the pipeline has drained:
+//! - every alert that got a 2xx is in the store,
+//! - there is exactly one incident per alert group (service),
+//! - no action and no notification was requested twice, and each ran.
+//!
+//! The counts compared are printed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sqlx::{Connection, Row};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventpulse");
+const SERVICES: usize = 200;
+const ALERTS_PER_WEBHOOK: usize = 5;
+const WEBHOOKS: usize = 2_000; // × 5 = 10,000 alerts
+const KILLS: usize = 20;
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn start(root: &Path) -> Serve {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("serve.log"))
+        .unwrap();
+    Serve(
+        Command::new(BIN)
+            .args(["--config", "eventpulse.toml", "serve"])
+            .current_dir(root)
+            .env("EVENTPULSE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Webhook `n`: alerts `n*5 .. n*5+5`, alert `i` for service `i % 200`.
+fn webhook(n: usize) -> serde_json::Value {
+    let alerts: Vec<serde_json::Value> = (n * ALERTS_PER_WEBHOOK..(n + 1) * ALERTS_PER_WEBHOOK)
+        .map(|i| {
+            serde_json::json!({
+                "status": "firing",
+                "labels": {"alertname": "HighCPU", "service": format!("svc-{}", i % SERVICES), "instance": format!("i-{i}")},
+                "annotations": {"summary": "cpu"},
+                "startsAt": "2026-11-24T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://127.0.0.1:9090/graph",
+                "fingerprint": format!("fp{i:06}"),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": "4", "groupKey": format!("{{}}:{{n=\"{n}\"}}"), "truncatedAlerts": 0,
+        "status": "firing", "receiver": "eventpulse", "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093", "alerts": alerts,
+    })
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let plugins = workspace().join("plugins");
+    eventpulse::scaffold::build(
+        &[
+            plugins.join("rule-cpu-autoscale"),
+            plugins.join("action-noop"),
+            plugins.join("notifier-log"),
+        ],
+        &root.join("dist"),
+        None,
+    )
+    .unwrap();
+    // One scale-out per service: the cooldown outlasts the test.
+    std::fs::write(
+        root.join("dist/rule-cpu-autoscale.toml"),
+        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\ncooldown_secs = \"3600\"\n",
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cache = workspace().join("target/plugins/test-cache");
+    std::fs::write(
+        root.join("eventpulse.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://eventpulse.db\"\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t\"\n\n[pipeline]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n"
+        ),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v1/alerts/alertmanager");
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let wait_healthy = |client: &reqwest::blocking::Client| {
+        let t = Instant::now();
+        while client.get(&health).send().map(|r| r.status().is_success()) != Ok(true) {
+            assert!(t.elapsed() < Duration::from_secs(60), "host did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let server = Arc::new(Mutex::new(Some(start(root))));
+    wait_healthy(&client);
+
+    let posting_done = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (server, posting_done, kills, root) = (
+            server.clone(),
+            posting_done.clone(),
+            kills.clone(),
+            root.to_owned(),
+        );
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut rng = rand::rng();
+            while kills.load(Ordering::SeqCst) < KILLS || !posting_done.load(Ordering::SeqCst) {
+                if posting_done.load(Ordering::SeqCst) && kills.load(Ordering::SeqCst) >= KILLS {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+                let mut guard = server.lock().unwrap();
+                if let Some(mut s) = guard.take() {
+                    s.0.kill().unwrap(); // SIGKILL
+                    s.0.wait().unwrap();
+                }
+                kills.fetch_add(1, Ordering::SeqCst);
+                *guard = Some(start(&root));
+                drop(guard);
+                wait_healthy(&client);
+            }
+        })
+    };
+
+    // Post every webhook until acknowledged; mix in retries of earlier ones
+    // (as Alertmanager and HA peers do). Keep resending while the killer
+    // still has kills to make, so every kill lands during ingest.
+    let mut rng = rand::rng();
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut posts = 0usize;
+    let mut failed_attempts = 0usize;
+    let mut post_until_acked = |n: usize, posts: &mut usize, failed: &mut usize| loop {
+        *posts += 1;
+        match client.post(&url).json(&webhook(n)).send() {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => {
+                assert!(r.status().as_u16() == 503, "unexpected {}", r.status());
+                *failed += 1;
+            }
+            Err(_) => *failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for n in 0..WEBHOOKS {
+        post_until_acked(n, &mut posts, &mut failed_attempts);
+        for i in n * ALERTS_PER_WEBHOOK..(n + 1) * ALERTS_PER_WEBHOOK {
+            acked.insert(format!("fp{i:06}"));
+        }
+        if rng.random_bool(0.2) {
+            let earlier = rng.random_range(0..=n);
+            post_until_acked(earlier, &mut posts, &mut failed_attempts);
+        }
+    }
+    while kills.load(Ordering::SeqCst) < KILLS {
+        let earlier = rng.random_range(0..WEBHOOKS);
+        post_until_acked(earlier, &mut posts, &mut failed_attempts);
+    }
+    posting_done.store(true, Ordering::SeqCst);
+    killer.join().unwrap();
+    let kills = kills.load(Ordering::SeqCst);
+
+    // Drain: every service's scale-out and notification done.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db_url = format!("sqlite://{}", root.join("eventpulse.db").display());
+    let count = |sql: &'static str| -> i64 {
+        rt.block_on(async {
+            let mut db = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
+        })
+    };
+    let t = Instant::now();
+    while count("SELECT count(*) FROM actions WHERE status = 'completed'") < SERVICES as i64
+        || count("SELECT count(*) FROM notifications WHERE status = 'delivered'") < SERVICES as i64
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "pipeline did not drain; log:\n{}",
+            std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let anything that would (wrongly) happen twice happen.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(server.lock().unwrap().take());
+
+    let (stored, per_key, requested) = rt.block_on(async {
+        let mut db = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+        let stored: BTreeSet<String> = sqlx::query("SELECT fingerprint FROM alerts")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let per_key: BTreeMap<String, i64> =
+            sqlx::query("SELECT dedup_key, count(*) FROM incidents GROUP BY dedup_key")
+                .fetch_all(&mut db)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        let mut requested = BTreeMap::new();
+        for kind in ["action.requested", "notification.requested", "alert.raised"] {
+            let (total, distinct): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), count(DISTINCT event_key) FROM outbox_events WHERE kind = $1",
+            )
+            .bind(kind)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            requested.insert(kind, (total, distinct));
+        }
+        (stored, per_key, requested)
+    });
+    let jobs = |table: &str| -> (i64, i64) {
+        let sql = format!("SELECT count(*), count(DISTINCT target) FROM {table}");
+        rt.block_on(async {
+            let mut db = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+            sqlx::query_as(&sql).fetch_one(&mut db).await.unwrap()
+        })
+    };
+    let actions = jobs("actions");
+    let notifications = jobs("notifications");
+
+    println!("kills (SIGKILL + restart):            {kills}");
+    println!("webhook posts (incl. retries, dups):  {posts}, refused or cut off: {failed_attempts}");
+    println!("alerts acknowledged / stored:         {} / {}", acked.len(), stored.len());
+    println!("alert.raised events (total/distinct key): {:?}", requested["alert.raised"]);
+    println!("incidents: {} keys, max per key {}", per_key.len(), per_key.values().max().unwrap_or(&0));
+    println!("action.requested (total/distinct service): {:?}", requested["action.requested"]);
+    println!("notification.requested (total/distinct):   {:?}", requested["notification.requested"]);
+    println!("actions rows (total/distinct target): {actions:?}");
+    println!("notifications rows (total/distinct):  {notifications:?}");
+
+    assert!(kills >= KILLS, "{kills} kills");
+    let missing: Vec<_> = acked.difference(&stored).take(5).collect();
+    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    assert_eq!(acked.len(), WEBHOOKS * ALERTS_PER_WEBHOOK);
+    assert_eq!(requested["alert.raised"].0, (WEBHOOKS * ALERTS_PER_WEBHOOK) as i64, "one alert.raised per alert");
+    assert_eq!(per_key.len(), SERVICES, "one incident key per service");
+    assert!(per_key.values().all(|&n| n == 1), "exactly one incident per service: {per_key:?}");
+    assert_eq!(requested["action.requested"], (SERVICES as i64, SERVICES as i64), "no action requested twice");
+    assert_eq!(requested["notification.requested"], (SERVICES as i64, SERVICES as i64), "no notification requested twice");
+    assert_eq!(actions, (SERVICES as i64, SERVICES as i64));
+    assert_eq!(notifications, (SERVICES as i64, SERVICES as i64));
+}
