@@ -202,7 +202,8 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config = figment
-            .merge(Env::prefixed("EVENTPULSE_").split("__"))
+            // EVENTPULSE_LOG is the log filter, read by main, not a setting.
+            .merge(Env::prefixed("EVENTPULSE_").ignore(&["log"]).split("__"))
             .extract()?;
         Ok(config)
     }
@@ -219,6 +220,17 @@ mod tests {
         std::fs::write(&file, "listen = \"127.0.0.1:1\"\nplugin_dri = \"x\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("plugin_dri"), "{err}");
+    }
+
+    #[test]
+    fn the_log_filter_variable_is_not_a_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTPULSE_LOG", "debug");
+            jail.set_env("EVENTPULSE_PIPELINE__BATCH", "7");
+            let c = Config::load(None).expect("EVENTPULSE_LOG is not refused");
+            assert_eq!(c.pipeline.batch, 7);
+            Ok(())
+        });
     }
 
     #[test]

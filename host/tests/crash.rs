@@ -119,10 +119,19 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let wait_healthy = |client: &reqwest::blocking::Client| {
+    let log_file = root.join("serve.log");
+    let wait_healthy = move |client: &reqwest::blocking::Client| {
         let t = Instant::now();
-        while client.get(&health).send().map(|r| r.status().is_success()) != Ok(true) {
-            assert!(t.elapsed() < Duration::from_secs(60), "host did not come up");
+        while !client
+            .get(&health)
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "host did not come up; log:\n{}",
+                std::fs::read_to_string(&log_file).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -167,7 +176,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let mut acked: BTreeSet<String> = BTreeSet::new();
     let mut posts = 0usize;
     let mut failed_attempts = 0usize;
-    let mut post_until_acked = |n: usize, posts: &mut usize, failed: &mut usize| loop {
+    let post_until_acked = |n: usize, posts: &mut usize, failed: &mut usize| loop {
         *posts += 1;
         match client.post(&url).json(&webhook(n)).send() {
             Ok(r) if r.status().is_success() => return,
@@ -262,24 +271,61 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let notifications = jobs("notifications");
 
     println!("kills (SIGKILL + restart):            {kills}");
-    println!("webhook posts (incl. retries, dups):  {posts}, refused or cut off: {failed_attempts}");
-    println!("alerts acknowledged / stored:         {} / {}", acked.len(), stored.len());
-    println!("alert.raised events (total/distinct key): {:?}", requested["alert.raised"]);
-    println!("incidents: {} keys, max per key {}", per_key.len(), per_key.values().max().unwrap_or(&0));
-    println!("action.requested (total/distinct service): {:?}", requested["action.requested"]);
-    println!("notification.requested (total/distinct):   {:?}", requested["notification.requested"]);
+    println!(
+        "webhook posts (incl. retries, dups):  {posts}, refused or cut off: {failed_attempts}"
+    );
+    println!(
+        "alerts acknowledged / stored:         {} / {}",
+        acked.len(),
+        stored.len()
+    );
+    println!(
+        "alert.raised events (total/distinct key): {:?}",
+        requested["alert.raised"]
+    );
+    println!(
+        "incidents: {} keys, max per key {}",
+        per_key.len(),
+        per_key.values().max().unwrap_or(&0)
+    );
+    println!(
+        "action.requested (total/distinct service): {:?}",
+        requested["action.requested"]
+    );
+    println!(
+        "notification.requested (total/distinct):   {:?}",
+        requested["notification.requested"]
+    );
     println!("actions rows (total/distinct target): {actions:?}");
     println!("notifications rows (total/distinct):  {notifications:?}");
 
     assert!(kills >= KILLS, "{kills} kills");
     let missing: Vec<_> = acked.difference(&stored).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not stored: {missing:?}"
+    );
     assert_eq!(acked.len(), WEBHOOKS * ALERTS_PER_WEBHOOK);
-    assert_eq!(requested["alert.raised"].0, (WEBHOOKS * ALERTS_PER_WEBHOOK) as i64, "one alert.raised per alert");
+    assert_eq!(
+        requested["alert.raised"].0,
+        (WEBHOOKS * ALERTS_PER_WEBHOOK) as i64,
+        "one alert.raised per alert"
+    );
     assert_eq!(per_key.len(), SERVICES, "one incident key per service");
-    assert!(per_key.values().all(|&n| n == 1), "exactly one incident per service: {per_key:?}");
-    assert_eq!(requested["action.requested"], (SERVICES as i64, SERVICES as i64), "no action requested twice");
-    assert_eq!(requested["notification.requested"], (SERVICES as i64, SERVICES as i64), "no notification requested twice");
+    assert!(
+        per_key.values().all(|&n| n == 1),
+        "exactly one incident per service: {per_key:?}"
+    );
+    assert_eq!(
+        requested["action.requested"],
+        (SERVICES as i64, SERVICES as i64),
+        "no action requested twice"
+    );
+    assert_eq!(
+        requested["notification.requested"],
+        (SERVICES as i64, SERVICES as i64),
+        "no notification requested twice"
+    );
     assert_eq!(actions, (SERVICES as i64, SERVICES as i64));
     assert_eq!(notifications, (SERVICES as i64, SERVICES as i64));
 }
