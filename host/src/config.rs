@@ -223,6 +223,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature
     fn the_log_filter_variable_is_not_a_setting() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("EVENTPULSE_LOG", "debug");

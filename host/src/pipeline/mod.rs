@@ -1,12 +1,12 @@
 //! The stages an alert travels through after ingest, each an inbox
 //! consumer of the transport:
 //!
-//! - [`rules`]: `alert.raised`, `action.completed`, `action.failed` → rule
+//! - [`rules`] consumes `alert.raised`, `action.completed`, `action.failed` → rule
 //!   plugins → decisions log, incident changes, `incident.opened`/`updated`,
 //!   `action.requested`, `notification.requested`, `signal.emitted`.
-//! - [`incidents`]: outcomes (`action.*`, `notification.*`, `signal.emitted`)
+//! - [`incidents`] puts outcomes (`action.*`, `notification.*`, `signal.emitted`)
 //!   → the incident timeline.
-//! - [`jobs`]: `action.requested` / `notification.requested` → the
+//! - [`jobs`] turns `action.requested` / `notification.requested` → the
 //!   `actions` / `notifications` work queues → action and notifier plugins
 //!   with per-attempt timeouts, backoff and dead letters →
 //!   `action.completed`/`failed`, `notification.delivered`/`failed`.
