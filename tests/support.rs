@@ -84,7 +84,7 @@ pub enum Backend {
 
 /// The PostgreSQL server tests use (`.ci/run` starts one there).
 pub fn postgres_base_url() -> String {
-    std::env::var("EVENTPULSE_TEST_POSTGRES_URL")
+    std::env::var("EP_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into())
 }
 
@@ -98,7 +98,7 @@ pub async fn database_url(backend: Backend, dir: &Path) -> String {
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let base = postgres_base_url();
             let mut conn = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL at {base} is required (set EVENTPULSE_TEST_POSTGRES_URL; .ci/run starts one): {e}")
+                panic!("PostgreSQL at {base} is required (set EP_TEST_POSTGRES_URL; .ci/run starts one): {e}")
             });
             let name = format!(
                 "ep_{}_{}_{}",

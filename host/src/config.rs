@@ -226,6 +226,7 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment::Jail's signature
     fn the_log_filter_variable_is_not_a_setting() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("EVENTPULSE_LOG", "debug");
             jail.set_env("EVENTPULSE_PIPELINE__BATCH", "7");
             let c = Config::load(None).expect("EVENTPULSE_LOG is not refused");

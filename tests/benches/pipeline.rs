@@ -10,7 +10,7 @@
 //!   alert.raised → action.requested p50/p99 (event timestamps).
 //!
 //! `cargo bench -p eventpulse-tests --bench pipeline` prints a table.
-//! PostgreSQL comes from `EVENTPULSE_TEST_POSTGRES_URL` (as in the tests).
+//! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 
 use std::collections::HashMap;
 use std::sync::Arc;
