@@ -32,7 +32,13 @@ fn pct(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 fn webhook(first: usize, n: usize, tag: &str) -> serde_json::Value {
-    let mut body = sample("HighCPU", &[("service", "x")], false, "2026-11-24T10:00:00Z", "");
+    let mut body = sample(
+        "HighCPU",
+        &[("service", "x")],
+        false,
+        "2026-11-24T10:00:00Z",
+        "",
+    );
     let template = body["alerts"][0].clone();
     let alerts: Vec<serde_json::Value> = (first..first + n)
         .map(|i| {
@@ -119,7 +125,12 @@ async fn run(backend: Backend, name: &'static str) -> Result {
         let (client, url) = (client.clone(), url.clone());
         handles.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = client.post(&url).json(&webhook(i, 1, "l")).send().await.unwrap();
+            let r = client
+                .post(&url)
+                .json(&webhook(i, 1, "l"))
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success());
             t.elapsed()
         }));
@@ -137,12 +148,19 @@ async fn run(backend: Backend, name: &'static str) -> Result {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // alert.raised time → action.requested time, per alert of this phase.
-    let events = host.store.outbox_read(&["alert.raised", "action.requested"], 0, u32::MAX).await.unwrap();
+    let events = host
+        .store
+        .outbox_read(&["alert.raised", "action.requested"], 0, u32::MAX)
+        .await
+        .unwrap();
     let mut raised: HashMap<String, u64> = HashMap::new();
     let mut action_lat = Vec::new();
     for (_, payload) in events {
         let e: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        let alert_id = e["correlation"]["alert_id"].as_str().unwrap_or("").to_owned();
+        let alert_id = e["correlation"]["alert_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         if !alert_id.starts_with('l') {
             continue;
         }

@@ -257,7 +257,9 @@ pub fn alert_raised(n: &Notification, alert: &types::Alert, now_ms: u64) -> type
         time: now_ms,
         // A new trace per alert instance and status: W3C trace-id format.
         trace_id: hex::encode(rand::random::<[u8; 16]>()),
-        key: label("service").unwrap_or_else(|| alert.name.clone()),
+        key: label("service")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| alert.name.clone()),
         correlation: types::Correlation {
             alert_id: Some(format!("{}:{}", alert.fingerprint, alert.starts_at)),
             incident_id: None,
