@@ -203,6 +203,7 @@ impl Store {
             tx: self.pool.begin().await?,
             backend: self.backend,
             appended: false,
+            locked: false,
             notify: self.appended.clone(),
         })
     }

@@ -16,6 +16,7 @@ pub struct Tx {
     pub(super) tx: Transaction<'static, Any>,
     pub(super) backend: Backend,
     pub(super) appended: bool,
+    pub(super) locked: bool,
     pub(super) notify: Arc<Notify>,
 }
 
@@ -279,11 +280,7 @@ impl Tx {
     /// seen `seq = n` can never later see a smaller one commit. (SQLite has
     /// one writer, so this holds already.)
     pub async fn append(&mut self, event: &types::Event) -> Result<(), Error> {
-        if self.backend == Backend::Postgres && !self.appended {
-            sqlx::query("SELECT pg_advisory_xact_lock(7307171)")
-                .execute(self.conn())
-                .await?;
-        }
+        self.lock_outbox().await?;
         sqlx::query(
             "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -302,6 +299,9 @@ impl Tx {
     /// Append `event` unless an event with its id is already in the outbox;
     /// `false` if it was (a retried delivery).
     pub async fn append_new(&mut self, event: &types::Event) -> Result<bool, Error> {
+        // Locked before the check, so two deliveries of one event at once
+        // cannot both pass it.
+        self.lock_outbox().await?;
         let known = sqlx::query("SELECT 1 FROM outbox_events WHERE event_id = $1")
             .bind(&event.id)
             .fetch_optional(self.conn())
@@ -312,6 +312,17 @@ impl Tx {
         }
         self.append(event).await?;
         Ok(true)
+    }
+
+    /// Serialise outbox appends (PostgreSQL; once per transaction).
+    async fn lock_outbox(&mut self) -> Result<(), Error> {
+        if self.backend == Backend::Postgres && !self.locked {
+            sqlx::query("SELECT pg_advisory_xact_lock(7307171)")
+                .execute(self.conn())
+                .await?;
+            self.locked = true;
+        }
+        Ok(())
     }
 
     /// Record that `consumer` processed `event_id`. `false` if it already
