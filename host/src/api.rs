@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
         .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/{id}/replay", post(replay_dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let ingest = Router::new()
         .route("/alerts/alertmanager", post(ingest_alertmanager))
@@ -273,6 +274,38 @@ async fn dead_letters(
         .await
         .map_err(store_unavailable)?;
     Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// Run a dead-lettered action or notification again, with a fresh attempt
+/// budget. Rule-stage letters are for inspection: replaying one would run
+/// every rule on the event again, including those that succeeded.
+async fn replay_dead_letter(
+    State(s): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (letter, payload) = s
+        .store
+        .dead_letter(id)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
+    let (queue, job) = crate::pipeline::jobs::dead_letter_job(&letter.consumer, &payload)
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "dead letter {id} is from the `{}` stage; only action and notification letters can be replayed",
+                letter.consumer
+            ))
+        })?;
+    s.store
+        .replay_dead_letter(id, queue, &job)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "dead letter {id} was already replayed or its job is no longer failed"
+            ))
+        })?;
+    Ok(Json(json!({ "replayed": id, "queue": queue, "job": job })))
 }
 
 /// The ingest token, when one is configured.

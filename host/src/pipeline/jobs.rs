@@ -97,6 +97,9 @@ impl Executor {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            let requeued = self.store.requeued().notified();
+            tokio::pin!(requeued);
+            requeued.as_mut().enable();
 
             let mut next_due = None;
             if running.len() < slots {
@@ -130,6 +133,7 @@ impl Executor {
                     return Ok(());
                 }
                 () = &mut woken => {}
+                () = &mut requeued => {}
                 () = sleep => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     if let Err(e) = done && e.is_panic() {
@@ -474,5 +478,19 @@ impl Stage for NotificationIntake {
                 request: serde_json::to_string(event).expect("event serialises"),
             });
         intake(&self.0, Self::NAME, event, job).await
+    }
+}
+
+/// The job a dead letter of the action or notification stage is about:
+/// its queue and id (taken from the requesting event in the letter).
+pub fn dead_letter_job(consumer: &str, payload: &str) -> Option<(Queue, String)> {
+    let event: types::Event = serde_json::from_str(payload).ok()?;
+    match consumer {
+        ActionIntake::NAME => Some((Queue::Actions, event.correlation.action_id?)),
+        NotificationIntake::NAME => {
+            let data: NotificationData = serde_json::from_str(&event.data).ok()?;
+            Some((Queue::Notifications, data.notification_id))
+        }
+        _ => None,
     }
 }

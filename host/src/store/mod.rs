@@ -102,6 +102,8 @@ pub struct Store {
     backend: Backend,
     /// Woken after a commit that appended to the outbox.
     appended: Arc<Notify>,
+    /// Woken when a job became due outside the executors (replay).
+    requeued: Arc<Notify>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -181,6 +183,7 @@ impl Store {
             pool,
             backend,
             appended: Arc::new(Notify::new()),
+            requeued: Arc::new(Notify::new()),
         })
     }
 
@@ -194,6 +197,12 @@ impl Store {
     /// no append is missed between the read and the wait.
     pub fn appended(&self) -> &Notify {
         &self.appended
+    }
+
+    /// Notified when jobs were put back in a queue from outside the
+    /// executors (dead-letter replay).
+    pub fn requeued(&self) -> &Notify {
+        &self.requeued
     }
 
     /// Start a write transaction. The first statement of every write

@@ -853,6 +853,70 @@ impl Store {
             .collect())
     }
 
+    /// Put the job a dead letter is about back in its queue, due now with a
+    /// fresh attempt budget, and mark the letter replayed. `job_id` is the
+    /// action or notification id; `None` if there is no such letter, it was
+    /// already replayed, or its job is not `failed`.
+    pub async fn replay_dead_letter(
+        &self,
+        id: i64,
+        queue: Queue,
+        job_id: &str,
+    ) -> Result<Option<()>, Error> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let marked = sqlx::query(
+            "UPDATE dead_letters SET replayed_at = $2 WHERE id = $1 AND replayed_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        let reset = sqlx::query(&format!(
+            "UPDATE {} SET status = 'pending', attempts = 0, next_attempt_at = $2, updated_at = $2
+             WHERE id = $1 AND status = 'failed'",
+            queue.table()
+        ))
+        .bind(job_id)
+        .bind(now)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        if marked != 1 || reset != 1 {
+            return Ok(None); // rolled back
+        }
+        tx.commit().await?;
+        self.requeued.notify_waiters();
+        Ok(Some(()))
+    }
+
+    /// One dead letter with its payload.
+    pub async fn dead_letter(&self, id: i64) -> Result<Option<(DeadLetter, String)>, Error> {
+        let row = sqlx::query(
+            "SELECT id, consumer, event_id, kind, error, attempts, at, replayed_at, payload
+             FROM dead_letters WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            (
+                DeadLetter {
+                    id: r.get(0),
+                    consumer: r.get(1),
+                    event_id: r.get(2),
+                    kind: r.get(3),
+                    error: r.get(4),
+                    attempts: r.get(5),
+                    at: r.get(6),
+                    replayed_at: r.get(7),
+                },
+                r.get(8),
+            )
+        }))
+    }
+
     /// Row counts of the pipeline's tables.
     pub async fn counts(&self) -> Result<Counts, Error> {
         let row = sqlx::query(
