@@ -24,12 +24,15 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free ports: both listeners are held until both are known,
+/// so the kernel cannot hand out the same port twice.
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 fn spawn(bin: &'static str, args: &[String], log: &std::path::Path) -> Daemon {
@@ -75,7 +78,7 @@ async fn prometheus_to_incident(backend: Backend) {
     let cpu = Arc::new(AtomicU64::new(970));
     let metrics = metrics_server(cpu.clone()).await;
     let dir = host.dir.path();
-    let (am_port, prom_port) = (free_port(), free_port());
+    let (am_port, prom_port) = free_ports();
 
     std::fs::write(
         dir.join("alertmanager.yml"),
