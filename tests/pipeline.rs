@@ -302,6 +302,41 @@ async fn retries_and_dead_letters(backend: Backend) {
             .status,
         "failed"
     );
+
+    // Replay: the action runs again with a fresh budget (and, still broken,
+    // fails into a second letter); a letter replays once.
+    let id = letters[0]["id"].as_i64().unwrap();
+    let replay = |id: i64| {
+        host.post(&format!("/api/v1/dead-letters/{id}/replay"))
+            .send()
+    };
+    assert_eq!(replay(id).await.unwrap().status(), 200);
+    assert_eq!(replay(id).await.unwrap().status(), 409);
+    let letters = wait_for(
+        "the replayed action dead-lettered again",
+        SETTLE,
+        || async {
+            let l = host.get_json("/api/v1/dead-letters").await;
+            let l = l["dead_letters"].as_array().unwrap().clone();
+            (l.len() == 2).then_some(l)
+        },
+    )
+    .await;
+    assert!(
+        letters
+            .iter()
+            .any(|l| l["id"] == id && !l["replayed_at"].is_null()),
+        "{letters:?}"
+    );
+    let job = host
+        .store
+        .job(Queue::Actions, &broken.actions[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((job.status.as_str(), job.attempts), ("failed", 5));
+    // A rule-stage letter would be refused (409); none exists here.
+    assert_eq!(replay(9_999).await.unwrap().status(), 404);
     host.stop().await;
 }
 
