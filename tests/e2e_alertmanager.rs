@@ -67,13 +67,11 @@ async fn metrics_server(value: Arc<AtomicU64>) -> u16 {
 
 async fn prometheus_to_incident(backend: Backend) {
     let host = Host::start_on(backend).await;
-    host.install(
-        "rule-cpu-autoscale",
-        "rule-cpu-autoscale",
-        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\nresolve_on = \"alert\"\n",
-    );
-    host.install("action-noop", "action-noop", "");
-    host.install_now("notifier-log", "notifier-log", "").await;
+    host.install_first_party(
+        "resolve_on = \"alert\"
+",
+    )
+    .await;
 
     let cpu = Arc::new(AtomicU64::new(970));
     let metrics = metrics_server(cpu.clone()).await;

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use eventpulse::ingest::alertmanager::sample;
 use eventpulse::store::Queue;
-use eventpulse_tests::{Backend, Host, post_webhook, wait_for};
+use eventpulse_tests::{Backend, Host, post_webhook, scripted_alert, wait_for};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -59,15 +58,7 @@ async fn receiver(state: Arc<Mutex<Received>>) -> u16 {
 }
 
 fn alert(group: &str) -> serde_json::Value {
-    let mut body = sample(
-        "Scripted",
-        &[("service", "svc"), ("test", "scripted"), ("group", group)],
-        false,
-        "2026-11-24T10:00:00Z",
-        "",
-    );
-    body["alerts"][0]["annotations"]["channel"] = "notifier-webhook".into();
-    body
+    scripted_alert(group, &[("channel", "notifier-webhook")])
 }
 
 #[tokio::test]

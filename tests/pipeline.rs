@@ -8,22 +8,9 @@ use std::time::Duration;
 
 use eventpulse::ingest::alertmanager::sample;
 use eventpulse::store::{IncidentDetail, Queue};
-use eventpulse_tests::{Backend, Host, post_webhook, wait_for};
-
-const CPU_RULE: &str = r#"
-[config]
-action = "action-noop"
-channels = "notifier-log"
-cooldown_secs = "300"
-"#;
+use eventpulse_tests::{Backend, Host, post_webhook, scripted_alert, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-async fn install_first_party(host: &Host) {
-    host.install("rule-cpu-autoscale", "rule-cpu-autoscale", CPU_RULE);
-    host.install("action-noop", "action-noop", "");
-    host.install_now("notifier-log", "notifier-log", "").await;
-}
 
 /// The only incident, once `done` holds for it.
 async fn settled(
@@ -53,7 +40,7 @@ fn timeline(d: &IncidentDetail) -> Vec<String> {
 
 async fn alert_to_resolved_incident(backend: Backend) {
     let host = Host::start_on(backend).await;
-    install_first_party(&host).await;
+    host.install_first_party("cooldown_secs = \"300\"\n").await;
     let starts = "2026-11-24T10:00:00Z";
     let firing = sample(
         "HighCPU",
@@ -183,18 +170,14 @@ async fn alert_becomes_incident_action_notification_and_resolves_on_postgres() {
 }
 
 fn scripted(group: &str, params: &str) -> serde_json::Value {
-    let mut body = sample(
-        "Scripted",
-        &[("service", "svc"), ("test", "scripted"), ("group", group)],
-        false,
-        "2026-11-24T10:00:00Z",
-        "",
-    );
-    let annotations = &mut body["alerts"][0]["annotations"];
-    annotations["action"] = "action-flaky".into();
-    annotations["params"] = params.into();
-    annotations["channel"] = "none".into();
-    body
+    scripted_alert(
+        group,
+        &[
+            ("action", "action-flaky"),
+            ("params", params),
+            ("channel", "none"),
+        ],
+    )
 }
 
 async fn retries_and_dead_letters(backend: Backend) {
@@ -355,7 +338,7 @@ async fn actions_retry_with_backoff_then_fail_into_dead_letters_on_postgres() {
 #[tokio::test]
 async fn a_restart_resumes_where_the_stages_left_off() {
     let host = Host::start_on(Backend::Sqlite).await;
-    install_first_party(&host).await;
+    host.install_first_party("cooldown_secs = \"300\"\n").await;
     for service in ["a", "b", "c"] {
         let body = sample(
             "HighCPU",

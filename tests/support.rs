@@ -180,6 +180,18 @@ impl Host {
     /// Install built component `component` as plugin `name`, with `manifest`.
     /// The manifest goes first, and both are renamed into place, as
     /// `eventpulse plugin build` does.
+    /// Install and load the first-party pipeline plugins: rule-cpu-autoscale
+    /// acting through action-noop and notifying notifier-log, with
+    /// `rule_config` (TOML lines) added to its `[config]`.
+    pub async fn install_first_party(&self, rule_config: &str) {
+        let manifest = format!(
+            "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\n{rule_config}"
+        );
+        self.install("rule-cpu-autoscale", "rule-cpu-autoscale", &manifest);
+        self.install("action-noop", "action-noop", "");
+        self.install_now("notifier-log", "notifier-log", "").await;
+    }
+
     /// The database this host uses.
     pub fn database_url(&self) -> &str {
         &self.config.database_url
@@ -239,6 +251,22 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A firing alert for the `rule-scripted` fixture in group `group` (its
+/// incident dedup key), with `annotations` telling the rule what to do.
+pub fn scripted_alert(group: &str, annotations: &[(&str, &str)]) -> serde_json::Value {
+    let mut body = eventpulse::ingest::alertmanager::sample(
+        "Scripted",
+        &[("service", "svc"), ("test", "scripted"), ("group", group)],
+        false,
+        "2026-11-24T10:00:00Z",
+        "",
+    );
+    for (k, v) in annotations {
+        body["alerts"][0]["annotations"][*k] = (*v).into();
+    }
+    body
 }
 
 /// Post an Alertmanager webhook body; `(status, json)`.

@@ -28,13 +28,7 @@ async fn host_on(backend: Backend) -> Host {
     config.store.busy_timeout_ms = 300;
     std::fs::create_dir_all(&config.plugin_dir).unwrap();
     let host = Host::start_with(config, dir, eventpulse::runtime::Clock::system()).await;
-    host.install(
-        "rule-cpu-autoscale",
-        "rule-cpu-autoscale",
-        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\n",
-    );
-    host.install("action-noop", "action-noop", "");
-    host.install_now("notifier-log", "notifier-log", "").await;
+    host.install_first_party("").await;
     host
 }
 

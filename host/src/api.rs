@@ -108,10 +108,7 @@ impl From<registry::Error> for ApiError {
                 runtime::Error::CircuitOpen(_) => ApiError::Unavailable(e.to_string()),
                 other => ApiError::PluginFailed(other),
             },
-            registry::Error::Store(e) => {
-                tracing::error!(error = %e, "store error");
-                ApiError::Unavailable("store unavailable".into())
-            }
+            registry::Error::Store(e) => e.into(),
             registry::Error::Dir { .. } => {
                 tracing::error!(error = %e, "registry error");
                 ApiError::Internal
@@ -234,20 +231,20 @@ impl Limit {
     }
 }
 
-fn store_unavailable(e: crate::store::Error) -> ApiError {
-    tracing::error!(error = %e, "store error");
-    ApiError::Unavailable("store unavailable; retry later".into())
+/// The database could not do it now: 503 (senders retry), details only in
+/// the log.
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::Unavailable("store unavailable; retry later".into())
+    }
 }
 
 async fn incidents(
     State(s): State<ApiState>,
     Query(limit): Query<Limit>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let incidents = s
-        .store
-        .incidents(limit.get())
-        .await
-        .map_err(store_unavailable)?;
+    let incidents = s.store.incidents(limit.get()).await?;
     Ok(Json(json!({ "incidents": incidents })))
 }
 
@@ -258,8 +255,7 @@ async fn incident(
     let detail = s
         .store
         .incident_detail(&id)
-        .await
-        .map_err(store_unavailable)?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))?;
     Ok(Json(json!({ "incident": detail })))
 }
@@ -268,11 +264,7 @@ async fn dead_letters(
     State(s): State<ApiState>,
     Query(limit): Query<Limit>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let letters = s
-        .store
-        .dead_letters(limit.get())
-        .await
-        .map_err(store_unavailable)?;
+    let letters = s.store.dead_letters(limit.get()).await?;
     Ok(Json(json!({ "dead_letters": letters })))
 }
 
@@ -286,8 +278,7 @@ async fn replay_dead_letter(
     let (letter, payload) = s
         .store
         .dead_letter(id)
-        .await
-        .map_err(store_unavailable)?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
     let (queue, job) = crate::pipeline::jobs::dead_letter_job(&letter.consumer, &payload)
         .ok_or_else(|| {
@@ -298,8 +289,7 @@ async fn replay_dead_letter(
         })?;
     s.store
         .replay_dead_letter(id, queue, &job)
-        .await
-        .map_err(store_unavailable)?
+        .await?
         .ok_or_else(|| {
             ApiError::Conflict(format!(
                 "dead letter {id} was already replayed or its job is no longer failed"
@@ -340,13 +330,6 @@ fn body_or_error(
     })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A generic event (CloudEvents 1.0, structured JSON). 202 once it is
 /// durable (`duplicate: true` if it already was); 400 naming the attribute
 /// at fault; 503 when the store cannot take it now.
@@ -357,12 +340,9 @@ async fn ingest_event(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_ingest_token(&s, &headers)?;
     let body = body_or_error(&s, body)?;
-    let event = cloudevents::parse(&body, now_ms()).map_err(|e| ApiError::BadRequest(e.0))?;
-    let new = s
-        .store
-        .ingest_event(&event)
-        .await
-        .map_err(store_unavailable)?;
+    let event = cloudevents::parse(&body, crate::store::now_ms() as u64)
+        .map_err(|e| ApiError::BadRequest(e.0))?;
+    let new = s.store.ingest_event(&event).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": event.id, "duplicate": !new })),
@@ -381,17 +361,13 @@ async fn ingest_alertmanager(
     let body = body_or_error(&s, body)?;
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let now = now_ms();
+    let now = crate::store::now_ms() as u64;
     let outcome = s
         .store
         .ingest_alerts(&notification.group_key, &notification.alerts, |a| {
             alertmanager::alert_raised(&notification, a, now)
         })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "ingest could not be made durable");
-            ApiError::Unavailable("store unavailable; retry later".into())
-        })?;
+        .await?;
     Ok(Json(
         json!({ "accepted": outcome.alerts, "new_events": outcome.events }),
     ))

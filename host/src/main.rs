@@ -313,47 +313,34 @@ fn render_incident(d: &eventpulse::store::IncidentDetail) -> String {
 
 /// `serve --demo`: a firing HighCPU alert for `app` through the running
 /// host's own ingest; prints the incident it became once it settled.
-async fn demo(config: Config) -> anyhow::Result<()> {
-    let url = ingest_url(&config);
-    let store = eventpulse::store::Store::connect(&config.database_url).await?;
-    let starts_at = now_rfc3339();
+async fn demo(config: Config, store: eventpulse::store::Store) -> anyhow::Result<()> {
     let labels = [("service", "app"), ("severity", "critical")];
-    {
-        let resolved = false;
-        tracing::info!("demo: sending a firing HighCPU alert for service app");
-        send_alert(&config, &url, "HighCPU", &labels, resolved, &starts_at).await?;
-        // Wait until the pipeline has drained: the incident is settled and
-        // its queues are empty.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let newest = store.incidents(1).await?;
-            let detail = match newest.first() {
-                Some(i) => store.incident_detail(&i.id).await?,
-                None => None,
-            };
-            let settled = detail.as_ref().is_some_and(|d| {
-                let done = |s: &str| !matches!(s, "pending" | "running");
-                let status_ok = if resolved {
-                    d.incident.status == "resolved"
-                } else {
-                    d.incident.status != "open"
-                };
-                status_ok
-                    && !d.actions.is_empty()
-                    && d.actions.iter().all(|a| done(&a.status))
-                    && d.notifications.iter().all(|n| done(&n.status))
-            });
-            if settled || tokio::time::Instant::now() > deadline {
-                match detail {
-                    Some(d) => println!("\n{}", render_incident(&d)),
-                    None => println!(
-                        "\nno incident yet (are the plugins installed? try --build-plugins)"
-                    ),
-                }
-                break;
-            }
+    tracing::info!("demo: sending a firing HighCPU alert for service app");
+    let url = ingest_url(&config);
+    send_alert(&config, &url, "HighCPU", &labels, false, &now_rfc3339()).await?;
+    // Wait until the pipeline has drained: the incident has moved on from
+    // `open` and its actions and notifications are done.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let detail = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let detail = match store.incidents(1).await?.first() {
+            Some(i) => store.incident_detail(&i.id).await?,
+            None => None,
+        };
+        let done = |s: &str| !matches!(s, "pending" | "running");
+        let settled = detail.as_ref().is_some_and(|d| {
+            d.incident.status != "open"
+                && !d.actions.is_empty()
+                && d.actions.iter().all(|a| done(&a.status))
+                && d.notifications.iter().all(|n| done(&n.status))
+        });
+        if settled || tokio::time::Instant::now() > deadline {
+            break detail;
         }
+    };
+    match detail {
+        Some(d) => println!("\n{}", render_incident(&d)),
+        None => println!("\nno incident yet (are the plugins installed? try --build-plugins)"),
     }
     println!("demo done; still serving. `eventpulse incidents` lists incidents, Ctrl-C stops.");
     Ok(())
@@ -372,9 +359,9 @@ async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     if with_demo {
-        let config = app.config.clone();
+        let (config, store) = (app.config.clone(), app.store.clone());
         tokio::spawn(async move {
-            if let Err(e) = demo(config).await {
+            if let Err(e) = demo(config, store).await {
                 tracing::error!(error = format!("{e:#}"), "demo failed");
             }
         });

@@ -64,13 +64,7 @@ struct Result {
 
 async fn run(backend: Backend, name: &'static str) -> Result {
     let host = Host::start_on(backend).await;
-    host.install(
-        "rule-cpu-autoscale",
-        "rule-cpu-autoscale",
-        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\n",
-    );
-    host.install("action-noop", "action-noop", "");
-    host.install_now("notifier-log", "notifier-log", "").await;
+    host.install_first_party("").await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/alerts/alertmanager", host.url);
 

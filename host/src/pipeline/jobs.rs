@@ -185,10 +185,7 @@ impl Executor {
         let limit = Duration::from_millis(self.config.attempt_timeout_ms);
         let (end, outcome) = async {
             tracing::info!(plugin = %job.plugin, attempt = attempts, "attempt started");
-            let (end, outcome) = match self.queue {
-                Queue::Actions => self.run_action(&event, attempts, limit).await,
-                Queue::Notifications => self.deliver(&event, attempts, limit).await,
-            };
+            let (end, outcome) = self.call_plugin(&event, attempts, limit).await;
             match &end {
                 JobEnd::Succeeded { .. } => tracing::info!(plugin = %job.plugin, attempt = attempts, "attempt succeeded"),
                 JobEnd::Retry { error, at } => tracing::warn!(plugin = %job.plugin, attempt = attempts, error, retry_in_ms = at - now_ms(), "attempt failed; will retry"),
@@ -237,121 +234,124 @@ impl Executor {
         }
     }
 
-    async fn run_action(
+    /// Call the queue's plugin for `event` under the attempt deadline; the
+    /// attempt's end and the outcome event to announce with it (none when
+    /// it will be retried).
+    async fn call_plugin(
         &self,
         event: &types::Event,
         attempts: u32,
         limit: Duration,
     ) -> (JobEnd, Option<types::Event>) {
-        let mut data: ActionData = match serde_json::from_str(&event.data) {
-            Ok(d) => d,
-            Err(e) => {
-                let error = format!("action.requested data unreadable: {e}");
-                return (JobEnd::Failed { error }, None);
-            }
-        };
-        let result = tokio::time::timeout(
-            limit,
-            self.registry
-                .run_action(&data.request.action, event, &data.request),
-        )
-        .await
-        .unwrap_or_else(|_| Err(runtime::Error::Timeout(limit.as_millis() as u64).into()));
-        data.attempts = attempts;
-        let source = format!("eventpulse/action/{}", data.request.action);
-        match result {
-            Ok(r) => {
-                let details = serde_json::from_str(&r.details)
-                    .unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
-                let end = JobEnd::Succeeded {
-                    status: "completed",
-                    result: serde_json::json!({ "summary": r.summary, "details": details })
-                        .to_string(),
-                };
-                data.result = Some(r);
-                let done = derive(
-                    event,
-                    ACTION_COMPLETED,
-                    &source,
-                    event.correlation.clone(),
-                    &data,
-                );
-                (end, Some(done))
-            }
-            Err(e) => {
-                let (end, retryable) = self.failure(&e, attempts);
-                if let JobEnd::Failed { error } = &end {
-                    data.error = Some(if retryable {
-                        types::PluginError::Retryable(error.clone())
-                    } else {
-                        types::PluginError::Permanent(error.clone())
-                    });
-                    let failed = derive(
-                        event,
-                        ACTION_FAILED,
-                        &source,
-                        event.correlation.clone(),
-                        &data,
-                    );
-                    return (end, Some(failed));
-                }
-                (end, None)
-            }
+        async fn deadline<T>(
+            limit: Duration,
+            call: impl Future<Output = Result<T, registry::Error>>,
+        ) -> Result<T, registry::Error> {
+            tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(runtime::Error::Timeout(limit.as_millis() as u64).into()))
         }
-    }
-
-    async fn deliver(
-        &self,
-        event: &types::Event,
-        attempts: u32,
-        limit: Duration,
-    ) -> (JobEnd, Option<types::Event>) {
-        let mut data: NotificationData = match serde_json::from_str(&event.data) {
-            Ok(d) => d,
-            Err(e) => {
-                let error = format!("notification.requested data unreadable: {e}");
-                return (JobEnd::Failed { error }, None);
-            }
+        let unreadable = |e: serde_json::Error| {
+            let error = format!("{} data unreadable: {e}", event.kind);
+            (JobEnd::Failed { error }, None)
         };
-        let result = tokio::time::timeout(
-            limit,
-            self.registry
-                .deliver(&data.request.channel, event, &data.request),
-        )
-        .await
-        .unwrap_or_else(|_| Err(runtime::Error::Timeout(limit.as_millis() as u64).into()));
-        data.attempts = attempts;
-        let source = format!("eventpulse/notifier/{}", data.request.channel);
-        match result {
-            Ok(d) => {
-                let end = JobEnd::Succeeded {
-                    status: "delivered",
-                    result: serde_json::to_string(&d).expect("delivery serialises"),
+        match self.queue {
+            Queue::Actions => {
+                let mut data: ActionData = match serde_json::from_str(&event.data) {
+                    Ok(d) => d,
+                    Err(e) => return unreadable(e),
                 };
-                data.delivery = Some(d);
-                let done = derive(
-                    event,
-                    NOTIFICATION_DELIVERED,
-                    &source,
-                    event.correlation.clone(),
-                    &data,
-                );
-                (end, Some(done))
-            }
-            Err(e) => {
-                let (end, _) = self.failure(&e, attempts);
-                if let JobEnd::Failed { error } = &end {
-                    data.error = Some(error.clone());
-                    let failed = derive(
-                        event,
-                        NOTIFICATION_FAILED,
-                        &source,
-                        event.correlation.clone(),
-                        &data,
-                    );
-                    return (end, Some(failed));
+                data.attempts = attempts;
+                let source = format!("eventpulse/action/{}", data.request.action);
+                let call = self
+                    .registry
+                    .run_action(&data.request.action, event, &data.request);
+                match deadline(limit, call).await {
+                    Ok(r) => {
+                        let details = serde_json::from_str(&r.details)
+                            .unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
+                        let result =
+                            serde_json::json!({ "summary": r.summary, "details": details });
+                        data.result = Some(r);
+                        let end = JobEnd::Succeeded {
+                            status: "completed",
+                            result: result.to_string(),
+                        };
+                        (
+                            end,
+                            Some(derive(
+                                event,
+                                ACTION_COMPLETED,
+                                &source,
+                                event.correlation.clone(),
+                                &data,
+                            )),
+                        )
+                    }
+                    Err(e) => match self.failure(&e, attempts) {
+                        (JobEnd::Failed { error }, retryable) => {
+                            data.error = Some(if retryable {
+                                types::PluginError::Retryable(error.clone())
+                            } else {
+                                types::PluginError::Permanent(error.clone())
+                            });
+                            let failed = Some(derive(
+                                event,
+                                ACTION_FAILED,
+                                &source,
+                                event.correlation.clone(),
+                                &data,
+                            ));
+                            (JobEnd::Failed { error }, failed)
+                        }
+                        (retry, _) => (retry, None),
+                    },
                 }
-                (end, None)
+            }
+            Queue::Notifications => {
+                let mut data: NotificationData = match serde_json::from_str(&event.data) {
+                    Ok(d) => d,
+                    Err(e) => return unreadable(e),
+                };
+                data.attempts = attempts;
+                let source = format!("eventpulse/notifier/{}", data.request.channel);
+                let call = self
+                    .registry
+                    .deliver(&data.request.channel, event, &data.request);
+                match deadline(limit, call).await {
+                    Ok(d) => {
+                        let result = serde_json::to_string(&d).expect("delivery serialises");
+                        data.delivery = Some(d);
+                        let end = JobEnd::Succeeded {
+                            status: "delivered",
+                            result,
+                        };
+                        (
+                            end,
+                            Some(derive(
+                                event,
+                                NOTIFICATION_DELIVERED,
+                                &source,
+                                event.correlation.clone(),
+                                &data,
+                            )),
+                        )
+                    }
+                    Err(e) => match self.failure(&e, attempts) {
+                        (JobEnd::Failed { error }, _) => {
+                            data.error = Some(error.clone());
+                            let failed = Some(derive(
+                                event,
+                                NOTIFICATION_FAILED,
+                                &source,
+                                event.correlation.clone(),
+                                &data,
+                            ));
+                            (JobEnd::Failed { error }, failed)
+                        }
+                        (retry, _) => (retry, None),
+                    },
+                }
             }
         }
     }

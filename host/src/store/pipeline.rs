@@ -799,27 +799,8 @@ impl Store {
         .iter()
         .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<i64, _>(1)))
         .collect();
-        let jobs = |queue: Queue| {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM {} WHERE incident_id = $1 ORDER BY created_at, id",
-                queue.table()
-            );
-            let pool = self.pool.clone();
-            let id = id.to_owned();
-            async move {
-                Ok::<_, Error>(
-                    sqlx::query(&sql)
-                        .bind(id)
-                        .fetch_all(&pool)
-                        .await?
-                        .iter()
-                        .map(Job::from_row)
-                        .collect::<Vec<_>>(),
-                )
-            }
-        };
-        let actions = jobs(Queue::Actions).await?;
-        let notifications = jobs(Queue::Notifications).await?;
+        let actions = self.jobs_of(Queue::Actions, id).await?;
+        let notifications = self.jobs_of(Queue::Notifications, id).await?;
         Ok(Some(IncidentDetail {
             incident: Incident::from_row(&row),
             timeline,
@@ -827,6 +808,18 @@ impl Store {
             actions,
             notifications,
         }))
+    }
+
+    /// An incident's jobs in `queue`, oldest first.
+    async fn jobs_of(&self, queue: Queue, incident_id: &str) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM {} WHERE incident_id = $1 ORDER BY created_at, id",
+            queue.table()
+        ))
+        .bind(incident_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Job::from_row).collect())
     }
 
     /// The newest dead letters.
