@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
         .route("/dead-letters", get(dead_letters))
+        .route("/audit", get(audit_log))
         .route("/dead-letters/{id}/replay", post(replay_dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let ingest = Router::new()
@@ -266,6 +267,22 @@ async fn dead_letters(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let letters = s.store.dead_letters(limit.get()).await?;
     Ok(Json(json!({ "dead_letters": letters })))
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    plugin: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Capability audit records, newest first (`?plugin=` to narrow).
+async fn audit_log(
+    State(s): State<ApiState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = Limit { limit: q.limit }.get();
+    let records = s.store.audit_log(q.plugin.as_deref(), limit).await?;
+    Ok(Json(json!({ "audit": records })))
 }
 
 /// Run a dead-lettered action or notification again, with a fresh attempt

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::pipeline::transport::EmbeddedLog;
 use crate::registry::Registry;
-use crate::runtime::{Clock, Runtime, RuntimeOptions};
+use crate::runtime::{Audit, AuditRecord, Clock, Runtime, RuntimeOptions};
 use crate::store::{Store, StoreOptions};
 
 /// A built host, ready to [`App::run`].
@@ -29,6 +30,7 @@ pub struct App {
     /// The plugin registry.
     pub registry: Arc<Registry>,
     token: Arc<SecretString>,
+    audit_rx: mpsc::UnboundedReceiver<AuditRecord>,
 }
 
 impl App {
@@ -49,13 +51,17 @@ impl App {
         let store = Store::connect_with(&config.database_url, &options)
             .await
             .with_context(|| format!("opening the store at {}", config.database_url))?;
-        let runtime = Arc::new(Runtime::new(
-            &config.cache_dir,
-            &RuntimeOptions {
-                limits: config.runtime.clone(),
-                pooling: true,
-            },
-        )?);
+        let (audit, audit_rx) = Audit::channel();
+        let runtime = Arc::new(
+            Runtime::new(
+                &config.cache_dir,
+                &RuntimeOptions {
+                    limits: config.runtime.clone(),
+                    pooling: true,
+                },
+            )?
+            .with_audit(audit),
+        );
         let registry = Arc::new(Registry::new(
             runtime,
             store.clone(),
@@ -70,6 +76,7 @@ impl App {
             store,
             registry,
             token,
+            audit_rx,
         })
     }
 
@@ -92,6 +99,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let mut tasks = JoinSet::new();
         let router = self.router();
+        tasks.spawn(write_audit(self.store.clone(), self.audit_rx, shutdown.clone()));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(listener, router)
@@ -140,6 +148,30 @@ impl App {
             shutdown.cancel();
         }
         result
+    }
+}
+
+/// Write audit records to the store as they come, in batches, retrying
+/// while the store is unavailable.
+async fn write_audit(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<AuditRecord>,
+    stop: CancellationToken,
+) -> anyhow::Result<&'static str> {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok("audit writer"),
+            n = rx.recv_many(&mut batch, 256) => if n == 0 { return Ok("audit writer") },
+        }
+        while let Err(e) = store.audit(&batch).await {
+            tracing::warn!(error = %e, records = batch.len(), "cannot write audit records yet; retrying");
+            tokio::select! {
+                () = stop.cancelled() => return Ok("audit writer"),
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+        batch.clear();
     }
 }
 

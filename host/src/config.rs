@@ -146,6 +146,9 @@ pub struct RuntimeConfig {
     pub breaker_open_secs: u64,
     /// Quiet time before a change in the plugin directory is applied.
     pub reload_debounce_ms: u64,
+    /// The Docker Engine the `docker` capability talks to:
+    /// `unix:///path/to/docker.sock` or `tcp://host:port`.
+    pub docker_host: String,
 }
 
 impl Default for Config {
@@ -181,6 +184,7 @@ impl Default for RuntimeConfig {
             breaker_threshold: 5,
             breaker_open_secs: 30,
             reload_debounce_ms: 250,
+            docker_host: "unix:///var/run/docker.sock".into(),
         }
     }
 }

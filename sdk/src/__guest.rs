@@ -6,7 +6,8 @@
 use crate::__bindings::rule::eventpulse::plugin as wit;
 use crate::__bindings::types as t;
 use crate::context::{
-    CapabilityError, Container, Context, Host, HttpRequest, HttpResponse, LogLevel,
+    CapabilityError, Container, ContainerSpec, Context, DockerOp, Host, HttpRequest, HttpResponse,
+    LogLevel, Node,
 };
 use crate::model::*;
 use crate::{Action, Notifier, Rule};
@@ -69,6 +70,69 @@ impl Host for WitHost {
             })
             .collect())
     }
+
+    fn docker_create_replica(&self, from: &str, name: Option<&str>) -> Result<String, CapabilityError> {
+        wit::docker::create_replica(from, name).map_err(capability_error)
+    }
+
+    fn docker_create(&self, spec: &ContainerSpec) -> Result<String, CapabilityError> {
+        let spec = wit::docker::ContainerSpec {
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            env: spec.env.clone(),
+            labels: spec.labels.0.clone(),
+            cmd: spec.cmd.clone(),
+            network: spec.network.clone(),
+            privileged: spec.privileged,
+            mounts: spec.mounts.clone(),
+        };
+        wit::docker::create(&spec).map_err(capability_error)
+    }
+
+    fn docker_op(&self, op: DockerOp, id: &str) -> Result<(), CapabilityError> {
+        match op {
+            DockerOp::Start => wit::docker::start(id),
+            DockerOp::Stop(t) => wit::docker::stop(id, t),
+            DockerOp::Restart(t) => wit::docker::restart(id, t),
+            DockerOp::Remove => wit::docker::remove(id),
+        }
+        .map_err(capability_error)
+    }
+
+    fn docker_wait_healthy(&self, id: &str, timeout_ms: u32) -> Result<bool, CapabilityError> {
+        wit::docker::wait_healthy(id, timeout_ms).map_err(capability_error)
+    }
+
+    fn docker_inspect(&self, id: &str) -> Result<serde_json::Value, CapabilityError> {
+        host_json(wit::docker::inspect(id).map_err(capability_error)?)
+    }
+
+    fn kube_list_nodes(&self) -> Result<Vec<Node>, CapabilityError> {
+        let nodes = wit::kube::list_nodes().map_err(capability_error)?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| Node {
+                name: n.name,
+                ready: n.ready,
+                roles: n.roles,
+                labels: Labels(n.labels),
+                allocatable: Labels(n.allocatable),
+                unschedulable: n.unschedulable,
+            })
+            .collect())
+    }
+
+    fn kube_get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Result<serde_json::Value, CapabilityError> {
+        host_json(wit::kube::get(kind, namespace, name).map_err(capability_error)?)
+    }
+
+    fn kube_list_pods(&self, namespace: Option<&str>, field_selector: Option<&str>) -> Result<serde_json::Value, CapabilityError> {
+        host_json(wit::kube::list_pods(namespace, field_selector).map_err(capability_error)?)
+    }
+}
+
+fn host_json(text: String) -> Result<serde_json::Value, CapabilityError> {
+    serde_json::from_str(&text).map_err(|e| CapabilityError::Failed(format!("host sent invalid JSON: {e}")))
 }
 
 /// Largest response body [`WitHost::http`] reads.

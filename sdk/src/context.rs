@@ -77,6 +77,44 @@ pub struct Container {
     pub created: u64,
 }
 
+/// A new container for [`Context::docker_create`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Container name; the engine picks one if `None`.
+    pub name: Option<String>,
+    /// Image reference; must be in the grant's allowlist.
+    pub image: String,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    /// Labels; must include the grant's selector.
+    pub labels: Labels,
+    /// Command (the image's default if empty).
+    pub cmd: Vec<String>,
+    /// Network to attach to.
+    pub network: Option<String>,
+    /// Privileged mode; needs a grant.
+    pub privileged: bool,
+    /// `host-path:container-path[:ro]`; each host path needs a grant.
+    pub mounts: Vec<String>,
+}
+
+/// A Kubernetes node as the `kube` capability reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Node name.
+    pub name: String,
+    /// Whether the `Ready` condition is `True`.
+    pub ready: bool,
+    /// Roles from `node-role.kubernetes.io/*` labels.
+    pub roles: Vec<String>,
+    /// Labels.
+    pub labels: Labels,
+    /// Allocatable resources (`cpu`, `memory`, `pods`).
+    pub allocatable: Labels,
+    /// Cordoned.
+    pub unschedulable: bool,
+}
+
 /// An outgoing HTTP request for [`Context::http`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -150,10 +188,68 @@ pub trait Host {
     ) -> Result<Vec<Container>, CapabilityError> {
         Err(CapabilityError::NotGranted("docker".into()))
     }
+    /// Copy container `from` (image, env, labels, network) as a new one.
+    fn docker_create_replica(
+        &self,
+        _from: &str,
+        _name: Option<&str>,
+    ) -> Result<String, CapabilityError> {
+        Err(CapabilityError::NotGranted("docker".into()))
+    }
+    /// Create a container.
+    fn docker_create(&self, _spec: &ContainerSpec) -> Result<String, CapabilityError> {
+        Err(CapabilityError::NotGranted("docker".into()))
+    }
+    /// Start, stop, restart or remove a container (`op` is the name).
+    fn docker_op(&self, _op: DockerOp, _id: &str) -> Result<(), CapabilityError> {
+        Err(CapabilityError::NotGranted("docker".into()))
+    }
+    /// Wait until a container is healthy; `false` on the deadline.
+    fn docker_wait_healthy(&self, _id: &str, _timeout_ms: u32) -> Result<bool, CapabilityError> {
+        Err(CapabilityError::NotGranted("docker".into()))
+    }
+    /// The engine's inspect document of a container.
+    fn docker_inspect(&self, _id: &str) -> Result<serde_json::Value, CapabilityError> {
+        Err(CapabilityError::NotGranted("docker".into()))
+    }
+    /// Kubernetes nodes.
+    fn kube_list_nodes(&self) -> Result<Vec<Node>, CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
+    /// One Kubernetes object.
+    fn kube_get(
+        &self,
+        _kind: &str,
+        _namespace: Option<&str>,
+        _name: &str,
+    ) -> Result<serde_json::Value, CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
+    /// Pods, optionally filtered by a field selector.
+    fn kube_list_pods(
+        &self,
+        _namespace: Option<&str>,
+        _field_selector: Option<&str>,
+    ) -> Result<serde_json::Value, CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
     /// Send an HTTP request (wasi:http; only to granted hosts).
     fn http(&self, _request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
         Err(CapabilityError::NotGranted("http".into()))
     }
+}
+
+/// Container lifecycle operations for [`Host::docker_op`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerOp {
+    /// Start a created or stopped container.
+    Start,
+    /// Stop, waiting up to the timeout (ms) before killing.
+    Stop(u32),
+    /// Restart, waiting up to the timeout (ms) before killing.
+    Restart(u32),
+    /// Remove (forcibly, running or not).
+    Remove,
 }
 
 /// The capabilities lent to one invocation.
@@ -224,5 +320,76 @@ impl<'a> Context<'a> {
         selector: &Labels,
     ) -> Result<Vec<Container>, CapabilityError> {
         self.host.docker_list_containers(selector)
+    }
+
+    /// Copy container `from` (image, env, labels incl. Traefik's, network)
+    /// as a new container, not started. Returns its id.
+    pub fn docker_create_replica(
+        &self,
+        from: &str,
+        name: Option<&str>,
+    ) -> Result<String, CapabilityError> {
+        self.host.docker_create_replica(from, name)
+    }
+
+    /// Create a container (not started). Returns its id.
+    pub fn docker_create(&self, spec: &ContainerSpec) -> Result<String, CapabilityError> {
+        self.host.docker_create(spec)
+    }
+
+    /// Start a container.
+    pub fn docker_start(&self, id: &str) -> Result<(), CapabilityError> {
+        self.host.docker_op(DockerOp::Start, id)
+    }
+
+    /// Stop a container, killing it after `timeout_ms`.
+    pub fn docker_stop(&self, id: &str, timeout_ms: u32) -> Result<(), CapabilityError> {
+        self.host.docker_op(DockerOp::Stop(timeout_ms), id)
+    }
+
+    /// Restart a container, killing it after `timeout_ms`.
+    pub fn docker_restart(&self, id: &str, timeout_ms: u32) -> Result<(), CapabilityError> {
+        self.host.docker_op(DockerOp::Restart(timeout_ms), id)
+    }
+
+    /// Remove a container, running or not.
+    pub fn docker_remove(&self, id: &str) -> Result<(), CapabilityError> {
+        self.host.docker_op(DockerOp::Remove, id)
+    }
+
+    /// Wait until the container is healthy (its health check passes, or it
+    /// is running if it has none); `false` when `timeout_ms` passes first or
+    /// the container exits.
+    pub fn docker_wait_healthy(&self, id: &str, timeout_ms: u32) -> Result<bool, CapabilityError> {
+        self.host.docker_wait_healthy(id, timeout_ms)
+    }
+
+    /// The engine's inspect document of a container.
+    pub fn docker_inspect(&self, id: &str) -> Result<serde_json::Value, CapabilityError> {
+        self.host.docker_inspect(id)
+    }
+
+    /// Kubernetes nodes (the `kube` grant's API server).
+    pub fn kube_list_nodes(&self) -> Result<Vec<Node>, CapabilityError> {
+        self.host.kube_list_nodes()
+    }
+
+    /// One Kubernetes object, e.g. `kube_get("Pod", Some("default"), "web-1")`.
+    pub fn kube_get(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<serde_json::Value, CapabilityError> {
+        self.host.kube_get(kind, namespace, name)
+    }
+
+    /// Pods (a `PodList`), e.g. with `Some("status.phase=Pending")`.
+    pub fn kube_list_pods(
+        &self,
+        namespace: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<serde_json::Value, CapabilityError> {
+        self.host.kube_list_pods(namespace, field_selector)
     }
 }

@@ -49,7 +49,10 @@ pub mod __guest;
 #[doc(hidden)]
 pub use wit_bindgen::rt as __wit_bindgen_rt;
 
-pub use context::{CapabilityError, Container, Context, Host, HttpRequest, HttpResponse, LogLevel};
+pub use context::{
+    CapabilityError, Container, ContainerSpec, Context, DockerOp, Host, HttpRequest, HttpResponse,
+    LogLevel, Node,
+};
 pub use model::*;
 
 /// The WIT package version this SDK speaks; the host refuses plugins built

@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Clock;
-use super::bindings::eventpulse::plugin::{clock, config, docker, kube, log, smtp, state, types};
+use super::bindings::eventpulse::plugin::{clock, config, kube, log, smtp, state, types};
 use super::manifest::Manifest;
 use crate::store::StateWrite;
 
@@ -38,6 +38,10 @@ pub struct PluginEnv {
     pub state: Arc<StateMap>,
     /// The host clock.
     pub clock: Clock,
+    /// The Docker Engine the `docker` capability talks to.
+    pub docker: super::DockerHost,
+    /// Where capability audit records go.
+    pub audit: super::Audit,
 }
 
 impl PluginEnv {
@@ -118,7 +122,7 @@ impl HostState {
             .collect()
     }
 
-    fn deny(&mut self, capability: &str) -> types::CapabilityError {
+    pub(super) fn deny(&mut self, capability: &str) -> types::CapabilityError {
         tracing::warn!(
             plugin.name = %self.env.name,
             capability,
@@ -331,13 +335,6 @@ impl config::Host for HostState {
 type CapResult<T> = Result<T, types::CapabilityError>;
 
 impl HostState {
-    fn docker(&mut self) -> CapResult<()> {
-        match self.env.manifest.grants.docker {
-            None => Err(self.deny("docker")),
-            Some(_) => Err(self.unimplemented("docker")),
-        }
-    }
-
     fn kube(&mut self) -> CapResult<()> {
         match self.env.manifest.grants.kube {
             None => Err(self.deny("kube")),
@@ -350,39 +347,6 @@ impl HostState {
             None => Err(self.deny("smtp")),
             Some(_) => Err(self.unimplemented("smtp")),
         }
-    }
-}
-
-impl docker::Host for HostState {
-    async fn list_containers(
-        &mut self,
-        _selector: Vec<(String, String)>,
-    ) -> CapResult<Vec<docker::Container>> {
-        self.docker().map(|()| Vec::new())
-    }
-    async fn create_replica(&mut self, _from: String, _name: Option<String>) -> CapResult<String> {
-        self.docker().map(|()| String::new())
-    }
-    async fn create(&mut self, _spec: docker::ContainerSpec) -> CapResult<String> {
-        self.docker().map(|()| String::new())
-    }
-    async fn start(&mut self, _id: String) -> CapResult<()> {
-        self.docker()
-    }
-    async fn stop(&mut self, _id: String, _timeout_ms: u32) -> CapResult<()> {
-        self.docker()
-    }
-    async fn restart(&mut self, _id: String, _timeout_ms: u32) -> CapResult<()> {
-        self.docker()
-    }
-    async fn remove(&mut self, _id: String) -> CapResult<()> {
-        self.docker()
-    }
-    async fn wait_healthy(&mut self, _id: String, _timeout_ms: u32) -> CapResult<bool> {
-        self.docker().map(|()| false)
-    }
-    async fn inspect(&mut self, _id: String) -> CapResult<String> {
-        self.docker().map(|()| String::new())
     }
 }
 

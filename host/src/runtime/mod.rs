@@ -5,8 +5,10 @@
 //! This module owns sandboxing and the contract check. It does not know
 //! about the plugin directory (see `registry`) or about event transport.
 
+pub mod audit;
 mod bindings;
 mod breaker;
+mod docker;
 mod host;
 pub mod manifest;
 mod plugin;
@@ -22,7 +24,9 @@ use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::types;
+pub use audit::{Audit, AuditRecord};
 pub use breaker::BreakerState;
+pub use docker::{CREATED_BY, DockerHost, REPLICA_OF};
 pub use host::{HostState, StateMap};
 pub use manifest::Manifest;
 pub use plugin::{Invocation, Plugin};
@@ -55,7 +59,7 @@ pub enum Error {
     #[error("plugin returned invalid output: {0}")]
     InvalidOutput(String),
     /// The guest used a capability its manifest does not grant.
-    #[error("plugin used capability `{0}` without a grant")]
+    #[error("plugin was denied capability `{0}` (not granted, or outside its grant)")]
     Denied(String),
     /// The plugin itself reported an error.
     #[error("plugin error ({}): {}", if *retryable { "retryable" } else { "permanent" }, message)]
@@ -189,6 +193,8 @@ pub struct Runtime {
     cache_dir: PathBuf,
     max_memory_mb: u64,
     ticker: EpochTicker,
+    docker: DockerHost,
+    audit: Audit,
 }
 
 /// The engine-and-pooling settings the engine was built with.
@@ -249,7 +255,15 @@ impl Runtime {
             linker,
             cache_dir: cache_dir.to_owned(),
             max_memory_mb: limits.max_memory_mb,
+            docker: DockerHost(limits.docker_host.clone()),
+            audit: Audit::log_only(),
         })
+    }
+
+    /// Send capability audit records to `audit` (default: log only).
+    pub fn with_audit(mut self, audit: Audit) -> Runtime {
+        self.audit = audit;
+        self
     }
 
     /// Compile `bytes`, or load the cached compilation. The cache key covers

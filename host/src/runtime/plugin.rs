@@ -110,6 +110,8 @@ impl Plugin {
             secrets,
             state,
             clock,
+            docker: runtime.docker.clone(),
+            audit: runtime.audit.clone(),
         });
         let mut plugin = Plugin {
             slots: Semaphore::new(env.manifest.limits.max_concurrency.max(1) as usize),
