@@ -3,6 +3,8 @@
 //! code path as `eventpulse plugin build`), and starts a real host on
 //! `127.0.0.1:0` over a temporary plugin directory and database.
 
+pub mod dockerkit;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 /// The admin token every test host uses.
 pub const TOKEN: &str = "test-admin-token";
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

@@ -47,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/incidents/{id}", get(incident))
         .route("/dead-letters", get(dead_letters))
         .route("/audit", get(audit_log))
+        .route("/breakers", get(breakers))
         .route("/dead-letters/{id}/replay", post(replay_dead_letter))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let ingest = Router::new()
@@ -273,6 +274,11 @@ async fn dead_letters(
 struct AuditQuery {
     plugin: Option<String>,
     limit: Option<u32>,
+}
+
+/// Circuit breakers of action plugins per target.
+async fn breakers(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({ "breakers": s.registry.target_breakers() }))
 }
 
 /// Capability audit records, newest first (`?plugin=` to narrow).

@@ -99,7 +99,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let mut tasks = JoinSet::new();
         let router = self.router();
-        tasks.spawn(write_audit(self.store.clone(), self.audit_rx, shutdown.clone()));
+        tasks.spawn(write_audit(
+            self.store.clone(),
+            self.audit_rx,
+            shutdown.clone(),
+        ));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(listener, router)

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RuntimeConfig;
 use crate::runtime::manifest::Limits;
 use crate::runtime::{
-    self, BreakerState, Clock, Manifest, Plugin, PluginKind, Runtime, StateMap, types,
+    self, Breaker, BreakerState, Clock, Manifest, Plugin, PluginKind, Runtime, StateMap, types,
 };
 use crate::store::{self, Store};
 
@@ -94,6 +94,19 @@ pub struct Registry {
     states: Mutex<HashMap<String, Arc<StateMap>>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Circuit breakers per (action plugin, target).
+    target_breakers: Mutex<BTreeMap<(String, String), Arc<Breaker>>>,
+}
+
+/// The breaker of an action plugin on one target, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetBreaker {
+    /// The action plugin.
+    pub plugin: String,
+    /// What it acts on.
+    pub target: String,
+    /// Where the breaker stands.
+    pub state: BreakerState,
 }
 
 impl Registry {
@@ -114,7 +127,40 @@ impl Registry {
             slots: RwLock::new(BTreeMap::new()),
             states: Mutex::new(HashMap::new()),
             reloading: tokio::sync::Mutex::new(()),
+            target_breakers: Mutex::default(),
         }
+    }
+
+    /// The breaker of action `plugin` acting on `target`, configured by
+    /// the plugin's manifest (`[safety]`) when first used.
+    pub fn target_breaker(&self, plugin: &str, target: &str) -> Arc<Breaker> {
+        let mut breakers = self.target_breakers.lock().expect("breakers lock");
+        breakers
+            .entry((plugin.to_owned(), target.to_owned()))
+            .or_insert_with(|| {
+                let safety = self
+                    .get(plugin)
+                    .map(|p| p.manifest().safety.clone())
+                    .unwrap_or_default();
+                Arc::new(Breaker::new(
+                    safety.breaker_threshold,
+                    Duration::from_secs(safety.breaker_open_secs),
+                ))
+            })
+            .clone()
+    }
+
+    /// Every (action plugin, target) breaker used so far.
+    pub fn target_breakers(&self) -> Vec<TargetBreaker> {
+        let breakers = self.target_breakers.lock().expect("breakers lock");
+        breakers
+            .iter()
+            .map(|((plugin, target), b)| TargetBreaker {
+                plugin: plugin.clone(),
+                target: target.clone(),
+                state: b.state(),
+            })
+            .collect()
     }
 
     /// The directory this registry serves.

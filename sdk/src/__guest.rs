@@ -71,7 +71,11 @@ impl Host for WitHost {
             .collect())
     }
 
-    fn docker_create_replica(&self, from: &str, name: Option<&str>) -> Result<String, CapabilityError> {
+    fn docker_create_replica(
+        &self,
+        from: &str,
+        name: Option<&str>,
+    ) -> Result<String, CapabilityError> {
         wit::docker::create_replica(from, name).map_err(capability_error)
     }
 
@@ -122,17 +126,27 @@ impl Host for WitHost {
             .collect())
     }
 
-    fn kube_get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Result<serde_json::Value, CapabilityError> {
+    fn kube_get(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<serde_json::Value, CapabilityError> {
         host_json(wit::kube::get(kind, namespace, name).map_err(capability_error)?)
     }
 
-    fn kube_list_pods(&self, namespace: Option<&str>, field_selector: Option<&str>) -> Result<serde_json::Value, CapabilityError> {
+    fn kube_list_pods(
+        &self,
+        namespace: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<serde_json::Value, CapabilityError> {
         host_json(wit::kube::list_pods(namespace, field_selector).map_err(capability_error)?)
     }
 }
 
 fn host_json(text: String) -> Result<serde_json::Value, CapabilityError> {
-    serde_json::from_str(&text).map_err(|e| CapabilityError::Failed(format!("host sent invalid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| CapabilityError::Failed(format!("host sent invalid JSON: {e}")))
 }
 
 /// Largest response body [`WitHost::http`] reads.

@@ -89,9 +89,13 @@ fn burn(d: Duration) {
 
 fn check(path: &str) -> i32 {
     let run = || -> std::io::Result<bool> {
-        let mut s = TcpStream::connect_timeout(&"127.0.0.1:8080".parse().unwrap(), Duration::from_secs(2))?;
+        let mut s =
+            TcpStream::connect_timeout(&"127.0.0.1:8080".parse().unwrap(), Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+        )?;
         let mut response = String::new();
         s.read_to_string(&mut response)?;
         Ok(response.starts_with("HTTP/1.1 200"))

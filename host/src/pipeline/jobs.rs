@@ -26,7 +26,7 @@ use super::{
 };
 use crate::config::PipelineConfig;
 use crate::registry::{self, Registry};
-use crate::runtime::{self, types};
+use crate::runtime::{self, BreakerState, types};
 use crate::store::{self, Job, JobEnd, Queue, Store, now_ms};
 
 /// Runs the jobs of one queue.
@@ -263,10 +263,22 @@ impl Executor {
                 };
                 data.attempts = attempts;
                 let source = format!("eventpulse/action/{}", data.request.action);
-                let call = self
-                    .registry
-                    .run_action(&data.request.action, event, &data.request);
-                match deadline(limit, call).await {
+                let (plugin, target) = (&data.request.action, &data.request.target);
+                let breaker = self.registry.target_breaker(plugin, target);
+                let result = if breaker.permits() {
+                    let call = self.registry.run_action(plugin, event, &data.request);
+                    let result = deadline(limit, call).await;
+                    let was = breaker.state();
+                    breaker.record(result.is_err());
+                    if breaker.state() == BreakerState::Open && was != BreakerState::Open {
+                        tracing::warn!(plugin, target, "circuit breaker opened");
+                    }
+                    result
+                } else {
+                    let what = format!("{plugin}` on target `{target}");
+                    Err(runtime::Error::CircuitOpen(what).into())
+                };
+                match result {
                     Ok(r) => {
                         let details = serde_json::from_str(&r.details)
                             .unwrap_or_else(|_| serde_json::Value::String(r.details.clone()));
@@ -449,7 +461,51 @@ impl Stage for ActionIntake {
                 result: None,
                 request: serde_json::to_string(event).expect("event serialises"),
             });
-        intake(&self.0, Self::NAME, event, job).await
+        let Some(job) = job else {
+            return intake(&self.0, Self::NAME, event, None).await;
+        };
+        let safety = self
+            .0
+            .registry
+            .get(&job.plugin)
+            .map(|p| p.manifest().safety.clone())
+            .unwrap_or_default();
+        if safety.max_actions == 0 {
+            return intake(&self.0, Self::NAME, event, Some(job)).await;
+        }
+        // Rate limit / blast radius: count this plugin's recent actions on
+        // the target in the same transaction that enqueues (or refuses).
+        let mut tx = self.0.store.begin().await?;
+        if !tx.inbox(Self::NAME, &event.id).await? {
+            return Ok(());
+        }
+        let since = now_ms() - (safety.window_secs as i64) * 1000;
+        let recent = tx.recent_actions(&job.plugin, &job.target, since).await?;
+        if recent < i64::from(safety.max_actions) {
+            tx.enqueue(Queue::Actions, &job).await?;
+        } else {
+            let error = format!(
+                "refused: rate limit of {} `{}` actions per {} s on target `{}` reached",
+                safety.max_actions, job.plugin, safety.window_secs, job.target
+            );
+            tracing::warn!(plugin = %job.plugin, target = %job.target, recent, "{error}");
+            tx.refuse(Queue::Actions, &job, &error).await?;
+            if let Ok(mut data) = serde_json::from_str::<ActionData>(&event.data) {
+                data.error = Some(types::PluginError::Permanent(error));
+                let source = format!("eventpulse/action/{}", job.plugin);
+                let failed = derive(
+                    event,
+                    ACTION_FAILED,
+                    &source,
+                    event.correlation.clone(),
+                    &data,
+                );
+                tx.append(&failed).await?;
+            }
+        }
+        tx.commit().await?;
+        self.0.wake();
+        Ok(())
     }
 }
 

@@ -12,15 +12,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
+    HostConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
-    HostConfig,
-};
 
 use super::audit::AuditRecord;
 use super::bindings::eventpulse::plugin::{docker, types};
@@ -85,17 +85,21 @@ fn labels_match(labels: &HashMap<String, String>, selector: &[(String, String)])
 }
 
 fn image_allowed(grant: &DockerGrant, image: &str) -> bool {
-    grant.images.iter().any(|allowed| match allowed.strip_suffix('*') {
-        Some(prefix) => image.starts_with(prefix),
-        None => image == allowed,
-    })
+    grant
+        .images
+        .iter()
+        .any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => image == allowed,
+        })
 }
 
 /// Host paths the grant allows to mount: exact entries or a prefix ending in `/`.
 fn mount_allowed(grant: &DockerGrant, host_path: &str) -> bool {
-    grant.mounts.iter().any(|m| {
-        host_path == m || (m.ends_with('/') && host_path.starts_with(m.as_str()))
-    })
+    grant
+        .mounts
+        .iter()
+        .any(|m| host_path == m || (m.ends_with('/') && host_path.starts_with(m.as_str())))
 }
 
 /// What a container's config asks for that the grant may forbid.
@@ -124,7 +128,9 @@ fn check_ask(grant: &DockerGrant, ask: &Ask<'_>) -> Result<(), String> {
         let host_path = bind.split(':').next().unwrap_or_default();
         // Named volumes have no `/`; they are host mounts all the same.
         if !mount_allowed(grant, host_path) {
-            return Err(format!("mounting `{host_path}` from the host is not granted"));
+            return Err(format!(
+                "mounting `{host_path}` from the host is not granted"
+            ));
         }
     }
     Ok(())
@@ -163,7 +169,12 @@ impl HostState {
 
     /// Refuse `operation` on `target` because of `why`: audited, logged,
     /// remembered for the invocation's classification.
-    fn docker_denied(&mut self, operation: &str, target: &str, why: String) -> types::CapabilityError {
+    fn docker_denied(
+        &mut self,
+        operation: &str,
+        target: &str,
+        why: String,
+    ) -> types::CapabilityError {
         self.audit("docker", operation, target, Err(&why));
         tracing::warn!(plugin.name = %self.env.name, capability = "docker", operation, target, why, "denied");
         self.denied.get_or_insert_with(|| "docker".to_owned());
@@ -205,7 +216,10 @@ impl HostState {
             return Err(self.docker_denied(
                 operation,
                 id,
-                format!("container {name} is outside the grant's selector {}", show(&selector)),
+                format!(
+                    "container {name} is outside the grant's selector {}",
+                    show(&selector)
+                ),
             ));
         }
         Ok((client, grant, inspect))
@@ -220,7 +234,12 @@ impl HostState {
         let (client, _, _) = self.docker_owned(operation, &id).await?;
         let result = op(client, id.clone()).await.map_err(engine_error);
         let detail = result.as_ref().err().map(|e| format!("{e:?}"));
-        self.audit("docker", operation, &id, detail.as_deref().map_or(Ok(()), Err));
+        self.audit(
+            "docker",
+            operation,
+            &id,
+            detail.as_deref().map_or(Ok(()), Err),
+        );
         result
     }
 
@@ -243,7 +262,12 @@ impl HostState {
             .await
             .map_err(engine_error);
         match &created {
-            Ok(r) => self.audit("docker", operation, &format!("{what} → {}", short(&r.id)), Ok(())),
+            Ok(r) => self.audit(
+                "docker",
+                operation,
+                &format!("{what} → {}", short(&r.id)),
+                Ok(()),
+            ),
             Err(e) => self.audit("docker", operation, &what, Err(&format!("{e:?}"))),
         }
         created.map(|r| r.id)
@@ -260,7 +284,10 @@ fn short(id: &str) -> &str {
 }
 
 impl docker::Host for HostState {
-    async fn list_containers(&mut self, selector: Vec<(String, String)>) -> CapResult<Vec<docker::Container>> {
+    async fn list_containers(
+        &mut self,
+        selector: Vec<(String, String)>,
+    ) -> CapResult<Vec<docker::Container>> {
         let grant = self.docker_grant("list", &show(&selector))?;
         for (k, v) in &selector {
             if let Some(granted) = grant.selector.get(k)
@@ -362,7 +389,10 @@ impl docker::Host for HostState {
         let labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
         let selector: Vec<_> = grant.selector.clone().into_iter().collect();
         if !labels_match(&labels, &selector) {
-            let why = format!("a new container must carry the grant's labels {}", show(&selector));
+            let why = format!(
+                "a new container must carry the grant's labels {}",
+                show(&selector)
+            );
             return Err(self.docker_denied("create", &what, why));
         }
         let client = self.env.docker.client()?;
@@ -393,8 +423,11 @@ impl docker::Host for HostState {
 
     async fn start(&mut self, id: String) -> CapResult<()> {
         self.docker_mutate("start", id, |c, id| async move {
-            c.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
-                .await
+            c.start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
         })
         .await
     }
@@ -483,11 +516,41 @@ mod tests {
         };
         assert_eq!(check_ask(&g, &ok), Ok(()));
         let cases = [
-            (Ask { image: "busybox", ..ok_clone(&ok) }, "allowlist"),
-            (Ask { privileged: true, ..ok_clone(&ok) }, "privileged"),
-            (Ask { network: Some("host"), ..ok_clone(&ok) }, "host networking"),
-            (Ask { binds: vec!["/etc:/etc:ro".into()], ..ok_clone(&ok) }, "`/etc`"),
-            (Ask { binds: vec!["/srv/database:/d".into()], ..ok_clone(&ok) }, "/srv/database"),
+            (
+                Ask {
+                    image: "busybox",
+                    ..ok_clone(&ok)
+                },
+                "allowlist",
+            ),
+            (
+                Ask {
+                    privileged: true,
+                    ..ok_clone(&ok)
+                },
+                "privileged",
+            ),
+            (
+                Ask {
+                    network: Some("host"),
+                    ..ok_clone(&ok)
+                },
+                "host networking",
+            ),
+            (
+                Ask {
+                    binds: vec!["/etc:/etc:ro".into()],
+                    ..ok_clone(&ok)
+                },
+                "`/etc`",
+            ),
+            (
+                Ask {
+                    binds: vec!["/srv/database:/d".into()],
+                    ..ok_clone(&ok)
+                },
+                "/srv/database",
+            ),
         ];
         for (ask, why) in cases {
             let err = check_ask(&g, &ask).unwrap_err();

@@ -23,6 +23,35 @@ pub struct Manifest {
     pub config: BTreeMap<String, toml::Value>,
     /// Secrets the plugin reads with `config.secret`, resolved by the host.
     pub secrets: BTreeMap<String, SecretRef>,
+    /// How the host guards the targets an action plugin acts on.
+    pub safety: Safety,
+}
+
+/// Action safety the host enforces per (plugin, target), whatever the
+/// plugin does: a rate limit (blast radius) and a circuit breaker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Safety {
+    /// Actions of this plugin per target within `window_secs`; more are
+    /// refused (recorded as `action.failed`, never run). `0`: no limit.
+    pub max_actions: u32,
+    /// The rate limit's window.
+    pub window_secs: u64,
+    /// Failed attempts in a row on one target that open its breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker holds attempts back before one trial.
+    pub breaker_open_secs: u64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            max_actions: 0,
+            window_secs: 600,
+            breaker_threshold: 5,
+            breaker_open_secs: 60,
+        }
+    }
 }
 
 /// Per-invocation limits.

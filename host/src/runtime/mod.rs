@@ -23,9 +23,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::types;
 pub use audit::{Audit, AuditRecord};
-pub use breaker::BreakerState;
+pub use bindings::types;
+pub use breaker::{Breaker, BreakerState};
 pub use docker::{CREATED_BY, DockerHost, REPLICA_OF};
 pub use host::{HostState, StateMap};
 pub use manifest::Manifest;

@@ -548,6 +548,48 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Actions of `plugin` on `target` requested since `since_ms` that
+    /// were not refused (what a rate limit counts).
+    pub async fn recent_actions(
+        &mut self,
+        plugin: &str,
+        target: &str,
+        since_ms: i64,
+    ) -> Result<i64, Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM actions
+             WHERE plugin = $1 AND target = $2 AND created_at >= $3 AND status <> 'refused'",
+        )
+        .bind(plugin)
+        .bind(target)
+        .bind(since_ms)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Record a job that will never run (status `refused`, with why).
+    pub async fn refuse(&mut self, queue: Queue, job: &Job, error: &str) -> Result<bool, Error> {
+        let now = now_ms();
+        let done = sqlx::query(&format!(
+            "INSERT INTO {} ({JOB_COLUMNS}, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'refused', 0, $6, $8, NULL, $7, $6, $6)
+             ON CONFLICT (id) DO NOTHING",
+            queue.table()
+        ))
+        .bind(&job.id)
+        .bind(&job.incident_id)
+        .bind(&job.rule)
+        .bind(&job.plugin)
+        .bind(&job.target)
+        .bind(now)
+        .bind(&job.request)
+        .bind(error)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Claim a pending job for an attempt: `running`, attempts + 1. `false`
     /// if someone else has it.
     pub async fn claim(&mut self, queue: Queue, id: &str) -> Result<bool, Error> {

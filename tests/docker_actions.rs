@@ -1,0 +1,514 @@
+//! Runbook actions on the real Docker Engine (seed 000): the host's
+//! `docker` capability, `action-docker-scale`, and the host's action
+//! safety (rate limit, breaker). Replica counts and health are read through
+//! the Engine API, not from the plugin's report. Every container a test
+//! makes carries its service's label and is removed when the test ends.
+
+use std::time::Duration;
+
+use eventpulse::ingest::alertmanager::sample;
+use eventpulse::registry;
+use eventpulse::runtime::{Error, types};
+use eventpulse::store::IncidentDetail;
+use eventpulse_tests::dockerkit::{Service, docker};
+use eventpulse_tests::{Host, post_webhook, wait_for};
+
+const SETTLE: Duration = Duration::from_secs(60);
+const STARTS: &str = "2026-11-24T10:00:00Z";
+
+/// The scale rule and action for `svc`, with `notifier-log`.
+async fn install_scaling(host: &Host, svc: &Service, ready_ms: u32, safety: &str) {
+    host.install(
+        "rule-cpu-autoscale",
+        "rule-cpu-autoscale",
+        "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\ncooldown_secs = \"0\"\nmin_replicas = \"1\"\nmax_replicas = \"2\"\n",
+    );
+    host.install("notifier-log", "notifier-log", "");
+    host.install_now(
+        "action-docker-scale",
+        "action-docker-scale",
+        &format!(
+            "[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}\n[config]\nready_timeout_ms = \"{ready_ms}\"\n\n{safety}",
+            svc.grant()
+        ),
+    )
+    .await;
+}
+
+fn high_cpu(svc: &Service, resolved: bool) -> serde_json::Value {
+    let ends = if resolved { "2026-11-24T10:05:00Z" } else { "" };
+    sample(
+        "HighCPU",
+        &[("service", &svc.name), ("severity", "critical")],
+        resolved,
+        STARTS,
+        ends,
+    )
+}
+
+async fn incident(
+    host: &Host,
+    what: &str,
+    done: impl Fn(&IncidentDetail) -> bool,
+) -> IncidentDetail {
+    wait_for(what, SETTLE, || async {
+        let list = host.store.incidents(10).await.unwrap();
+        let d = host
+            .store
+            .incident_detail(&list.first()?.id)
+            .await
+            .unwrap()?;
+        done(&d).then_some(d)
+    })
+    .await
+}
+
+async fn settle_counts(svc: &Service, want: (usize, usize)) {
+    wait_for(
+        &format!("{} at {want:?} (running, healthy)", svc.name),
+        SETTLE,
+        || async { (svc.counts().await == want).then_some(()) },
+    )
+    .await;
+}
+
+fn kinds(d: &IncidentDetail) -> Vec<String> {
+    d.timeline
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:?}->{:?} {}",
+                e.kind, e.from_status, e.to_status, e.cause
+            )
+        })
+        .collect()
+}
+
+/// HighCPU for `service=app` → incident → 1 → 2 healthy replicas (Engine
+/// API) → `action.completed` → incident resolved; the resolved alert → 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_cpu_scales_to_two_healthy_replicas_and_back_to_one() {
+    let svc = Service::start("app", "eventpulse-demo-app:latest", false).await;
+    settle_counts(&svc, (1, 1)).await;
+    let host = Host::start().await;
+    install_scaling(&host, &svc, 20_000, "").await;
+
+    let (status, body) = post_webhook(&host.url, &high_cpu(&svc, false)).await;
+    assert_eq!(status, 200, "{body}");
+    let d = incident(&host, "scale-out completed and incident resolved", |d| {
+        d.incident.status == "resolved" && d.actions.iter().any(|a| a.status == "completed")
+    })
+    .await;
+    assert_eq!(svc.counts().await, (2, 2), "two running, healthy replicas");
+    let result: serde_json::Value =
+        serde_json::from_str(d.actions[0].result.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (
+            result["details"]["previous"].as_u64(),
+            result["details"]["replicas"].as_u64()
+        ),
+        (Some(1), Some(2)),
+        "{result}"
+    );
+    // The replica is a copy: same image, Traefik labels, env and network.
+    let created = result["details"]["created"][0].as_str().unwrap().to_owned();
+    let replica = docker()
+        .inspect_container(
+            &created,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let config = replica.config.unwrap();
+    let labels = config.labels.unwrap();
+    assert_eq!(
+        labels
+            .get(&format!(
+                "traefik.http.services.{}.loadbalancer.server.port",
+                svc.name
+            ))
+            .map(String::as_str),
+        Some("8080")
+    );
+    assert_eq!(
+        labels.get("eventpulse.created-by").map(String::as_str),
+        Some("action-docker-scale")
+    );
+    assert!(
+        config
+            .env
+            .unwrap()
+            .contains(&format!("SERVICE={}", svc.name))
+    );
+    assert_eq!(
+        replica.host_config.unwrap().network_mode.as_deref(),
+        Some("bridge")
+    );
+    let timeline = kinds(&d);
+    assert!(
+        timeline
+            .iter()
+            .any(|k| k.starts_with("action") && k.contains("completed")),
+        "{timeline:?}"
+    );
+
+    let (status, _) = post_webhook(&host.url, &high_cpu(&svc, true)).await;
+    assert_eq!(status, 200);
+    wait_for("scale-in completed", SETTLE, || async {
+        let d = host.store.incident_detail(&d.incident.id).await.unwrap()?;
+        (d.actions.len() == 2 && d.actions.iter().all(|a| a.status == "completed")).then_some(())
+    })
+    .await;
+    assert_eq!(svc.counts().await, (1, 1), "back to one");
+    assert_eq!(svc.containers().await.len(), 1, "nothing left behind");
+    host.stop().await;
+}
+
+/// A replica whose health check never passes: `action.failed` → the rule
+/// compensates (back to 1, the zombie removed) and marks the incident
+/// failed; every step is on the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_never_gets_healthy_is_compensated() {
+    // The running container has its health check switched off; replicas
+    // get the image's own, which probes a path that 404s.
+    let svc = Service::start("sick", "eventpulse-demo-app:sick", true).await;
+    settle_counts(&svc, (1, 1)).await;
+    let host = Host::start().await;
+    install_scaling(&host, &svc, 4_000, "").await;
+
+    post_webhook(&host.url, &high_cpu(&svc, false)).await;
+    let d = incident(&host, "incident failed and compensation completed", |d| {
+        d.incident.status == "failed"
+            && d.actions.len() == 2
+            && d.actions
+                .iter()
+                .all(|a| a.status != "pending" && a.status != "running")
+    })
+    .await;
+    let scale_out = d
+        .actions
+        .iter()
+        .find(|a| a.status == "failed")
+        .expect("failed scale-out");
+    let error = scale_out.last_error.clone().unwrap_or_default();
+    assert!(error.contains("did not become healthy"), "{error}");
+    assert_eq!(scale_out.attempts, 1, "a permanent failure is not retried");
+    assert!(
+        d.actions.iter().any(|a| a.status == "completed"),
+        "compensation ran"
+    );
+    assert_eq!(svc.counts().await, (1, 1));
+    assert_eq!(
+        svc.containers().await.len(),
+        1,
+        "the unhealthy replica was removed"
+    );
+    let timeline = kinds(&d);
+    for step in [
+        "opened",
+        "action requested: action-docker-scale",
+        "did not become healthy",
+        "mitigating\")->Some(\"failed",
+        "compensate failed scale-out",
+        "action completed",
+    ] {
+        assert!(
+            timeline.iter().any(|k| k.contains(step)),
+            "{step} missing: {timeline:?}"
+        );
+    }
+    host.stop().await;
+}
+
+fn probe_request(params: serde_json::Value) -> types::ActionRequest {
+    types::ActionRequest {
+        action: "action-docker-probe".into(),
+        target: "app".into(),
+        params: params.to_string(),
+        reason: "test".into(),
+    }
+}
+
+/// Outside the grant: another service's containers, a privileged
+/// container, a host mount, host networking, an image not allowed. Each is
+/// refused and audited, and nothing changed on the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_outside_the_grant_are_denied_audited_and_change_nothing() {
+    let mine = Service::start("mine", "eventpulse-demo-app:latest", true).await;
+    let other = Service::start("other", "eventpulse-demo-app:latest", true).await;
+    settle_counts(&mine, (1, 1)).await;
+    settle_counts(&other, (1, 1)).await;
+    let other_before = other.containers().await;
+    let host = Host::start().await;
+    host.install_now("action-docker-probe", "action-docker-probe", &mine.grant())
+        .await;
+    let event = eventpulse_tests::alert_event("HighCPU", types::AlertStatus::Firing, &[]);
+    let labels = serde_json::json!({ "service": mine.name });
+    let other_id = other_before[0].0.clone();
+    let cases = [
+        (
+            "list another service",
+            serde_json::json!({"op": "list", "selector": {"service": other.name}}),
+        ),
+        (
+            "stop another service's container",
+            serde_json::json!({"op": "stop", "id": other_id}),
+        ),
+        (
+            "remove another service's container",
+            serde_json::json!({"op": "remove", "id": other_id}),
+        ),
+        (
+            "privileged",
+            serde_json::json!({"op": "create", "image": "eventpulse-demo-app:latest", "labels": labels, "privileged": true}),
+        ),
+        (
+            "host mount",
+            serde_json::json!({"op": "create", "image": "eventpulse-demo-app:latest", "labels": labels, "mounts": ["/etc:/host-etc:ro"]}),
+        ),
+        (
+            "host network",
+            serde_json::json!({"op": "create", "image": "eventpulse-demo-app:latest", "labels": labels, "network": "host"}),
+        ),
+        (
+            "image not allowed",
+            serde_json::json!({"op": "create", "image": "eventpulse-k3s-agent:latest", "labels": labels}),
+        ),
+        (
+            "unlabelled container",
+            serde_json::json!({"op": "create", "image": "eventpulse-demo-app:latest", "labels": {}}),
+        ),
+    ];
+    for (what, params) in &cases {
+        let err = host
+            .registry
+            .run_action(
+                "action-docker-probe",
+                &event,
+                &probe_request(params.clone()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, registry::Error::Plugin(Error::Denied(cap)) if cap == "docker"),
+            "{what}: {err}"
+        );
+        // Breaker of the probe plugin: reset so every case runs.
+        host.registry.reset_breaker("action-docker-probe").unwrap();
+    }
+    // Within the grant works (the probe is not simply broken).
+    let ok = host
+        .registry
+        .run_action(
+            "action-docker-probe",
+            &event,
+            &probe_request(serde_json::json!({"op": "list", "selector": {}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.summary, "1 containers");
+
+    let audit = wait_for(
+        "8 denials in the audit log",
+        Duration::from_secs(10),
+        || async {
+            let a = host
+                .get_json("/api/v1/audit?plugin=action-docker-probe")
+                .await;
+            let denied: Vec<serde_json::Value> = a["audit"]
+                .as_array()?
+                .iter()
+                .filter(|r| r["allowed"] == false)
+                .cloned()
+                .collect();
+            (denied.len() >= cases.len()).then_some(denied)
+        },
+    )
+    .await;
+    let details: Vec<&str> = audit
+        .iter()
+        .map(|r| r["detail"].as_str().unwrap())
+        .collect();
+    for needle in [
+        "outside the grant",
+        "privileged",
+        "/etc",
+        "host networking",
+        "allowlist",
+        "must carry",
+    ] {
+        assert!(
+            details.iter().any(|d| d.contains(needle)),
+            "no audit record about {needle}: {details:?}"
+        );
+    }
+    assert_eq!(
+        other.containers().await,
+        other_before,
+        "the other service is untouched"
+    );
+    assert_eq!(mine.containers().await.len(), 1, "nothing was created");
+
+    // The scale action pointed at a service outside its selector fails
+    // permanently with the denial, too.
+    host.install_now("action-docker-scale", "action-docker-scale", &mine.grant())
+        .await;
+    let request = types::ActionRequest {
+        action: "action-docker-scale".into(),
+        target: other.name.clone(),
+        params: r#"{"replicas": 2}"#.into(),
+        reason: "test".into(),
+    };
+    let err = host
+        .registry
+        .run_action("action-docker-scale", &event, &request)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, registry::Error::Plugin(Error::Denied(_))),
+        "{err}"
+    );
+    assert_eq!(other.containers().await, other_before);
+    host.stop().await;
+}
+
+fn scripted_on(group: &str, service: &str, params: &str) -> serde_json::Value {
+    let mut body = eventpulse_tests::scripted_alert(
+        group,
+        &[
+            ("action", "action-flaky"),
+            ("params", params),
+            ("channel", "none"),
+        ],
+    );
+    body["alerts"][0]["labels"]["service"] = service.into();
+    body
+}
+
+async fn actions_on(host: &Host, target: &str) -> Vec<eventpulse::store::Job> {
+    let mut all = Vec::new();
+    for i in host.store.incidents(50).await.unwrap() {
+        if let Some(d) = host.store.incident_detail(&i.id).await.unwrap() {
+            all.extend(d.actions.into_iter().filter(|a| a.target == target));
+        }
+    }
+    all
+}
+
+/// A burst of requests for one target is cut at K per window (the excess
+/// is refused and recorded as `action.failed`), and a plugin that keeps
+/// failing on a target trips that target's breaker, which half-opens after
+/// the open period and closes on a successful trial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_cuts_a_burst_and_the_breaker_half_opens() {
+    let host = Host::start().await;
+    // `rule-scripted` asks for the action its alert's annotations name, on
+    // the alert's `service`.
+    host.install("rule-scripted", "rule-scripted", "");
+    host.install_now(
+        "action-flaky",
+        "action-flaky",
+        "[safety]\nmax_actions = 3\nwindow_secs = 600\nbreaker_threshold = 2\nbreaker_open_secs = 2\n",
+    )
+    .await;
+    for i in 0..6 {
+        let (status, b) = post_webhook(
+            &host.url,
+            &scripted_on(&format!("burst-{i}"), "svc-a", "{}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{b}");
+    }
+    let actions = wait_for("6 actions settled", SETTLE, || async {
+        let all = actions_on(&host, "svc-a").await;
+        (all.len() == 6
+            && all
+                .iter()
+                .all(|a| a.status == "completed" || a.status == "refused"))
+        .then_some(all)
+    })
+    .await;
+    let refused: Vec<_> = actions.iter().filter(|a| a.status == "refused").collect();
+    assert_eq!(refused.len(), 3, "K = 3 per window: {actions:#?}");
+    assert!(
+        refused[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("rate limit of 3")
+    );
+    assert!(
+        refused.iter().all(|a| a.attempts == 0),
+        "refused actions never ran"
+    );
+    // The refusal is on the incident's timeline as a failed action.
+    let d = host
+        .store
+        .incident_detail(refused[0].incident_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        kinds(&d).iter().any(|k| k.contains("rate limit")),
+        "{:?}",
+        kinds(&d)
+    );
+
+    // Breaker on another target: the plugin fails retryably until the
+    // host clock it sees (manual in tests) passes `until`.
+    let until = host.clock.now_ms() + 1_000;
+    let params = format!(r#"{{"fail": "retryable", "until_ms": {until}}}"#);
+    post_webhook(&host.url, &scripted_on("breaker", "svc-b", &params)).await;
+    let state = |want: &'static str| {
+        let host = &host;
+        async move {
+            let b = host.get_json("/api/v1/breakers").await;
+            b["breakers"]
+                .as_array()?
+                .iter()
+                .any(|b| b["target"] == "svc-b" && b["state"] == want)
+                .then_some(())
+        }
+    };
+    wait_for("breaker of (action-flaky, svc-b) open", SETTLE, || {
+        state("open")
+    })
+    .await;
+    let held = wait_for(
+        "an attempt held back by the open breaker",
+        SETTLE,
+        || async {
+            let a = actions_on(&host, "svc-b").await.pop()?;
+            a.last_error
+                .filter(|e| e.contains("circuit breaker open"))
+                .map(|_| a.attempts)
+        },
+    )
+    .await;
+    assert!(
+        held >= 3,
+        "two failures opened it; attempt {held} was held back"
+    );
+    host.clock.advance(2_000); // the plugin recovers
+    let done = wait_for("trial after the open period succeeded", SETTLE, || async {
+        let a = actions_on(&host, "svc-b").await.pop()?;
+        if a.status == "failed" {
+            panic!("gave up: {a:?}");
+        }
+        (a.status == "completed").then_some(a)
+    })
+    .await;
+    assert!(done.attempts > held, "{done:?}");
+    wait_for("breaker closed again", SETTLE, || state("closed")).await;
+    // svc-a's breaker was never affected.
+    let b = host.get_json("/api/v1/breakers").await;
+    assert!(
+        b["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["target"] == "svc-a" && b["state"] == "closed"),
+        "{b}"
+    );
+    host.stop().await;
+}
