@@ -187,3 +187,42 @@ fn rand_u32() -> u32 {
     );
     h.finish() as u32
 }
+
+/// Removes every container carrying a label when dropped.
+pub struct Labelled(pub String);
+
+impl Drop for Labelled {
+    fn drop(&mut self) {
+        remove_labelled(&self.0);
+    }
+}
+
+/// Create and start a container of `image` named `name` with `labels`.
+pub async fn run(name: &str, image: &str, labels: &[(&str, &str)]) -> String {
+    images();
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let d = docker();
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    let id = d.create_container(Some(options), body).await.unwrap().id;
+    d.start_container(
+        &id,
+        None::<bollard::query_parameters::StartContainerOptions>,
+    )
+    .await
+    .unwrap();
+    id
+}
+
+/// A random suffix for names that must not collide between test runs.
+pub fn unique() -> String {
+    format!("{:08x}", rand_u32())
+}

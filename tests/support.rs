@@ -4,6 +4,7 @@
 //! `127.0.0.1:0` over a temporary plugin directory and database.
 
 pub mod dockerkit;
+pub mod kubeapi;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

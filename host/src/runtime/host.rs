@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Clock;
-use super::bindings::eventpulse::plugin::{clock, config, kube, log, smtp, state, types};
+use super::bindings::eventpulse::plugin::{clock, config, log, smtp, state, types};
 use super::manifest::Manifest;
 use crate::store::StateWrite;
 
@@ -328,46 +328,18 @@ impl config::Host for HostState {
 
 // ---- granted capabilities ------------------------------------------------------
 //
-// The contract is complete; the Docker, Kubernetes and SMTP backends arrive
-// with the action and notifier work. Until then an ungranted call is denied
-// and a granted one reports the capability as unavailable (retryable).
+// `docker` and `kube` live in their own modules. The SMTP backend arrives
+// with the notifier work; until then an ungranted call is denied and a
+// granted one reports the capability as unavailable (retryable).
 
 type CapResult<T> = Result<T, types::CapabilityError>;
 
 impl HostState {
-    fn kube(&mut self) -> CapResult<()> {
-        match self.env.manifest.grants.kube {
-            None => Err(self.deny("kube")),
-            Some(_) => Err(self.unimplemented("kube")),
-        }
-    }
-
     fn smtp(&mut self) -> CapResult<()> {
         match self.env.manifest.grants.smtp {
             None => Err(self.deny("smtp")),
             Some(_) => Err(self.unimplemented("smtp")),
         }
-    }
-}
-
-impl kube::Host for HostState {
-    async fn list_nodes(&mut self) -> CapResult<Vec<kube::Node>> {
-        self.kube().map(|()| Vec::new())
-    }
-    async fn get(
-        &mut self,
-        _kind: String,
-        _ns: Option<String>,
-        _name: String,
-    ) -> CapResult<String> {
-        self.kube().map(|()| String::new())
-    }
-    async fn list_pods(
-        &mut self,
-        _ns: Option<String>,
-        _selector: Option<String>,
-    ) -> CapResult<String> {
-        self.kube().map(|()| String::new())
     }
 }
 

@@ -10,6 +10,7 @@ mod bindings;
 mod breaker;
 mod docker;
 mod host;
+mod kube;
 pub mod manifest;
 mod plugin;
 

@@ -1,0 +1,354 @@
+//! `rule-min-nodes` (seed 002): keep a k3s worker pool between `min_nodes`
+//! and `max_nodes`, saying why at every step with named signals.
+//!
+//! Input is Prometheus alerts (label `pool`, default pool `workers`):
+//! - `K3sWorkersBelowMinimum` firing, annotation `ready_workers`:
+//!   `MinimumNodesViolation`, then `AutoScaleUpToMinimum` (or
+//!   `EmergencyScaleUp` when `emergency_threshold` or more are missing at
+//!   once); opens an incident (`min-nodes:<pool>`), asks `action` (default
+//!   `action-k3s-node-add`) to add the missing workers (never past
+//!   `max_nodes`), and notifies `channels`.
+//! - `K3sWorkersBelowMinimum` resolved: `MinimumNodesRestored`; the
+//!   incident resolves.
+//! - `K3sScaleDownCandidate` firing, annotations `ready_workers`,
+//!   `pending_pods`: with pods pending, `ScaleDownBlocked` on an incident
+//!   (`scale-down:<pool>`, info) so the reason is on record.
+//! - The node-add action completed: `ScalingActionCompleted`; failed: the
+//!   incident fails.
+//!
+//! Each signal is a `signal.emitted` event on the incident's timeline.
+
+use eventpulse_sdk::{
+    ALERT_RAISED, ActionOutcome, ActionRequest, AlertStatus, Context, Decision, Error, Event,
+    IncidentOpen, IncidentStatus, NotificationRequest, Rule, Severity, Subscription,
+};
+use serde_json::json;
+
+/// The rule.
+#[derive(Default)]
+pub struct MinNodes;
+
+struct Settings {
+    min: u64,
+    max: u64,
+    emergency: u64,
+    action: String,
+    channels: Vec<String>,
+}
+
+impl Settings {
+    fn load(cx: &Context<'_>) -> Result<Settings, Error> {
+        let num = |key: &str, default: u64| -> Result<u64, Error> {
+            cx.config(key).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| Error::permanent(format!("config `{key}`: `{v}` is not a number")))
+            })
+        };
+        let s = Settings {
+            min: num("min_nodes", 2)?,
+            max: num("max_nodes", 6)?,
+            emergency: num("emergency_threshold", 2)?,
+            action: cx
+                .config("action")
+                .unwrap_or_else(|| "action-k3s-node-add".into()),
+            channels: cx
+                .config("channels")
+                .unwrap_or_else(|| "notifier-log".into())
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        };
+        if s.min > s.max {
+            return Err(Error::permanent("config: `min_nodes` is above `max_nodes`"));
+        }
+        Ok(s)
+    }
+}
+
+fn count(event: &Event, key: &str) -> Result<u64, Error> {
+    let alert = event.alert.as_ref().expect("alert events only");
+    let v = alert
+        .annotations
+        .get(key)
+        .ok_or_else(|| Error::permanent(format!("annotation `{key}` is missing")))?;
+    // Prometheus renders `{{ $value }}` as a float.
+    v.parse::<f64>()
+        .ok()
+        .filter(|f| *f >= 0.0)
+        .map(|f| f as u64)
+        .ok_or_else(|| Error::permanent(format!("annotation `{key}`: `{v}` is not a count")))
+}
+
+impl Rule for MinNodes {
+    fn description(&self) -> String {
+        "keeps a k3s worker pool between min and max nodes".into()
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![
+            Subscription::kind(ALERT_RAISED).label("alertname", "K3sWorkersBelowMinimum"),
+            Subscription::kind(ALERT_RAISED).label("alertname", "K3sScaleDownCandidate"),
+        ]
+    }
+
+    fn decide(&self, event: &Event, cx: &Context<'_>) -> Result<Decision, Error> {
+        let Some(alert) = &event.alert else {
+            return Ok(Decision::none().note("not an alert"));
+        };
+        let s = Settings::load(cx)?;
+        let pool = alert.labels.get("pool").unwrap_or("workers").to_owned();
+        let now = cx.now();
+        match (alert.name.as_str(), alert.status) {
+            ("K3sWorkersBelowMinimum", AlertStatus::Firing) => {
+                let current = count(event, "ready_workers")?;
+                if current >= s.min {
+                    return Ok(Decision::none().note(format!(
+                        "{pool}: {current} Ready workers, not below the minimum of {}",
+                        s.min
+                    )));
+                }
+                let missing = s.min - current;
+                let add = missing.min(s.max.saturating_sub(current));
+                let title = format!("k3s pool {pool} below minimum: {current}/{} workers", s.min);
+                let mut d = Decision::none()
+                    .open_incident(IncidentOpen {
+                        title: title.clone(),
+                        service: pool.clone(),
+                        severity: Severity::Critical,
+                        dedup_key: format!("min-nodes:{pool}"),
+                        summary: format!("{missing} worker(s) missing"),
+                    })
+                    .signal(
+                        "MinimumNodesViolation",
+                        json!({"pool": pool, "current_workers": current, "min_workers": s.min, "violation_time": now}),
+                    );
+                d = if missing >= s.emergency {
+                    d.signal(
+                        "EmergencyScaleUp",
+                        json!({"pool": pool, "lost_count": missing, "remaining_workers": current, "min_workers": s.min, "emergency_scale": add}),
+                    )
+                } else {
+                    d.signal(
+                        "AutoScaleUpToMinimum",
+                        json!({"pool": pool, "current_workers": current, "min_workers": s.min, "scale_up_count": add, "reason": "minimum_violation"}),
+                    )
+                };
+                d = d.action(
+                    ActionRequest::new(&s.action, &pool)
+                        .param("add", add)
+                        .param("previous_workers", current)
+                        .reason(format!(
+                            "{pool} has {current} of at least {} workers",
+                            s.min
+                        )),
+                );
+                for channel in &s.channels {
+                    d = d.notify(
+                        NotificationRequest::new(
+                            channel,
+                            Severity::Critical,
+                            &title,
+                            format!("adding {add} worker(s)"),
+                        )
+                        .dedup_key(format!("min-nodes:{pool}"))
+                        .field("pool", pool.clone()),
+                    );
+                }
+                Ok(d)
+            }
+            ("K3sWorkersBelowMinimum", AlertStatus::Resolved) => Ok(Decision::none()
+                .signal(
+                    "MinimumNodesRestored",
+                    json!({"pool": pool, "min_workers": s.min, "restore_time": now}),
+                )
+                .transition(
+                    IncidentStatus::Resolved,
+                    format!("{pool} back at its minimum of {} workers", s.min),
+                )),
+            ("K3sScaleDownCandidate", AlertStatus::Firing) => {
+                let workers = count(event, "ready_workers")?;
+                let pending = count(event, "pending_pods")?;
+                if pending == 0 || workers <= s.min {
+                    return Ok(Decision::none().note(format!(
+                        "{pool}: scale-down not blocked ({pending} pending pods, {workers} workers)"
+                    )));
+                }
+                Ok(Decision::none()
+                    .open_incident(IncidentOpen {
+                        title: format!("Scale-down of k3s pool {pool} blocked"),
+                        service: pool.clone(),
+                        severity: Severity::Info,
+                        dedup_key: format!("scale-down:{pool}"),
+                        summary: format!("{pending} pod(s) pending"),
+                    })
+                    .signal(
+                        "ScaleDownBlocked",
+                        json!({"pool": pool, "reason": "pending_pods", "pending_count": pending, "workers": workers, "min_workers": s.min}),
+                    ))
+            }
+            ("K3sScaleDownCandidate", AlertStatus::Resolved) => Ok(Decision::none()
+                .transition(IncidentStatus::Resolved, "no longer a scale-down candidate")),
+            _ => Ok(Decision::none().note("nothing to do")),
+        }
+    }
+
+    fn on_action_completed(
+        &self,
+        _event: &Event,
+        outcome: &ActionOutcome,
+        _cx: &Context<'_>,
+    ) -> Result<Decision, Error> {
+        let details = match &outcome.result {
+            Ok(r) => r.details.clone(),
+            Err(_) => json!({}),
+        };
+        let params = &outcome.request.params;
+        Ok(Decision::none().signal(
+            "ScalingActionCompleted",
+            json!({
+                "action": "scale_up",
+                "pool": outcome.request.target,
+                "count": params["add"],
+                "previous_workers": params["previous_workers"],
+                "new_workers": details["ready"],
+                "duration_ms": details["waited_ms"],
+            }),
+        ))
+    }
+
+    fn on_action_failed(
+        &self,
+        _event: &Event,
+        outcome: &ActionOutcome,
+        _cx: &Context<'_>,
+    ) -> Result<Decision, Error> {
+        let why = match &outcome.result {
+            Err(e) => e.to_string(),
+            Ok(_) => "unknown".into(),
+        };
+        Ok(Decision::none().transition(
+            IncidentStatus::Failed,
+            format!("adding workers to {} failed: {why}", outcome.request.target),
+        ))
+    }
+}
+
+eventpulse_sdk::export_rule!(MinNodes);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventpulse_sdk::IncidentDirective;
+    use eventpulse_sdk::testing::{FakeHost, alert_event};
+
+    fn below(ready: &str) -> Event {
+        let mut e = alert_event(
+            "K3sWorkersBelowMinimum",
+            AlertStatus::Firing,
+            &[("pool", "workers")],
+        );
+        e.alert
+            .as_mut()
+            .unwrap()
+            .annotations
+            .insert("ready_workers", ready);
+        e
+    }
+
+    fn names(d: &Decision) -> Vec<&str> {
+        d.signals.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn one_lost_scales_up_to_minimum() {
+        let host = FakeHost::new().config("min_nodes", "2");
+        let d = MinNodes.decide(&below("1"), &host.context()).unwrap();
+        assert_eq!(names(&d), ["MinimumNodesViolation", "AutoScaleUpToMinimum"]);
+        assert_eq!(d.actions[0].action, "action-k3s-node-add");
+        assert_eq!(d.actions[0].params["add"], 1);
+        assert!(matches!(d.incident, Some(IncidentDirective::Open(_))));
+    }
+
+    #[test]
+    fn several_lost_at_once_is_an_emergency_capped_at_max() {
+        let host = FakeHost::new()
+            .config("min_nodes", "3")
+            .config("max_nodes", "4");
+        let d = MinNodes.decide(&below("0"), &host.context()).unwrap();
+        assert_eq!(names(&d), ["MinimumNodesViolation", "EmergencyScaleUp"]);
+        assert_eq!(d.actions[0].params["add"], 3);
+        let d = MinNodes.decide(&below("2.0"), &host.context()).unwrap();
+        assert_eq!(names(&d), ["MinimumNodesViolation", "AutoScaleUpToMinimum"]);
+        assert_eq!(d.signals[1].data["scale_up_count"], 1);
+    }
+
+    #[test]
+    fn at_minimum_does_nothing_and_resolved_restores() {
+        let host = FakeHost::new().config("min_nodes", "2");
+        assert!(
+            MinNodes
+                .decide(&below("2"), &host.context())
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+        let resolved = alert_event(
+            "K3sWorkersBelowMinimum",
+            AlertStatus::Resolved,
+            &[("pool", "workers")],
+        );
+        let d = MinNodes.decide(&resolved, &host.context()).unwrap();
+        assert_eq!(names(&d), ["MinimumNodesRestored"]);
+        assert!(matches!(
+            d.incident,
+            Some(IncidentDirective::Transition {
+                status: IncidentStatus::Resolved,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn pending_pods_block_scale_down() {
+        let host = FakeHost::new().config("min_nodes", "2");
+        let mut e = alert_event(
+            "K3sScaleDownCandidate",
+            AlertStatus::Firing,
+            &[("pool", "workers")],
+        );
+        let a = e.alert.as_mut().unwrap();
+        a.annotations.insert("ready_workers", "4");
+        a.annotations.insert("pending_pods", "5");
+        let d = MinNodes.decide(&e, &host.context()).unwrap();
+        assert_eq!(names(&d), ["ScaleDownBlocked"]);
+        assert_eq!(d.signals[0].data["pending_count"], 5);
+        a_none(&host);
+    }
+
+    fn a_none(host: &FakeHost) {
+        let mut e = alert_event(
+            "K3sScaleDownCandidate",
+            AlertStatus::Firing,
+            &[("pool", "workers")],
+        );
+        let a = e.alert.as_mut().unwrap();
+        a.annotations.insert("ready_workers", "4");
+        a.annotations.insert("pending_pods", "0");
+        assert!(
+            MinNodes
+                .decide(&e, &host.context())
+                .unwrap()
+                .signals
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_annotation_is_a_permanent_error() {
+        let err = MinNodes
+            .decide(&below("many"), &FakeHost::new().context())
+            .unwrap_err();
+        assert!(err.to_string().contains("ready_workers"), "{err}");
+    }
+}
