@@ -512,3 +512,46 @@ async fn rate_limit_cuts_a_burst_and_the_breaker_half_opens() {
     );
     host.stop().await;
 }
+
+/// `action-container-restart`: a stopped container of the service is
+/// restarted and healthy again (Engine API); healthy ones are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_restart_brings_a_stopped_container_back_healthy() {
+    let svc = Service::start("restart", "eventpulse-demo-app:latest", false).await;
+    settle_counts(&svc, (1, 1)).await;
+    let id = svc.containers().await[0].0.clone();
+    docker()
+        .stop_container(&id, None::<bollard::query_parameters::StopContainerOptions>)
+        .await
+        .unwrap();
+    assert_eq!(svc.counts().await, (0, 0));
+    let host = Host::start().await;
+    host.install_now(
+        "action-container-restart",
+        "action-container-restart",
+        &format!("[limits]\ntimeout_ms = 28000\n\n{}", svc.grant()),
+    )
+    .await;
+    let event = eventpulse_tests::alert_event("ContainerDown", types::AlertStatus::Firing, &[]);
+    let request = types::ActionRequest {
+        action: "action-container-restart".into(),
+        target: svc.name.clone(),
+        params: "{}".into(),
+        reason: "test".into(),
+    };
+    let r = host
+        .registry
+        .run_action("action-container-restart", &event, &request)
+        .await
+        .unwrap();
+    assert_eq!(r.summary, format!("{}: restarted 1 container(s)", svc.name));
+    assert_eq!(svc.counts().await, (1, 1));
+    // Again: nothing is unhealthy, nothing is restarted.
+    let r = host
+        .registry
+        .run_action("action-container-restart", &event, &request)
+        .await
+        .unwrap();
+    assert_eq!(r.summary, format!("{}: restarted 0 container(s)", svc.name));
+    host.stop().await;
+}
