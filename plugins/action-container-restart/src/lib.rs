@@ -28,7 +28,11 @@ pub fn pick<'a>(containers: &'a [Container], named: &[String]) -> Vec<&'a Contai
     }
     containers
         .iter()
-        .filter(|c| named.iter().any(|n| &c.name == n || (n.len() >= 12 && c.id.starts_with(n.as_str()))))
+        .filter(|c| {
+            named
+                .iter()
+                .any(|n| &c.name == n || (n.len() >= 12 && c.id.starts_with(n.as_str())))
+        })
         .collect()
 }
 
@@ -44,8 +48,15 @@ impl Action for ContainerRestart {
         "restarts a service's unhealthy (or named) containers and waits for health".into()
     }
 
-    fn run(&self, _event: &Event, request: &ActionRequest, cx: &Context<'_>) -> Result<ActionResult, Error> {
-        let label = cx.config("service_label").unwrap_or_else(|| "service".into());
+    fn run(
+        &self,
+        _event: &Event,
+        request: &ActionRequest,
+        cx: &Context<'_>,
+    ) -> Result<ActionResult, Error> {
+        let label = cx
+            .config("service_label")
+            .unwrap_or_else(|| "service".into());
         let ready_ms = number(cx, "ready_timeout_ms", 20_000)?;
         let stop_ms = number(cx, "stop_timeout_ms", 5_000)?;
         let named: Vec<String> = request.params["containers"]
@@ -104,7 +115,11 @@ mod tests {
 
     #[test]
     fn picks_unhealthy_and_exited_unless_named() {
-        let cs = [c("a", "running", Some("healthy")), c("b", "running", Some("unhealthy")), c("d", "exited", None)];
+        let cs = [
+            c("a", "running", Some("healthy")),
+            c("b", "running", Some("unhealthy")),
+            c("d", "exited", None),
+        ];
         let names: Vec<&str> = pick(&cs, &[]).iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["b", "d"]);
         let named = pick(&cs, &["a".to_owned()]);
