@@ -44,9 +44,12 @@ async fn bare() -> Duration {
     let name = format!("bench-{v}");
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let id = d.create_container(Some(options), body).await.unwrap().id;
-    d.start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
-        .await
-        .unwrap();
+    d.start_container(
+        &id,
+        None::<bollard::query_parameters::StartContainerOptions>,
+    )
+    .await
+    .unwrap();
     while !healthy(&id).await {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -68,10 +71,19 @@ async fn pipeline() -> Duration {
     host.install_now(
         "action-docker-scale",
         "action-docker-scale",
-        &format!("[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}", svc.grant()),
+        &format!(
+            "[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}",
+            svc.grant()
+        ),
     )
     .await;
-    let alert = sample("HighCPU", &[("service", &svc.name)], false, "2026-11-24T10:00:00Z", "");
+    let alert = sample(
+        "HighCPU",
+        &[("service", &svc.name)],
+        false,
+        "2026-11-24T10:00:00Z",
+        "",
+    );
     let t = Instant::now();
     let (status, _) = post_webhook(&host.url, &alert).await;
     assert_eq!(status, 200);
@@ -90,7 +102,10 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     eventpulse_tests::dockerkit::images();
     eventpulse_tests::components();
     let mut rows = Vec::new();
@@ -105,7 +120,12 @@ async fn main() {
     println!("| measurement | min | p50 | max |");
     println!("|---|---|---|---|");
     for (what, (min, p50, max)) in rows {
-        println!("| {what} | {:.0} ms | {:.0} ms | {:.0} ms |", ms(min), ms(p50), ms(max));
+        println!(
+            "| {what} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            ms(min),
+            ms(p50),
+            ms(max)
+        );
     }
 }
 
