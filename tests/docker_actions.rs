@@ -555,3 +555,44 @@ async fn container_restart_brings_a_stopped_container_back_healthy() {
     assert_eq!(r.summary, format!("{}: restarted 0 container(s)", svc.name));
     host.stop().await;
 }
+
+/// Docker unreachable (`runtime.docker_host` pointing at no socket): the
+/// scale action fails retryably with `unavailable`, and the host keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_is_a_retryable_failure() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = eventpulse_tests::test_config(dir.path());
+    config.runtime.docker_host = format!("unix://{}/no-such.sock", dir.path().display());
+    let host = Host::start_with(config, dir, eventpulse::runtime::Clock::manual(1_000)).await;
+    host.install_now(
+        "action-docker-scale",
+        "action-docker-scale",
+        "[grants.docker]\nselector = { service = \"app\" }\nimages = [\"eventpulse-demo-app:*\"]\n",
+    )
+    .await;
+    let event = eventpulse_tests::alert_event("HighCPU", types::AlertStatus::Firing, &[]);
+    let request = types::ActionRequest {
+        action: "action-docker-scale".into(),
+        target: "app".into(),
+        params: r#"{"replicas": 2}"#.into(),
+        reason: "test".into(),
+    };
+    let err = host
+        .registry
+        .run_action("action-docker-scale", &event, &request)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("retryable") && text.contains("unavailable: docker engine"),
+        "{text}"
+    );
+    assert!(
+        matches!(&err, registry::Error::Plugin(e) if e.is_retryable()),
+        "{err:?}"
+    );
+    let health = reqwest::get(format!("{}/healthz", host.url)).await.unwrap();
+    assert!(health.status().is_success());
+    host.stop().await;
+}
