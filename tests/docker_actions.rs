@@ -221,12 +221,7 @@ async fn a_replica_that_never_gets_healthy_is_compensated() {
 }
 
 fn probe_request(params: serde_json::Value) -> types::ActionRequest {
-    types::ActionRequest {
-        action: "action-docker-probe".into(),
-        target: "app".into(),
-        params: params.to_string(),
-        reason: "test".into(),
-    }
+    eventpulse_tests::action_request("action-docker-probe", "app", &params.to_string())
 }
 
 /// Outside the grant: another service's containers, a privileged
@@ -353,12 +348,8 @@ async fn calls_outside_the_grant_are_denied_audited_and_change_nothing() {
     // permanently with the denial, too.
     host.install_now("action-docker-scale", "action-docker-scale", &mine.grant())
         .await;
-    let request = types::ActionRequest {
-        action: "action-docker-scale".into(),
-        target: other.name.clone(),
-        params: r#"{"replicas": 2}"#.into(),
-        reason: "test".into(),
-    };
+    let request =
+        eventpulse_tests::action_request("action-docker-scale", &other.name, r#"{"replicas": 2}"#);
     let err = host
         .registry
         .run_action("action-docker-scale", &event, &request)
@@ -533,12 +524,7 @@ async fn container_restart_brings_a_stopped_container_back_healthy() {
     )
     .await;
     let event = eventpulse_tests::alert_event("ContainerDown", types::AlertStatus::Firing, &[]);
-    let request = types::ActionRequest {
-        action: "action-container-restart".into(),
-        target: svc.name.clone(),
-        params: "{}".into(),
-        reason: "test".into(),
-    };
+    let request = eventpulse_tests::action_request("action-container-restart", &svc.name, "{}");
     let r = host
         .registry
         .run_action("action-container-restart", &event, &request)
@@ -572,12 +558,8 @@ async fn an_unreachable_engine_is_a_retryable_failure() {
     )
     .await;
     let event = eventpulse_tests::alert_event("HighCPU", types::AlertStatus::Firing, &[]);
-    let request = types::ActionRequest {
-        action: "action-docker-scale".into(),
-        target: "app".into(),
-        params: r#"{"replicas": 2}"#.into(),
-        reason: "test".into(),
-    };
+    let request =
+        eventpulse_tests::action_request("action-docker-scale", "app", r#"{"replicas": 2}"#);
     let err = host
         .registry
         .run_action("action-docker-scale", &event, &request)

@@ -79,17 +79,7 @@ impl Service {
             }),
             ..Default::default()
         };
-        let d = docker();
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&format!("{name}-0"))
-            .build();
-        let id = d.create_container(Some(options), body).await.unwrap().id;
-        d.start_container(
-            &id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .unwrap();
+        create_started(&format!("{name}-0"), body).await;
         service
     }
 
@@ -210,6 +200,10 @@ pub async fn run(name: &str, image: &str, labels: &[(&str, &str)]) -> String {
         ),
         ..Default::default()
     };
+    create_started(name, body).await
+}
+
+async fn create_started(name: &str, body: ContainerCreateBody) -> String {
     let d = docker();
     let options = CreateContainerOptionsBuilder::default().name(name).build();
     let id = d.create_container(Some(options), body).await.unwrap().id;

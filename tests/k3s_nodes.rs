@@ -300,12 +300,7 @@ async fn a_wrong_api_token_fails_before_any_worker_is_added() {
         eventpulse::runtime::types::AlertStatus::Firing,
         &[],
     );
-    let request = eventpulse::runtime::types::ActionRequest {
-        action: "action-k3s-node-add".into(),
-        target: pool.clone(),
-        params: r#"{"add": 1}"#.into(),
-        reason: "test".into(),
-    };
+    let request = eventpulse_tests::action_request("action-k3s-node-add", &pool, r#"{"add": 1}"#);
     let err = host
         .registry
         .run_action("action-k3s-node-add", &event, &request)

@@ -295,6 +295,17 @@ pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() ->
     }
 }
 
+/// An action request as a rule would make it, for calling an action plugin
+/// directly (`params` is JSON text).
+pub fn action_request(action: &str, target: &str, params: &str) -> types::ActionRequest {
+    types::ActionRequest {
+        action: action.into(),
+        target: target.into(),
+        params: params.into(),
+        reason: "test".into(),
+    }
+}
+
 /// An `alert.raised` event as ingest will build it.
 pub fn alert_event(
     name: &str,

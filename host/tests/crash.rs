@@ -9,10 +9,11 @@
 //!
 //! The counts compared are printed.
 
+mod common;
+
+use common::{start, workspace};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,42 +21,10 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sqlx::{Connection, Row};
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventpulse");
 const SERVICES: usize = 200;
 const ALERTS_PER_WEBHOOK: usize = 5;
 const WEBHOOKS: usize = 2_000; // × 5 = 10,000 alerts
 const KILLS: usize = 20;
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn start(root: &Path) -> Serve {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("serve.log"))
-        .unwrap();
-    Serve(
-        Command::new(BIN)
-            .args(["--config", "eventpulse.toml", "serve"])
-            .current_dir(root)
-            .env("EVENTPULSE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// Webhook `n`: alerts `n*5 .. n*5+5`, alert `i` for service `i % 200`.
 fn webhook(n: usize) -> serde_json::Value {
@@ -136,7 +105,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         }
     };
 
-    let server = Arc::new(Mutex::new(Some(start(root))));
+    let server = Arc::new(Mutex::new(Some(start(root, "warn"))));
     wait_healthy(&client);
 
     let posting_done = Arc::new(AtomicBool::new(false));
@@ -162,7 +131,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
                     s.0.wait().unwrap();
                 }
                 kills.fetch_add(1, Ordering::SeqCst);
-                *guard = Some(start(&root));
+                *guard = Some(start(&root, "warn"));
                 drop(guard);
                 wait_healthy(&client);
             }

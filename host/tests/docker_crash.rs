@@ -6,21 +6,13 @@
 //! duplicate replicas, no leftovers in any state. Counts come from the
 //! Engine (`docker ps`), not from the plugin.
 
+mod common;
+
+use common::{start, workspace};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventpulse");
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Removes the service's containers however the test ends.
 struct Cleanup(String);
@@ -37,10 +29,6 @@ impl Drop for Cleanup {
             docker(&["rm", "-f", id]);
         }
     }
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn docker(args: &[&str]) -> String {
@@ -66,24 +54,6 @@ fn containers(service: &str) -> Vec<String> {
     .lines()
     .map(str::to_owned)
     .collect()
-}
-
-fn start(root: &Path) -> Serve {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("serve.log"))
-        .unwrap();
-    Serve(
-        Command::new(BIN)
-            .args(["--config", "eventpulse.toml", "serve"])
-            .current_dir(root)
-            .env("EVENTPULSE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
 }
 
 fn wait(what: &str, root: &Path, mut cond: impl FnMut() -> bool) {
@@ -170,7 +140,7 @@ fn kill_9_while_scaling_converges_to_exactly_n_after_restart() {
         containers(&service).iter().any(|c| c.contains("(healthy)"))
     });
 
-    let mut serve = start(root);
+    let mut serve = start(root, "info");
     wait("host up", root, || up(&client));
     let alert = eventpulse::ingest::alertmanager::sample(
         "HighCPU",
@@ -213,7 +183,7 @@ fn kill_9_while_scaling_converges_to_exactly_n_after_restart() {
             .ok()?;
         d["incident"]["actions"].get(0).cloned()
     };
-    let _serve = start(root);
+    let _serve = start(root, "info");
     wait("host up again", root, || up(&client));
     let mut last = None;
     wait("the interrupted action completed", root, || {

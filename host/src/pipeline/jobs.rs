@@ -60,6 +60,31 @@ impl Executor {
         self.wake.notify_one();
     }
 
+    /// Why `job` must not run, if the action plugin's rate limit on its
+    /// target is reached (`[safety] max_actions` per `window_secs`). Counted
+    /// in the transaction that enqueues.
+    async fn refusal(&self, tx: &mut store::Tx, job: &Job) -> Result<Option<String>, store::Error> {
+        if self.queue != Queue::Actions {
+            return Ok(None);
+        }
+        let safety = self
+            .registry
+            .get(&job.plugin)
+            .map(|p| p.manifest().safety.clone())
+            .unwrap_or_default();
+        if safety.max_actions == 0 {
+            return Ok(None);
+        }
+        let since = now_ms() - (safety.window_secs as i64) * 1000;
+        let recent = tx.recent_actions(&job.plugin, &job.target, since).await?;
+        Ok((recent >= i64::from(safety.max_actions)).then(|| {
+            format!(
+                "refused: rate limit of {} `{}` actions per {} s on target `{}` reached",
+                safety.max_actions, job.plugin, safety.window_secs, job.target
+            )
+        }))
+    }
+
     /// Delay before attempt `attempts + 1`.
     fn backoff(&self, attempts: u32) -> Duration {
         ExponentialBuilder::default()
@@ -424,9 +449,27 @@ async fn intake(
         return Ok(());
     }
     match job {
-        Some(job) => {
-            tx.enqueue(executor.queue, &job).await?;
-        }
+        Some(job) => match executor.refusal(&mut tx, &job).await? {
+            None => {
+                tx.enqueue(executor.queue, &job).await?;
+            }
+            Some(error) => {
+                tracing::warn!(plugin = %job.plugin, target = %job.target, "{error}");
+                tx.refuse(executor.queue, &job, &error).await?;
+                if let Ok(mut data) = serde_json::from_str::<ActionData>(&event.data) {
+                    data.error = Some(types::PluginError::Permanent(error));
+                    let source = format!("eventpulse/action/{}", job.plugin);
+                    let failed = derive(
+                        event,
+                        ACTION_FAILED,
+                        &source,
+                        event.correlation.clone(),
+                        &data,
+                    );
+                    tx.append(&failed).await?;
+                }
+            }
+        },
         None => {
             tx.dead_letter(consumer, event, "request data unreadable", 0)
                 .await?;
@@ -461,51 +504,7 @@ impl Stage for ActionIntake {
                 result: None,
                 request: serde_json::to_string(event).expect("event serialises"),
             });
-        let Some(job) = job else {
-            return intake(&self.0, Self::NAME, event, None).await;
-        };
-        let safety = self
-            .0
-            .registry
-            .get(&job.plugin)
-            .map(|p| p.manifest().safety.clone())
-            .unwrap_or_default();
-        if safety.max_actions == 0 {
-            return intake(&self.0, Self::NAME, event, Some(job)).await;
-        }
-        // Rate limit / blast radius: count this plugin's recent actions on
-        // the target in the same transaction that enqueues (or refuses).
-        let mut tx = self.0.store.begin().await?;
-        if !tx.inbox(Self::NAME, &event.id).await? {
-            return Ok(());
-        }
-        let since = now_ms() - (safety.window_secs as i64) * 1000;
-        let recent = tx.recent_actions(&job.plugin, &job.target, since).await?;
-        if recent < i64::from(safety.max_actions) {
-            tx.enqueue(Queue::Actions, &job).await?;
-        } else {
-            let error = format!(
-                "refused: rate limit of {} `{}` actions per {} s on target `{}` reached",
-                safety.max_actions, job.plugin, safety.window_secs, job.target
-            );
-            tracing::warn!(plugin = %job.plugin, target = %job.target, recent, "{error}");
-            tx.refuse(Queue::Actions, &job, &error).await?;
-            if let Ok(mut data) = serde_json::from_str::<ActionData>(&event.data) {
-                data.error = Some(types::PluginError::Permanent(error));
-                let source = format!("eventpulse/action/{}", job.plugin);
-                let failed = derive(
-                    event,
-                    ACTION_FAILED,
-                    &source,
-                    event.correlation.clone(),
-                    &data,
-                );
-                tx.append(&failed).await?;
-            }
-        }
-        tx.commit().await?;
-        self.0.wake();
-        Ok(())
+        intake(&self.0, Self::NAME, event, job).await
     }
 }
 

@@ -39,18 +39,27 @@ impl Audit {
         Audit(None)
     }
 
-    /// Record `r`; also logged at info level under the `audit` target.
+    /// Record `r`; also logged under the `audit` target (a refusal at warn).
     pub fn record(&self, r: AuditRecord) {
-        tracing::info!(
-            target: "audit",
-            plugin = %r.plugin,
-            capability = %r.capability,
-            operation = %r.operation,
-            target_name = %r.target,
-            allowed = r.allowed,
-            detail = %r.detail,
-            "capability call"
-        );
+        macro_rules! log {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "audit",
+                    plugin = %r.plugin,
+                    capability = %r.capability,
+                    operation = %r.operation,
+                    target_name = %r.target,
+                    allowed = r.allowed,
+                    detail = %r.detail,
+                    "capability call"
+                )
+            };
+        }
+        if r.allowed {
+            log!(info)
+        } else {
+            log!(warn)
+        }
         if let Some(tx) = &self.0 {
             let _ = tx.send(r);
         }

@@ -176,7 +176,6 @@ impl HostState {
         why: String,
     ) -> types::CapabilityError {
         self.audit("docker", operation, target, Err(&why));
-        tracing::warn!(plugin.name = %self.env.name, capability = "docker", operation, target, why, "denied");
         self.denied.get_or_insert_with(|| "docker".to_owned());
         types::CapabilityError::Denied(format!("docker {operation} {target}: {why}"))
     }

@@ -529,23 +529,7 @@ impl Tx {
 
     /// Add a job to a queue, due now; `false` if the id was already there.
     pub async fn enqueue(&mut self, queue: Queue, job: &Job) -> Result<bool, Error> {
-        let now = now_ms();
-        let done = sqlx::query(&format!(
-            "INSERT INTO {} ({JOB_COLUMNS}, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, NULL, $7, $6, $6)
-             ON CONFLICT (id) DO NOTHING",
-            queue.table()
-        ))
-        .bind(&job.id)
-        .bind(&job.incident_id)
-        .bind(&job.rule)
-        .bind(&job.plugin)
-        .bind(&job.target)
-        .bind(now)
-        .bind(&job.request)
-        .execute(self.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.insert_job(queue, job, "pending", None).await
     }
 
     /// Actions of `plugin` on `target` requested since `since_ms` that
@@ -570,10 +554,20 @@ impl Tx {
 
     /// Record a job that will never run (status `refused`, with why).
     pub async fn refuse(&mut self, queue: Queue, job: &Job, error: &str) -> Result<bool, Error> {
+        self.insert_job(queue, job, "refused", Some(error)).await
+    }
+
+    async fn insert_job(
+        &mut self,
+        queue: Queue,
+        job: &Job,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<bool, Error> {
         let now = now_ms();
         let done = sqlx::query(&format!(
             "INSERT INTO {} ({JOB_COLUMNS}, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'refused', 0, $6, $8, NULL, $7, $6, $6)
+             VALUES ($1, $2, $3, $4, $5, $8, 0, $6, $9, NULL, $7, $6, $6)
              ON CONFLICT (id) DO NOTHING",
             queue.table()
         ))
@@ -584,6 +578,7 @@ impl Tx {
         .bind(&job.target)
         .bind(now)
         .bind(&job.request)
+        .bind(status)
         .bind(error)
         .execute(self.conn())
         .await?;

@@ -1,0 +1,42 @@
+//! What the tests that drive the real `eventpulse` binary share.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_eventpulse");
+
+/// A running `eventpulse serve`, killed when dropped.
+pub struct Serve(pub Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The repository root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Start `eventpulse serve` with `root/eventpulse.toml`, logging at `level`
+/// to `root/serve.log` (appended across restarts).
+pub fn start(root: &Path, level: &str) -> Serve {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("serve.log"))
+        .unwrap();
+    Serve(
+        Command::new(BIN)
+            .args(["--config", "eventpulse.toml", "serve"])
+            .current_dir(root)
+            .env("EVENTPULSE_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
