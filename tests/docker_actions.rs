@@ -183,6 +183,9 @@ async fn a_replica_that_never_gets_healthy_is_compensated() {
             && d.actions
                 .iter()
                 .all(|a| a.status != "pending" && a.status != "running")
+            // The job row and its timeline entry are written by different
+            // stages: wait for the compensation's entry too.
+            && kinds(d).iter().any(|k| k.contains("action completed"))
     })
     .await;
     let scale_out = d

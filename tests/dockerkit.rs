@@ -37,6 +37,22 @@ pub fn docker() -> Docker {
         .with_timeout(std::time::Duration::from_secs(60))
 }
 
+/// Containers carrying `label` (`key=value`); stopped ones too if `all`.
+pub async fn labelled(
+    label: &str,
+    all: bool,
+) -> Result<Vec<bollard::models::ContainerSummary>, bollard::errors::Error> {
+    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    docker()
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(all)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+}
+
 /// A service: containers labelled `service=<name>`. Every container with the
 /// label is removed when this is dropped, whoever made it.
 pub struct Service {
@@ -98,14 +114,7 @@ impl Service {
     /// Every container of the service: `(id, state, health)`, any state.
     pub async fn containers(&self) -> Vec<(String, String, Option<String>)> {
         let d = docker();
-        let filters = HashMap::from([("label".to_owned(), vec![format!("service={}", self.name)])]);
-        let list = d
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
+        let list = labelled(&format!("service={}", self.name), true)
             .await
             .unwrap();
         let mut out = Vec::new();

@@ -146,15 +146,7 @@ kube_token = {{ file = "{kube}" }}
     // The Engine has two running, healthy workers of the pool; the new one
     // carries the join settings. (It runs unprivileged: this machine's
     // engine cannot start privileged containers, "unable to apply caps".)
-    let containers = dockerkit::docker()
-        .list_containers(Some(
-            bollard::query_parameters::ListContainersOptionsBuilder::default()
-                .filters(&std::collections::HashMap::from([(
-                    "label".to_owned(),
-                    vec![format!("k3s.pool={pool}")],
-                )]))
-                .build(),
-        ))
+    let containers = dockerkit::labelled(&format!("k3s.pool={pool}"), false)
         .await
         .unwrap();
     assert_eq!(containers.len(), 2, "{containers:#?}");
@@ -194,7 +186,12 @@ kube_token = {{ file = "{kube}" }}
         ),
     )
     .await;
-    let d = incident_titled(&host, &title, |d| d.incident.status == "resolved").await;
+    // The transition is the rule stage's, the signal's timeline entry the
+    // incident stage's: wait for both.
+    let d = incident_titled(&host, &title, |d| {
+        d.incident.status == "resolved" && signals(d).iter().any(|s| s == "MinimumNodesRestored")
+    })
+    .await;
     assert_eq!(
         signals(&d),
         [
@@ -310,17 +307,7 @@ async fn a_wrong_api_token_fails_before_any_worker_is_added() {
     assert!(text.contains("401"), "{text}");
     assert!(text.contains("retryable"), "{text}");
     assert!(!text.contains("not-the-token"));
-    let d = dockerkit::docker();
-    let left = d
-        .list_containers(Some(
-            bollard::query_parameters::ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&std::collections::HashMap::from([(
-                    "label".to_owned(),
-                    vec![format!("k3s.pool={pool}")],
-                )]))
-                .build(),
-        ))
+    let left = dockerkit::labelled(&format!("k3s.pool={pool}"), true)
         .await
         .unwrap();
     assert!(left.is_empty(), "no worker was created: {left:#?}");

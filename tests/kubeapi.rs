@@ -10,7 +10,6 @@
 //! loopback, so a worker counts as joined, and `Ready`, when its container
 //! is running and its health check passes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,7 +17,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use serde_json::{Value, json};
 
 /// A running stand-in.
@@ -93,15 +91,7 @@ async fn nodes(State(st): State<St>, headers: HeaderMap) -> Result<Json<Value>, 
     if auth != Some(&format!("Bearer {}", st.token)) {
         return Err(StatusCode::UNAUTHORIZED);
     }
-    let docker = super::dockerkit::docker();
-    let filters = HashMap::from([("label".to_owned(), vec![format!("k3s.pool={}", st.pool)])]);
-    let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+    let list = super::dockerkit::labelled(&format!("k3s.pool={}", st.pool), true)
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     let mut items = vec![node("k3s-server-0", true, "control-plane")];

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::config::IngestConfig;
-use crate::ingest::{alertmanager, cloudevents};
+use crate::ingest::{alertmanager, cloudevents, kubernetes};
 use crate::registry::{self, Registry};
 use crate::runtime::{self, types};
 use crate::store::Store;
@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
     let ingest = Router::new()
         .route("/alerts/alertmanager", post(ingest_alertmanager))
         .route("/events", post(ingest_event))
+        .route("/events/kubernetes", post(ingest_kubernetes))
         .layer(DefaultBodyLimit::max(state.ingest.max_body_bytes));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -370,6 +371,41 @@ async fn ingest_event(
         StatusCode::ACCEPTED,
         Json(json!({ "id": event.id, "duplicate": !new })),
     ))
+}
+
+/// Kubernetes Warning events (`?cluster=` names the cluster). 202 once
+/// they are durable and counted; 400 naming the field at fault.
+async fn ingest_kubernetes(
+    State(s): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<ClusterQuery>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_ingest_token(&s, &headers)?;
+    let body = body_or_error(&s, body)?;
+    let now = crate::store::now_ms();
+    let batch = kubernetes::parse(&body, q.cluster.as_deref().unwrap_or(""), now)
+        .map_err(|e| ApiError::BadRequest(e.0))?;
+    let (new, duplicates) = s
+        .store
+        .ingest_kube_events(&batch.warnings, |w, occurrences| {
+            w.event(occurrences, now as u64)
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "accepted": new,
+            "duplicates": duplicates,
+            "ignored": batch.ignored,
+            "dedup_keys": batch.warnings.iter().map(|w| w.dedup_key.as_str()).collect::<Vec<_>>(),
+        })),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct ClusterQuery {
+    cluster: Option<String>,
 }
 
 /// The Alertmanager webhook. 200 only once the alerts and their events are

@@ -79,6 +79,9 @@ pub struct PipelineConfig {
     pub rule_attempts: u32,
     /// Actions (and, separately, notifications) run at once.
     pub concurrency: usize,
+    /// A notification repeating a dedup key that went out to the same
+    /// notifier less than this long ago is suppressed and counted.
+    pub notification_dedup_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -92,6 +95,7 @@ impl Default for PipelineConfig {
             attempt_timeout_ms: 30_000,
             rule_attempts: 3,
             concurrency: 16,
+            notification_dedup_secs: 600,
         }
     }
 }

@@ -110,6 +110,12 @@ pub struct TargetBreaker {
 }
 
 impl Registry {
+    /// The clock plugins see (manual in tests); the pipeline times
+    /// notification deduplication by it too.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// A registry over `dir`. Call [`Registry::reload`] to load it.
     pub fn new(
         runtime: Arc<Runtime>,

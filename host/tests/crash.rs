@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{start, workspace};
+use common::{build_pipeline, start, workspace};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -52,23 +52,8 @@ fn webhook(n: usize) -> serde_json::Value {
 fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let plugins = workspace().join("plugins");
-    eventpulse::scaffold::build(
-        &[
-            plugins.join("rule-cpu-autoscale"),
-            plugins.join("action-noop"),
-            plugins.join("notifier-log"),
-        ],
-        &root.join("dist"),
-        None,
-    )
-    .unwrap();
     // One scale-out per service: the cooldown outlasts the test.
-    std::fs::write(
-        root.join("dist/rule-cpu-autoscale.toml"),
-        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\ncooldown_secs = \"3600\"\n",
-    )
-    .unwrap();
+    build_pipeline(root, "action-noop", "cooldown_secs = \"3600\"\n");
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{start, workspace};
+use common::{build_pipeline, start, workspace};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -93,22 +93,11 @@ fn kill_9_while_scaling_converges_to_exactly_n_after_restart() {
         "eventpulse-demo-app:latest",
     ]);
 
-    let plugins = workspace().join("plugins");
-    eventpulse::scaffold::build(
-        &[
-            plugins.join("rule-cpu-autoscale"),
-            plugins.join("action-docker-scale"),
-            plugins.join("notifier-log"),
-        ],
-        &root.join("dist"),
-        None,
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("dist/rule-cpu-autoscale.toml"),
-        "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\ncooldown_secs = \"0\"\nmax_replicas = \"3\"\n",
-    )
-    .unwrap();
+    build_pipeline(
+        root,
+        "action-docker-scale",
+        "cooldown_secs = \"0\"\nmax_replicas = \"3\"\n",
+    );
     std::fs::write(
         root.join("dist/action-docker-scale.toml"),
         format!("[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n[grants.docker]\nselector = {{ service = \"{service}\" }}\nimages = [\"eventpulse-demo-app:*\"]\n\n[config]\nready_timeout_ms = \"20000\"\n"),

@@ -10,7 +10,7 @@ use crate::context::{
     LogLevel, Node,
 };
 use crate::model::*;
-use crate::{Action, Notifier, Rule};
+use crate::{Action, Mail, Notifier, Rule};
 
 /// The host's imports.
 pub struct WitHost;
@@ -141,6 +141,16 @@ impl Host for WitHost {
         field_selector: Option<&str>,
     ) -> Result<serde_json::Value, CapabilityError> {
         host_json(wit::kube::list_pods(namespace, field_selector).map_err(capability_error)?)
+    }
+
+    fn smtp_send(&self, mail: &Mail) -> Result<String, CapabilityError> {
+        let mail = wit::smtp::Mail {
+            to: mail.to.clone(),
+            subject: mail.subject.clone(),
+            text_body: mail.text_body.clone(),
+            html_body: mail.html_body.clone(),
+        };
+        wit::smtp::send(&mail).map_err(capability_error)
     }
 }
 
@@ -503,6 +513,10 @@ impl From<t::PluginError> for Error {
         match e {
             t::PluginError::Retryable(m) => Error::Retryable(m),
             t::PluginError::Permanent(m) => Error::Permanent(m),
+            t::PluginError::RetryAfter(r) => Error::RetryAfter {
+                message: r.message,
+                after_ms: r.after_ms,
+            },
         }
     }
 }
@@ -512,6 +526,9 @@ impl From<Error> for t::PluginError {
         match e {
             Error::Retryable(m) => t::PluginError::Retryable(m),
             Error::Permanent(m) => t::PluginError::Permanent(m),
+            Error::RetryAfter { message, after_ms } => {
+                t::PluginError::RetryAfter(t::RetryLater { message, after_ms })
+            }
         }
     }
 }

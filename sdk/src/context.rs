@@ -5,7 +5,7 @@
 //! its own: a capability the manifest does not grant answers
 //! [`CapabilityError::NotGranted`].
 
-use crate::model::{Error, Labels, Timestamp};
+use crate::model::{Error, Labels, Severity, Timestamp};
 
 /// Log levels for [`Context::log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +159,30 @@ impl HttpResponse {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// `Retry-After` in seconds (the HTTP-date form is not used by the
+    /// chat APIs and is ignored).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let secs: u64 = self.header("retry-after")?.trim().parse().ok()?;
+        Some(std::time::Duration::from_secs(secs))
+    }
+
+    /// `Ok` for 2xx; otherwise the error a notifier reports: 429 and 5xx
+    /// retryable (after `Retry-After` when given), 408 retryable, any other
+    /// 4xx permanent. The message has the status and the start of the body.
+    pub fn check(&self) -> Result<(), Error> {
+        let snippet = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]);
+        let message = format!("HTTP {}: {}", self.status, snippet.trim());
+        match self.status {
+            200..=299 => Ok(()),
+            429 | 500..=599 => Err(match self.retry_after() {
+                Some(after) => Error::retry_after(message, after),
+                None => Error::retryable(message),
+            }),
+            408 => Err(Error::retryable(message)),
+            _ => Err(Error::permanent(message)),
+        }
+    }
 }
 
 /// The host side of a plugin: what [`Context`] calls into.
@@ -237,6 +261,24 @@ pub trait Host {
     fn http(&self, _request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
         Err(CapabilityError::NotGranted("http".into()))
     }
+    /// Send mail through the granted SMTP server; returns the message id.
+    fn smtp_send(&self, _mail: &Mail) -> Result<String, CapabilityError> {
+        Err(CapabilityError::NotGranted("smtp".into()))
+    }
+}
+
+/// A mail for [`Context::send_mail`]; sender, server and credentials are
+/// the host's (the manifest's `smtp` grant).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mail {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text_body: String,
+    /// HTML alternative, if any.
+    pub html_body: Option<String>,
 }
 
 /// Container lifecycle operations for [`Host::docker_op`].
@@ -391,5 +433,28 @@ impl<'a> Context<'a> {
         field_selector: Option<&str>,
     ) -> Result<serde_json::Value, CapabilityError> {
         self.host.kube_list_pods(namespace, field_selector)
+    }
+
+    /// The notifiers for `severity`: config `channels.<severity>` (e.g.
+    /// `"channels.critical" = "notifier-slack,notifier-email"` in the
+    /// manifest; the key is quoted), else
+    /// `channels`, else `notifier-log`. Comma-separated; `none` for no
+    /// notification at that severity.
+    pub fn channels(&self, severity: Severity) -> Vec<String> {
+        let key = format!("channels.{}", severity.as_str());
+        let list = self
+            .config(&key)
+            .or_else(|| self.config("channels"))
+            .unwrap_or_else(|| "notifier-log".into());
+        list.split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && *c != "none")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Send `mail` through the granted SMTP server; the message id.
+    pub fn send_mail(&self, mail: &Mail) -> Result<String, CapabilityError> {
+        self.host.smtp_send(mail)
     }
 }

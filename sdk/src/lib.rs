@@ -39,6 +39,7 @@
 extern crate self as eventpulse_sdk;
 
 mod context;
+pub mod message;
 mod model;
 pub mod testing;
 
@@ -51,7 +52,7 @@ pub use wit_bindgen::rt as __wit_bindgen_rt;
 
 pub use context::{
     CapabilityError, Container, ContainerSpec, Context, DockerOp, Host, HttpRequest, HttpResponse,
-    LogLevel, Node,
+    LogLevel, Mail, Node,
 };
 pub use model::*;
 

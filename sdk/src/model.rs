@@ -10,6 +10,9 @@ pub const ALERT_RAISED: &str = "alert.raised";
 pub const ACTION_REQUESTED: &str = "action.requested";
 /// Event kind: a notification was requested.
 pub const NOTIFICATION_REQUESTED: &str = "notification.requested";
+/// Event kind: a generic event arrived (CloudEvents, Kubernetes events);
+/// its `type` label says which.
+pub const EVENT_RECEIVED: &str = "event.received";
 
 /// Milliseconds since the Unix epoch, UTC.
 pub type Timestamp = u64;
@@ -37,6 +40,16 @@ impl Severity {
             "error" | "major" | "high" => Some(Severity::Error),
             "critical" | "page" | "fatal" => Some(Severity::Critical),
             _ => None,
+        }
+    }
+
+    /// `info`, `warning`, `error` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
         }
     }
 }
@@ -443,6 +456,14 @@ pub enum Error {
     Retryable(String),
     /// Retrying will not help.
     Permanent(String),
+    /// Worth retrying, but not before `after_ms` (the remote side's
+    /// `Retry-After`); the host waits at least that long.
+    RetryAfter {
+        /// What went wrong.
+        message: String,
+        /// Milliseconds to wait before the next attempt.
+        after_ms: u64,
+    },
 }
 
 impl Error {
@@ -455,6 +476,14 @@ impl Error {
     pub fn retryable(msg: impl Into<String>) -> Self {
         Error::Retryable(msg.into())
     }
+
+    /// A retryable error the host must not retry before `after`.
+    pub fn retry_after(msg: impl Into<String>, after: std::time::Duration) -> Self {
+        Error::RetryAfter {
+            message: msg.into(),
+            after_ms: after.as_millis().min(u128::from(u64::MAX)) as u64,
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -462,6 +491,9 @@ impl std::fmt::Display for Error {
         match self {
             Error::Retryable(m) => write!(f, "retryable: {m}"),
             Error::Permanent(m) => write!(f, "permanent: {m}"),
+            Error::RetryAfter { message, after_ms } => {
+                write!(f, "retryable after {after_ms} ms: {message}")
+            }
         }
     }
 }

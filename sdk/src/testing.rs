@@ -26,6 +26,7 @@ pub struct FakeHost {
     config: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
     logs: RefCell<Vec<(LogLevel, String)>>,
+    kube: Option<BTreeMap<(String, String, String), serde_json::Value>>,
 }
 
 impl FakeHost {
@@ -49,6 +50,22 @@ impl FakeHost {
     /// Add a secret.
     pub fn secret(mut self, name: &str, value: &str) -> Self {
         self.secrets.insert(name.into(), value.into());
+        self
+    }
+
+    /// Grant `kube` and serve `object` for `get(kind, namespace, name)`;
+    /// other objects answer 404 (`failed`). Without any, `kube` is not
+    /// granted.
+    pub fn kube_object(
+        mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        object: serde_json::Value,
+    ) -> Self {
+        self.kube
+            .get_or_insert_with(BTreeMap::new)
+            .insert((kind.into(), namespace.into(), name.into()), object);
         self
     }
 
@@ -91,6 +108,27 @@ impl Host for FakeHost {
         self.state
             .borrow_mut()
             .insert(key.to_owned(), (value.to_owned(), expires));
+    }
+
+    fn kube_get(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<serde_json::Value, crate::CapabilityError> {
+        let objects = self
+            .kube
+            .as_ref()
+            .ok_or_else(|| crate::CapabilityError::NotGranted("kube".into()))?;
+        let key = (
+            kind.to_owned(),
+            namespace.unwrap_or("").to_owned(),
+            name.to_owned(),
+        );
+        objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| crate::CapabilityError::Failed(format!("kube: {kind} {name}: HTTP 404")))
     }
 
     fn state_delete(&self, key: &str) {

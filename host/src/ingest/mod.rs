@@ -4,3 +4,4 @@
 
 pub mod alertmanager;
 pub mod cloudevents;
+pub mod kubernetes;

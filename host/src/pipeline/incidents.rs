@@ -158,7 +158,13 @@ fn describe(event: &types::Event) -> (String, Option<String>) {
                     ),
                     (
                         _,
-                        Some(types::PluginError::Retryable(e) | types::PluginError::Permanent(e)),
+                        Some(
+                            types::PluginError::Retryable(e)
+                            | types::PluginError::Permanent(e)
+                            | types::PluginError::RetryAfter(types::RetryLater {
+                                message: e, ..
+                            }),
+                        ),
                     ) => {
                         format!("action failed: {what} after {} attempt(s): {e}", d.attempts)
                     }

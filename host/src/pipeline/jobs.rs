@@ -27,7 +27,10 @@ use super::{
 use crate::config::PipelineConfig;
 use crate::registry::{self, Registry};
 use crate::runtime::{self, BreakerState, types};
-use crate::store::{self, Job, JobEnd, Queue, Store, now_ms};
+use crate::store::{self, Dedup, Job, JobEnd, Queue, Store, TimelineEntry, now_ms};
+
+/// The longest a plugin's Retry-After may hold a job back (15 minutes).
+const MAX_RETRY_AFTER_MS: u64 = 15 * 60 * 1000;
 
 /// Runs the jobs of one queue.
 pub struct Executor {
@@ -83,6 +86,50 @@ impl Executor {
                 safety.max_actions, job.plugin, safety.window_secs, job.target
             )
         }))
+    }
+
+    /// Notification deduplication, decided in the transaction that
+    /// enqueues: `Some(why)` if `job` repeats a dedup key that went out to
+    /// the same notifier within `pipeline.notification_dedup_secs`. A
+    /// request that goes out after some were held back carries their count
+    /// in the `suppressed` field (and the key's total in `dedup_seen`).
+    async fn dedup(
+        &self,
+        tx: &mut store::Tx,
+        job: &mut Job,
+        event: &types::Event,
+    ) -> Result<Option<String>, store::Error> {
+        let Ok(mut data) = serde_json::from_str::<NotificationData>(&event.data) else {
+            return Ok(None);
+        };
+        let Some(key) = data.request.dedup_key.clone() else {
+            return Ok(None);
+        };
+        let ttl_ms = (self.config.notification_dedup_secs * 1000) as i64;
+        let now = self.registry.clock().now_ms() as i64;
+        match tx
+            .notification_dedup(&job.plugin, &key, now, ttl_ms)
+            .await?
+        {
+            Dedup::Suppress { seen } => Ok(Some(format!(
+                "suppressed: `{key}` went out less than {} s ago ({seen} requests so far)",
+                self.config.notification_dedup_secs
+            ))),
+            Dedup::Send { seen, suppressed } => {
+                if seen > 1 {
+                    let fields = &mut data.request.fields;
+                    fields.retain(|(k, _)| k != "suppressed" && k != "dedup_seen");
+                    fields.push(("suppressed".into(), suppressed.to_string()));
+                    fields.push(("dedup_seen".into(), seen.to_string()));
+                    let event = types::Event {
+                        data: serde_json::to_string(&data).expect("data serialises"),
+                        ..event.clone()
+                    };
+                    job.request = serde_json::to_string(&event).expect("event serialises");
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Delay before attempt `attempts + 1`.
@@ -245,7 +292,15 @@ impl Executor {
         };
         let text = error.to_string();
         if retryable && attempts < self.config.max_attempts {
-            let at = now_ms() + self.backoff(attempts).as_millis() as i64;
+            // The remote side's Retry-After wins over a shorter backoff
+            // (capped, so a hostile value cannot park the job for days).
+            let asked = match error {
+                registry::Error::Plugin(e) => e.retry_after_ms().unwrap_or(0),
+                _ => 0,
+            };
+            let delay =
+                (self.backoff(attempts).as_millis() as u64).max(asked.min(MAX_RETRY_AFTER_MS));
+            let at = now_ms() + delay as i64;
             (JobEnd::Retry { error: text, at }, retryable)
         } else if retryable {
             (
@@ -449,13 +504,38 @@ async fn intake(
         return Ok(());
     }
     match job {
+        Some(mut job) if executor.queue == Queue::Notifications => {
+            match executor.dedup(&mut tx, &mut job, event).await? {
+                None => {
+                    tx.enqueue(executor.queue, &job).await?;
+                }
+                Some(why) => {
+                    tracing::info!(plugin = %job.plugin, "{why}");
+                    tx.set_aside(executor.queue, &job, "suppressed", &why)
+                        .await?;
+                    if let Some(incident) = &job.incident_id {
+                        let entry = TimelineEntry {
+                            at: now_ms(),
+                            kind: "notification".into(),
+                            from_status: None,
+                            to_status: None,
+                            cause: format!("notification via {} {why}", job.plugin),
+                            event_id: event.id.clone(),
+                            ref_id: Some(job.id.clone()),
+                        };
+                        tx.timeline(incident, &entry).await?;
+                    }
+                }
+            }
+        }
         Some(job) => match executor.refusal(&mut tx, &job).await? {
             None => {
                 tx.enqueue(executor.queue, &job).await?;
             }
             Some(error) => {
                 tracing::warn!(plugin = %job.plugin, target = %job.target, "{error}");
-                tx.refuse(executor.queue, &job, &error).await?;
+                tx.set_aside(executor.queue, &job, "refused", &error)
+                    .await?;
                 if let Ok(mut data) = serde_json::from_str::<ActionData>(&event.data) {
                     data.error = Some(types::PluginError::Permanent(error));
                     let source = format!("eventpulse/action/{}", job.plugin);

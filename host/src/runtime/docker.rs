@@ -22,7 +22,6 @@ use bollard::query_parameters::{
 };
 use bollard::{ClientVersion, Docker};
 
-use super::audit::AuditRecord;
 use super::bindings::eventpulse::plugin::{docker, types};
 use super::host::HostState;
 use super::manifest::DockerGrant;
@@ -161,7 +160,8 @@ impl HostState {
         match self.env.manifest.grants.docker.clone() {
             Some(g) => Ok(g),
             None => {
-                self.audit("docker", operation, target, Err("not granted"));
+                self.env
+                    .audit_call("docker", operation, target, Err("not granted"));
                 Err(self.deny("docker"))
             }
         }
@@ -175,21 +175,9 @@ impl HostState {
         target: &str,
         why: String,
     ) -> types::CapabilityError {
-        self.audit("docker", operation, target, Err(&why));
+        self.env.audit_call("docker", operation, target, Err(&why));
         self.denied.get_or_insert_with(|| "docker".to_owned());
         types::CapabilityError::Denied(format!("docker {operation} {target}: {why}"))
-    }
-
-    fn audit(&self, capability: &str, operation: &str, target: &str, result: Result<(), &str>) {
-        self.env.audit.record(AuditRecord {
-            at: self.env.clock.now_ms() as i64,
-            plugin: self.env.name.clone(),
-            capability: capability.to_owned(),
-            operation: operation.to_owned(),
-            target: target.to_owned(),
-            allowed: result.is_ok(),
-            detail: result.err().unwrap_or_default().to_owned(),
-        });
     }
 
     /// Inspect `id` and check it is inside the grant's selector.
@@ -233,7 +221,7 @@ impl HostState {
         let (client, _, _) = self.docker_owned(operation, &id).await?;
         let result = op(client, id.clone()).await.map_err(engine_error);
         let detail = result.as_ref().err().map(|e| format!("{e:?}"));
-        self.audit(
+        self.env.audit_call(
             "docker",
             operation,
             &id,
@@ -261,13 +249,15 @@ impl HostState {
             .await
             .map_err(engine_error);
         match &created {
-            Ok(r) => self.audit(
+            Ok(r) => self.env.audit_call(
                 "docker",
                 operation,
                 &format!("{what} → {}", short(&r.id)),
                 Ok(()),
             ),
-            Err(e) => self.audit("docker", operation, &what, Err(&format!("{e:?}"))),
+            Err(e) => self
+                .env
+                .audit_call("docker", operation, &what, Err(&format!("{e:?}"))),
         }
         created.map(|r| r.id)
     }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use wasmtime::component::ResourceTable;
@@ -16,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Clock;
-use super::bindings::eventpulse::plugin::{clock, config, log, smtp, state, types};
+use super::bindings::eventpulse::plugin::{clock, config, log, state, types};
 use super::manifest::Manifest;
 use crate::store::StateWrite;
 
@@ -45,6 +46,26 @@ pub struct PluginEnv {
 }
 
 impl PluginEnv {
+    /// Audit one capability call of this plugin: allowed, or refused/failed
+    /// with the reason.
+    pub fn audit_call(
+        &self,
+        capability: &str,
+        operation: &str,
+        target: &str,
+        result: Result<(), &str>,
+    ) {
+        self.audit.record(super::AuditRecord {
+            at: self.clock.now_ms() as i64,
+            plugin: self.name.clone(),
+            capability: capability.to_owned(),
+            operation: operation.to_owned(),
+            target: self.redact(target),
+            allowed: result.is_ok(),
+            detail: self.redact(result.err().unwrap_or_default()),
+        });
+    }
+
     /// `text` with every secret value of this plugin replaced, so that a
     /// plugin echoing its own secret cannot leak it into logs or errors.
     pub fn redact(&self, text: &str) -> String {
@@ -134,13 +155,6 @@ impl HostState {
             self.env.name
         ))
     }
-
-    /// A granted capability this host version does not implement yet.
-    fn unimplemented(&self, capability: &str) -> types::CapabilityError {
-        types::CapabilityError::Unavailable(format!(
-            "capability `{capability}` is not available in this host version"
-        ))
-    }
 }
 
 impl WasiHttpView for HostState {
@@ -153,8 +167,12 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// The `wasi:http` gate: a request goes out only if its authority
-/// (`host` or `host:port`) is in the manifest's `grants.http.allow`.
+/// The `wasi:http` gate: a request goes out only if the manifest's
+/// `grants.http.allow` lists its destination (see [`HttpGrant::allows`]),
+/// under the grant's timeout, and its response body is cut off at the
+/// grant's size cap. Refusals are audited.
+///
+/// [`HttpGrant::allows`]: super::manifest::HttpGrant::allows
 pub struct HttpGate {
     /// The plugin's grants, shared with its other invocations.
     env: Arc<PluginEnv>,
@@ -162,16 +180,34 @@ pub struct HttpGate {
     pub denied: Option<String>,
 }
 
-impl HttpGate {
-    fn allows(&self, uri: &http::Uri) -> bool {
-        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
-            return false;
-        };
-        let grant = self.env.manifest.grants.http.as_ref();
-        grant
-            .into_iter()
-            .flat_map(|g| &g.allow)
-            .any(|entry| entry == authority.as_str() || (!entry.contains(':') && entry == host))
+/// A response body that fails once more than `max` bytes came through.
+struct CappedBody {
+    inner: wasmtime_wasi_http::WasiBody,
+    seen: u64,
+    max: u64,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = bytes::Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.seen += data.len() as u64;
+            if self.seen > self.max {
+                let max = self.max;
+                return std::task::Poll::Ready(Some(Err(
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(max)),
+                )));
+            }
+        }
+        polled
     }
 }
 
@@ -187,21 +223,57 @@ impl WasiHttpHooks for HttpGate {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
-        if !self.allows(request.uri()) {
-            let target = request
-                .uri()
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            tracing::warn!(plugin.name = %self.env.name, capability = "http", target, "denied: host not granted");
+        let uri = request.uri();
+        // Only scheme and authority: paths and queries may carry tokens.
+        let target = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.authority().map(|a| a.as_str()).unwrap_or("")
+        );
+        let operation = request.method().to_string();
+        let Some(grant) = self
+            .env
+            .manifest
+            .grants
+            .http
+            .clone()
+            .filter(|g| g.allows(uri))
+        else {
+            self.env
+                .audit_call("http", &operation, &target, Err("destination not granted"));
             self.denied.get_or_insert_with(|| "http".to_owned());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
+        };
+        self.env.audit_call("http", &operation, &target, Ok(()));
+        let limit = Duration::from_millis(grant.timeout_ms);
+        let cap = |t: Option<Duration>| Some(t.map_or(limit, |t| t.min(limit)));
+        let options = options.unwrap_or_default();
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: cap(options.connect_timeout),
+            first_byte_timeout: cap(options.first_byte_timeout),
+            between_bytes_timeout: cap(options.between_bytes_timeout),
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let (response, io) = tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+            let max = grant.max_response_bytes;
+            if let Some(len) = http_body::Body::size_hint(response.body()).exact()
+                && len > max
+            {
+                return Err(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(len)));
+            }
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                response.map(|body| {
+                    CappedBody {
+                        inner: body.boxed_unsync(),
+                        seen: 0,
+                        max,
+                    }
+                    .boxed_unsync()
+                }),
                 Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
             ))
         })
@@ -326,25 +398,5 @@ impl config::Host for HostState {
     }
 }
 
-// ---- granted capabilities ------------------------------------------------------
-//
-// `docker` and `kube` live in their own modules. The SMTP backend arrives
-// with the notifier work; until then an ungranted call is denied and a
-// granted one reports the capability as unavailable (retryable).
-
-type CapResult<T> = Result<T, types::CapabilityError>;
-
-impl HostState {
-    fn smtp(&mut self) -> CapResult<()> {
-        match self.env.manifest.grants.smtp {
-            None => Err(self.deny("smtp")),
-            Some(_) => Err(self.unimplemented("smtp")),
-        }
-    }
-}
-
-impl smtp::Host for HostState {
-    async fn send(&mut self, _mail: smtp::Mail) -> CapResult<String> {
-        self.smtp().map(|()| String::new())
-    }
-}
+// The granted capabilities (`docker`, `kube`, `smtp`) live in their own
+// modules.

@@ -118,7 +118,7 @@ pub struct KubeGrant {
 }
 
 /// Access to one SMTP server.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpGrant {
     /// Server host.
@@ -133,14 +133,88 @@ pub struct SmtpGrant {
     pub username: Option<String>,
     /// Name of the secret (in `[secrets]`) holding the password.
     pub password_secret: Option<String>,
+    /// A PEM CA certificate to trust besides the public roots (a private
+    /// relay's own CA).
+    pub ca_file: Option<PathBuf>,
+    /// Deadline for connecting and for each server reply, in ms.
+    pub timeout_ms: u64,
 }
 
-/// Outgoing HTTP allowlist.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+impl Default for SmtpGrant {
+    fn default() -> Self {
+        SmtpGrant {
+            server: String::new(),
+            port: 587,
+            tls: "starttls".into(),
+            from: String::new(),
+            username: None,
+            password_secret: None,
+            ca_file: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Outgoing HTTP: where a plugin may send requests, and how long and how
+/// much it may wait for and read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpGrant {
-    /// `host` or `host:port` entries the plugin may call.
+    /// Destinations: `scheme://host[:port]` (that scheme only), `host:port`
+    /// (http or https to that port) or `host` (http on 80, https on 443).
     pub allow: Vec<String>,
+    /// Deadline for connecting and for each wait on the response, in ms.
+    pub timeout_ms: u64,
+    /// Largest response body the plugin may read; more fails the read.
+    pub max_response_bytes: u64,
+}
+
+impl Default for HttpGrant {
+    fn default() -> Self {
+        HttpGrant {
+            allow: Vec::new(),
+            timeout_ms: 10_000,
+            max_response_bytes: 1 << 20,
+        }
+    }
+}
+
+impl HttpGrant {
+    /// Whether a request to `uri` is inside the grant. Hosts compare
+    /// case-insensitively; the port is the URI's or its scheme's default.
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return false;
+        };
+        let default_port = match scheme {
+            "http" => 80,
+            "https" => 443,
+            _ => return false,
+        };
+        let port = uri.port_u16().unwrap_or(default_port);
+        self.allow.iter().any(|entry| {
+            let (want_scheme, rest) = match entry.split_once("://") {
+                Some((s, rest)) => (Some(s), rest),
+                None => (None, entry.as_str()),
+            };
+            let (want_host, want_port) = match rest.rsplit_once(':') {
+                Some((h, p)) => match p.parse::<u16>() {
+                    Ok(p) => (h, p),
+                    Err(_) => return false,
+                },
+                None => (
+                    rest,
+                    want_scheme.map_or(default_port, |s| match s {
+                        "https" => 443,
+                        _ => 80,
+                    }),
+                ),
+            };
+            want_scheme.is_none_or(|s| s.eq_ignore_ascii_case(scheme))
+                && want_host.eq_ignore_ascii_case(host)
+                && want_port == port
+        })
+    }
 }
 
 /// Where a secret's value comes from.
@@ -221,6 +295,49 @@ mod tests {
         let m: Manifest = toml::from_str("").unwrap();
         assert!(m.granted().is_empty());
         assert_eq!(m.limits.timeout_ms, 1_000);
+    }
+
+    #[test]
+    fn http_grants_match_scheme_host_and_port() {
+        let g = HttpGrant {
+            allow: vec![
+                "https://hooks.example.com".into(),
+                "127.0.0.1:9000".into(),
+                "api.example.org".into(),
+            ],
+            ..HttpGrant::default()
+        };
+        let ok = |u: &str| g.allows(&u.parse().unwrap());
+        assert!(ok("https://hooks.example.com/services/x"));
+        assert!(ok("https://HOOKS.example.com:443/x"));
+        assert!(
+            !ok("http://hooks.example.com/x"),
+            "scheme is part of the grant"
+        );
+        assert!(!ok("https://hooks.example.com:8443/x"), "so is the port");
+        assert!(ok("http://127.0.0.1:9000/hook"));
+        assert!(ok("https://127.0.0.1:9000/hook"));
+        assert!(!ok("http://127.0.0.1:9001/hook"));
+        assert!(!ok("http://127.0.0.1/hook"));
+        assert!(ok("https://api.example.org/bot"));
+        assert!(ok("http://api.example.org/bot"));
+        assert!(!ok("http://api.example.org:8080/bot"));
+        assert!(!ok("https://evil.example.com/hooks.example.com"));
+        assert!(!ok("ftp://127.0.0.1:9000/"));
+    }
+
+    #[test]
+    fn every_shipped_manifest_parses() {
+        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(plugins).unwrap() {
+            let path = entry.unwrap().path().join("plugin.toml");
+            if path.exists() {
+                Manifest::load(&path).unwrap();
+                seen += 1;
+            }
+        }
+        assert!(seen >= 12, "{seen} manifests");
     }
 
     #[test]

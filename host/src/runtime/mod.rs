@@ -13,6 +13,7 @@ mod host;
 mod kube;
 pub mod manifest;
 mod plugin;
+mod smtp;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,8 @@ pub enum Error {
         retryable: bool,
         /// What the plugin said.
         message: String,
+        /// The earliest the remote side accepts another try, in ms.
+        retry_after_ms: Option<u64>,
     },
     /// The plugin's circuit breaker is open.
     #[error("circuit breaker open for plugin `{0}`")]
@@ -149,6 +152,14 @@ impl Error {
             Error::Plugin { retryable, .. } => *retryable,
             Error::Timeout(_) | Error::CircuitOpen(_) => true,
             _ => false,
+        }
+    }
+
+    /// How long the plugin was told to wait before trying again, if it was.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::Plugin { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
         }
     }
 }

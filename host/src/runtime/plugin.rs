@@ -382,16 +382,18 @@ impl Plugin {
             Ok(Err(trap)) => Err(self.classify(trap, store.data())),
             Ok(Ok(Err(plugin_error))) => match store.data().denial() {
                 Some(cap) => Err(Error::Denied(cap.clone())),
-                None => Err(match plugin_error {
-                    types::PluginError::Retryable(message) => Error::Plugin {
-                        retryable: true,
+                None => {
+                    let (retryable, message, retry_after_ms) = match plugin_error {
+                        types::PluginError::Retryable(m) => (true, m, None),
+                        types::PluginError::Permanent(m) => (false, m, None),
+                        types::PluginError::RetryAfter(r) => (true, r.message, Some(r.after_ms)),
+                    };
+                    Err(Error::Plugin {
+                        retryable,
                         message: self.env.redact(&message),
-                    },
-                    types::PluginError::Permanent(message) => Error::Plugin {
-                        retryable: false,
-                        message: self.env.redact(&message),
-                    },
-                }),
+                        retry_after_ms,
+                    })
+                }
             },
             Ok(Ok(Ok(output))) => match check(&output) {
                 Ok(()) => Ok(Invocation {

@@ -5,6 +5,7 @@
 //! Writes that must commit together go through [`Tx`]; reads that stand
 //! alone are on [`Store`].
 
+use crate::ingest::kubernetes::Warning;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -37,6 +38,23 @@ impl Queue {
             Queue::Notifications => "notifications",
         }
     }
+}
+
+/// What notification deduplication decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// Send it; `suppressed` requests were held back since the last one.
+    Send {
+        /// Requests with this key so far, this one included.
+        seen: i64,
+        /// Held back since the last one that went out.
+        suppressed: i64,
+    },
+    /// Hold it back: one went out within the TTL.
+    Suppress {
+        /// Requests with this key so far, this one included.
+        seen: i64,
+    },
 }
 
 /// A unit of work in a queue: one action or one notification.
@@ -237,6 +255,22 @@ pub struct DeadLetter {
     pub replayed_at: Option<i64>,
 }
 
+impl DeadLetter {
+    /// From `id, consumer, event_id, kind, error, attempts, at, replayed_at`.
+    fn from_row(r: &AnyRow) -> Self {
+        DeadLetter {
+            id: r.get(0),
+            consumer: r.get(1),
+            event_id: r.get(2),
+            kind: r.get(3),
+            error: r.get(4),
+            attempts: r.get(5),
+            at: r.get(6),
+            replayed_at: r.get(7),
+        }
+    }
+}
+
 /// Row counts, for tests and `eventpulse incidents`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -301,17 +335,24 @@ impl Tx {
     pub async fn append_new(&mut self, event: &types::Event) -> Result<bool, Error> {
         // Locked before the check, so two deliveries of one event at once
         // cannot both pass it.
-        self.lock_outbox().await?;
-        let known = sqlx::query("SELECT 1 FROM outbox_events WHERE event_id = $1")
-            .bind(&event.id)
-            .fetch_optional(self.conn())
-            .await?
-            .is_some();
-        if known {
+        if self.event_known(&event.id).await? {
             return Ok(false);
         }
         self.append(event).await?;
         Ok(true)
+    }
+
+    /// Whether the outbox holds `event_id`. Takes the outbox lock first, so
+    /// two deliveries of one event at once cannot both find it missing.
+    pub async fn event_known(&mut self, event_id: &str) -> Result<bool, Error> {
+        self.lock_outbox().await?;
+        Ok(
+            sqlx::query("SELECT 1 FROM outbox_events WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_optional(self.conn())
+                .await?
+                .is_some(),
+        )
     }
 
     /// Serialise outbox appends (PostgreSQL; once per transaction).
@@ -552,9 +593,95 @@ impl Tx {
         Ok(row.get(0))
     }
 
-    /// Record a job that will never run (status `refused`, with why).
-    pub async fn refuse(&mut self, queue: Queue, job: &Job, error: &str) -> Result<bool, Error> {
-        self.insert_job(queue, job, "refused", Some(error)).await
+    /// Record a job that will never run: `refused` (rate limit) or
+    /// `suppressed` (duplicate notification), with why.
+    pub async fn set_aside(
+        &mut self,
+        queue: Queue,
+        job: &Job,
+        status: &str,
+        why: &str,
+    ) -> Result<bool, Error> {
+        self.insert_job(queue, job, status, Some(why)).await
+    }
+
+    /// Count one notification request for (`channel`, `key`) at `now` and
+    /// decide: suppressed if one went out less than `ttl_ms` ago, else
+    /// send, with how many were suppressed since the last one.
+    pub async fn notification_dedup(
+        &mut self,
+        channel: &str,
+        key: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Dedup, Error> {
+        // One statement decides "inside the TTL", so concurrent instances
+        // (row lock on PostgreSQL) cannot both let the same key through.
+        let held = sqlx::query(
+            "UPDATE notification_dedup SET seen = seen + 1, suppressed = suppressed + 1
+             WHERE channel = $1 AND dedup_key = $2 AND last_sent_at > $3
+             RETURNING seen",
+        )
+        .bind(channel)
+        .bind(key)
+        .bind(now - ttl_ms)
+        .fetch_optional(self.conn())
+        .await?;
+        if let Some(row) = held {
+            return Ok(Dedup::Suppress { seen: row.get(0) });
+        }
+        let before = sqlx::query(
+            "SELECT suppressed FROM notification_dedup WHERE channel = $1 AND dedup_key = $2",
+        )
+        .bind(channel)
+        .bind(key)
+        .fetch_optional(self.conn())
+        .await?
+        .map_or(0, |r| r.get::<i64, _>(0));
+        let row = sqlx::query(
+            "INSERT INTO notification_dedup (channel, dedup_key, last_sent_at, seen, suppressed)
+             VALUES ($1, $2, $3, 1, 0)
+             ON CONFLICT (channel, dedup_key) DO UPDATE
+                 SET last_sent_at = $3, seen = notification_dedup.seen + 1, suppressed = 0
+             RETURNING seen",
+        )
+        .bind(channel)
+        .bind(key)
+        .bind(now)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(Dedup::Send {
+            seen: row.get(0),
+            suppressed: before,
+        })
+    }
+
+    /// Count one Kubernetes Warning event under its dedup key; returns how
+    /// many have been received with that key, this one included.
+    pub async fn count_kube_event(&mut self, e: &Warning) -> Result<i64, Error> {
+        let row = sqlx::query(
+            "INSERT INTO kube_events (dedup_key, cluster, kind, namespace, name, reason, message,
+                                      occurrences, reported_count, first_seen, last_seen, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11)
+             ON CONFLICT (dedup_key) DO UPDATE
+                 SET message = $7, occurrences = kube_events.occurrences + 1,
+                     reported_count = $8, last_seen = $10, updated_at = $11
+             RETURNING occurrences",
+        )
+        .bind(&e.dedup_key)
+        .bind(&e.cluster)
+        .bind(&e.kind)
+        .bind(&e.namespace)
+        .bind(&e.name)
+        .bind(&e.reason)
+        .bind(&e.message)
+        .bind(e.count)
+        .bind(e.first_seen)
+        .bind(e.last_seen)
+        .bind(now_ms())
+        .fetch_one(self.conn())
+        .await?;
+        Ok(row.get(0))
     }
 
     async fn insert_job(
@@ -672,6 +799,30 @@ impl Store {
         let new = tx.append_new(event).await?;
         tx.commit().await?;
         Ok(new)
+    }
+
+    /// Count each Kubernetes Warning event under its key and append its
+    /// `event.received` (built by `event_for` from the count so far), all
+    /// in one transaction; an event already stored is neither counted nor
+    /// appended again. Returns (new events, duplicates).
+    pub async fn ingest_kube_events(
+        &self,
+        warnings: &[Warning],
+        event_for: impl Fn(&Warning, i64) -> types::Event,
+    ) -> Result<(usize, usize), Error> {
+        let mut tx = self.begin().await?;
+        let (mut new, mut duplicates) = (0, 0);
+        for w in warnings {
+            if tx.event_known(&w.event_id).await? {
+                duplicates += 1;
+                continue;
+            }
+            let occurrences = tx.count_kube_event(w).await?;
+            tx.append(&event_for(w, occurrences)).await?;
+            new += 1;
+        }
+        tx.commit().await?;
+        Ok((new, duplicates))
     }
 
     /// Whether `consumer` already processed `event_id`.
@@ -868,19 +1019,7 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeadLetter {
-                id: r.get(0),
-                consumer: r.get(1),
-                event_id: r.get(2),
-                kind: r.get(3),
-                error: r.get(4),
-                attempts: r.get(5),
-                at: r.get(6),
-                replayed_at: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(DeadLetter::from_row).collect())
     }
 
     /// Put the job a dead letter is about back in its queue, due now with a
@@ -930,21 +1069,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| {
-            (
-                DeadLetter {
-                    id: r.get(0),
-                    consumer: r.get(1),
-                    event_id: r.get(2),
-                    kind: r.get(3),
-                    error: r.get(4),
-                    attempts: r.get(5),
-                    at: r.get(6),
-                    replayed_at: r.get(7),
-                },
-                r.get(8),
-            )
-        }))
+        Ok(row.map(|r| (DeadLetter::from_row(&r), r.get(8))))
     }
 
     /// Row counts of the pipeline's tables.

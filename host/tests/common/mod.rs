@@ -40,3 +40,25 @@ pub fn start(root: &Path, level: &str) -> Serve {
             .unwrap(),
     )
 }
+
+/// Build rule-cpu-autoscale, `action` and notifier-log into `root/dist`;
+/// the rule acts through `action`, notifies notifier-log, and gets
+/// `rule_config` (TOML lines) in its `[config]` too.
+pub fn build_pipeline(root: &Path, action: &str, rule_config: &str) {
+    let plugins = workspace().join("plugins");
+    eventpulse::scaffold::build(
+        &[
+            plugins.join("rule-cpu-autoscale"),
+            plugins.join(action),
+            plugins.join("notifier-log"),
+        ],
+        &root.join("dist"),
+        None,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("dist/rule-cpu-autoscale.toml"),
+        format!("[config]\naction = \"{action}\"\nchannels = \"notifier-log\"\n{rule_config}"),
+    )
+    .unwrap();
+}

@@ -10,8 +10,11 @@
 //! - `Idempotency-Key`: the requesting event's id, the same on every retry,
 //!   so a receiver can drop a delivery it already has.
 //! - 2xx → delivered (`x-request-id` as the remote id); 408, 429 and 5xx →
-//!   retryable; any other status → permanent (retrying will not help).
+//!   retryable (not before `Retry-After`); any other status → permanent.
+//! - The document carries the fields and `text`, the message rendered in
+//!   the seed 003 shape.
 
+use eventpulse_sdk::message::Message;
 use eventpulse_sdk::{Context, Delivery, Error, Event, HttpRequest, NotificationRequest, Notifier};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -35,6 +38,7 @@ pub fn body(event: &Event, n: &NotificationRequest) -> serde_json::Value {
         "channel": n.channel,
         "dedup_key": n.dedup_key,
         "fields": fields,
+        "text": Message::from_request(n).text(),
         "incident_id": event.correlation.incident_id,
         "alert_id": event.correlation.alert_id,
         "trace_id": event.trace_id,
@@ -74,17 +78,11 @@ impl Notifier for Webhook {
             request.headers.push(("x-eventpulse-signature".into(), sig));
         }
         let response = cx.http(&request)?;
-        match response.status {
-            200..=299 => Ok(Delivery {
-                remote_id: response.header("x-request-id").map(str::to_owned),
-                detail: format!("HTTP {}", response.status),
-            }),
-            408 | 429 | 500..=599 => Err(Error::retryable(format!("HTTP {}", response.status))),
-            s => Err(Error::permanent(format!(
-                "HTTP {s}: {}",
-                String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
-            ))),
-        }
+        response.check()?;
+        Ok(Delivery {
+            remote_id: response.header("x-request-id").map(str::to_owned),
+            detail: format!("HTTP {}", response.status),
+        })
     }
 }
 

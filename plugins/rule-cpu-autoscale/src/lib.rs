@@ -14,7 +14,8 @@
 //! Config (manifest `[config]`): `service_label` (default `service`),
 //! `min_replicas`, `max_replicas`, `cooldown_secs`, `action`
 //! (default `action-docker-scale`), `channels` (comma-separated notifier
-//! names, default `notifier-log`), `resolve_on` (`action`, the default, or
+//! names, default `notifier-log`; `"channels.<severity>"` routes one
+//! severity elsewhere), `resolve_on` (`action`, the default, or
 //! `alert`).
 
 use eventpulse_sdk::{
@@ -33,7 +34,6 @@ struct Settings {
     max_replicas: u64,
     cooldown_ms: u64,
     action: String,
-    channels: Vec<String>,
     resolve_on_alert: bool,
 }
 
@@ -57,13 +57,6 @@ impl Settings {
             action: cx
                 .config("action")
                 .unwrap_or_else(|| "action-docker-scale".into()),
-            channels: cx
-                .config("channels")
-                .unwrap_or_else(|| "notifier-log".into())
-                .split(',')
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty())
-                .collect(),
             resolve_on_alert: match cx.config("resolve_on").as_deref() {
                 None | Some("action") => false,
                 Some("alert") => true,
@@ -144,7 +137,7 @@ impl Rule for CpuAutoscale {
                         summary: summary.clone(),
                     })
                     .action(s.scale(service, s.max_replicas, format!("HighCPU on {service}")));
-                for channel in &s.channels {
+                for channel in cx.channels(severity) {
                     decision = decision.notify(
                         NotificationRequest::new(channel, severity, &title, &summary)
                             .dedup_key(format!("cpu:{service}"))

@@ -7,7 +7,7 @@
 //!   `EmergencyScaleUp` when `emergency_threshold` or more are missing at
 //!   once); opens an incident (`min-nodes:<pool>`), asks `action` (default
 //!   `action-k3s-node-add`) to add the missing workers (never past
-//!   `max_nodes`), and notifies `channels`.
+//!   `max_nodes`), and notifies `channels` (or `"channels.critical"`).
 //! - `K3sWorkersBelowMinimum` resolved: `MinimumNodesRestored`; the
 //!   incident resolves.
 //! - `K3sScaleDownCandidate` firing, annotations `ready_workers`,
@@ -33,7 +33,6 @@ struct Settings {
     max: u64,
     emergency: u64,
     action: String,
-    channels: Vec<String>,
 }
 
 impl Settings {
@@ -51,13 +50,6 @@ impl Settings {
             action: cx
                 .config("action")
                 .unwrap_or_else(|| "action-k3s-node-add".into()),
-            channels: cx
-                .config("channels")
-                .unwrap_or_else(|| "notifier-log".into())
-                .split(',')
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty())
-                .collect(),
         };
         if s.min > s.max {
             return Err(Error::permanent("config: `min_nodes` is above `max_nodes`"));
@@ -143,7 +135,7 @@ impl Rule for MinNodes {
                             s.min
                         )),
                 );
-                for channel in &s.channels {
+                for channel in cx.channels(Severity::Critical) {
                     d = d.notify(
                         NotificationRequest::new(
                             channel,
