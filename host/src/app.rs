@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 use crate::pipeline::Pipeline;
-use crate::pipeline::transport::EmbeddedLog;
+use crate::pipeline::kafka::{self, KafkaLog};
+use crate::pipeline::transport::{EmbeddedLog, Transport};
 use crate::registry::Registry;
 use crate::runtime::{Audit, AuditRecord, Clock, Runtime, RuntimeOptions};
 use crate::store::{Store, StoreOptions};
@@ -47,6 +48,7 @@ impl App {
         let options = StoreOptions {
             busy_timeout: std::time::Duration::from_millis(config.store.busy_timeout_ms),
             max_connections: config.store.max_connections,
+            instance: config.instance_name(),
         };
         let store = Store::connect_with(&config.database_url, &options)
             .await
@@ -123,10 +125,23 @@ impl App {
         });
 
         if self.config.pipeline.enabled {
-            let transport = Arc::new(EmbeddedLog::new(
-                self.store.clone(),
-                self.config.pipeline.batch,
-            ));
+            let batch = self.config.pipeline.batch;
+            let transport: Arc<dyn Transport> = match self.config.transport.kind {
+                TransportKind::Embedded => Arc::new(EmbeddedLog::new(self.store.clone(), batch)),
+                TransportKind::Kafka => {
+                    let log = Arc::new(KafkaLog::new(self.config.transport.kafka.clone(), batch));
+                    if self.config.transport.kafka.create_topics {
+                        log.create_topics().await?;
+                    }
+                    let (store, log2, stop) = (self.store.clone(), log.clone(), shutdown.clone());
+                    tasks.spawn(async move {
+                        kafka::relay(store, log2, stop)
+                            .await
+                            .map(|()| "outbox relay")
+                    });
+                    log
+                }
+            };
             Pipeline::new(
                 self.store.clone(),
                 self.registry.clone(),

@@ -3,6 +3,7 @@
 //! `EVENTPULSE_ADMIN__TOKEN`). Nothing else in the host reads the environment,
 //! except the secret references a plugin manifest names explicitly.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,83 @@ pub struct Config {
     pub store: StoreConfig,
     /// The stages and their work queues.
     pub pipeline: PipelineConfig,
+    /// How events travel between stages.
+    pub transport: TransportConfig,
+    /// This process's name in a scale-out deployment: recorded with every
+    /// event it processes. Empty: `<hostname>-<pid>`.
+    pub instance: String,
+}
+
+/// Which transport carries events between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// The outbox table is the log; consumer offsets are kept in the store.
+    /// One process.
+    Embedded,
+    /// Kafka: a relay publishes the outbox, one topic per event kind keyed
+    /// by the event's key; each stage is a consumer group, so several
+    /// instances sharing the store and the brokers split the partitions.
+    Kafka,
+}
+
+/// Transport settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// `embedded` (default) or `kafka`.
+    pub kind: TransportKind,
+    /// Used when `kind = "kafka"`.
+    pub kafka: KafkaConfig,
+}
+
+/// Kafka settings (librdkafka).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Topics are `<topic_prefix><event kind>`, e.g. `eventpulse.alert.raised`.
+    pub topic_prefix: String,
+    /// Consumer groups are `<group_prefix><stage>`, e.g. `eventpulse.rules`.
+    pub group_prefix: String,
+    /// Create the topics at start (existing ones are left as they are). Off
+    /// where topics are provisioned by other means.
+    pub create_topics: bool,
+    /// Partitions of each topic the host creates.
+    pub partitions: i32,
+    /// Replication factor of the topics the host creates.
+    pub replication: i32,
+    /// How often the outbox relay looks for events other instances
+    /// appended (its own appends wake it at once).
+    pub relay_poll_ms: u64,
+    /// Further librdkafka properties for every client (e.g.
+    /// `security.protocol`, `sasl.mechanisms`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kind: TransportKind::Embedded,
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "eventpulse.".into(),
+            group_prefix: "eventpulse.".into(),
+            create_topics: true,
+            partitions: 6,
+            replication: 1,
+            relay_poll_ms: 200,
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 /// Database connection settings.
@@ -167,6 +245,8 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             store: StoreConfig::default(),
             pipeline: PipelineConfig::default(),
+            transport: TransportConfig::default(),
+            instance: String::new(),
         }
     }
 }
@@ -214,6 +294,17 @@ impl Config {
             .merge(Env::prefixed("EVENTPULSE_").ignore(&["log"]).split("__"))
             .extract()?;
         Ok(config)
+    }
+
+    /// [`Config::instance`], or `<hostname>-<pid>` when it is empty.
+    pub fn instance_name(&self) -> String {
+        if !self.instance.is_empty() {
+            return self.instance.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "eventpulse".into());
+        format!("{host}-{}", std::process::id())
     }
 }
 

@@ -10,6 +10,12 @@
 //! failure commits the job's end and its outcome event together. A job
 //! found `running` at start was cut off by a crash and runs again: actions
 //! are convergent ("ensure N"), so that is safe.
+//!
+//! On a shared (PostgreSQL) store several instances run the same queues:
+//! a claim is a conditional update, so each attempt runs once; every
+//! instance also polls for jobs the others enqueued, and a `running` job
+//! whose claim is older than an attempt can last ([`PipelineConfig::attempt_timeout_ms`]
+//! plus [`LEASE_GRACE`]) belonged to an instance that died, and runs again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +37,14 @@ use crate::store::{self, Dedup, Job, JobEnd, Queue, Store, TimelineEntry, now_ms
 
 /// The longest a plugin's Retry-After may hold a job back (15 minutes).
 const MAX_RETRY_AFTER_MS: u64 = 15 * 60 * 1000;
+
+/// How long past its attempt deadline a claim on a shared store is kept
+/// before another instance takes the job over.
+pub const LEASE_GRACE: Duration = Duration::from_secs(10);
+
+/// How often executors on a shared store look for jobs other instances
+/// enqueued or left behind.
+const SHARED_POLL: Duration = Duration::from_secs(1);
 
 /// Runs the jobs of one queue.
 pub struct Executor {
@@ -147,20 +161,20 @@ impl Executor {
     /// Run due jobs until `cancel` fires. Sleeps until woken, until the
     /// next retry is due, or until a running job frees a slot.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let shared = self.store.backend() == store::Backend::Postgres;
+        let lease = Duration::from_millis(self.config.attempt_timeout_ms) + LEASE_GRACE;
+        // Embedded, one process runs the queue: every `running` job at start
+        // was cut off. Shared, only claims older than the lease were.
+        let mut claimed_before = if shared {
+            now_ms() - lease.as_millis() as i64
+        } else {
+            i64::MAX
+        };
         let mut wait = store_backoff();
-        loop {
-            match self.store.requeue_running(self.queue).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    tracing::warn!(queue = ?self.queue, jobs = n, "re-running jobs cut off by a restart");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(queue = ?self.queue, error = %e, "cannot read the queue yet; retrying");
-                    if sleep_or_cancel(wait.next(), &cancel).await {
-                        return Ok(());
-                    }
-                }
+        while let Err(e) = self.requeue_cut_off(claimed_before).await {
+            tracing::warn!(queue = ?self.queue, error = %e, "cannot read the queue yet; retrying");
+            if sleep_or_cancel(wait.next(), &cancel).await {
+                return Ok(());
             }
         }
         let slots = self.config.concurrency.max(1);
@@ -173,6 +187,12 @@ impl Executor {
             tokio::pin!(requeued);
             requeued.as_mut().enable();
 
+            if shared {
+                claimed_before = now_ms() - lease.as_millis() as i64;
+                if let Err(e) = self.requeue_cut_off(claimed_before).await {
+                    tracing::warn!(queue = ?self.queue, error = %e, "cannot sweep the queue; retrying");
+                }
+            }
             let mut next_due = None;
             if running.len() < slots {
                 match self.start_due(&mut running, slots).await {
@@ -207,6 +227,7 @@ impl Executor {
                 () = &mut woken => {}
                 () = &mut requeued => {}
                 () = sleep => {}
+                () = tokio::time::sleep(SHARED_POLL), if shared => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     if let Err(e) = done && e.is_panic() {
                         tracing::error!(queue = ?self.queue, "job attempt panicked");
@@ -214,6 +235,18 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Put jobs claimed before `claimed_before` back in the queue.
+    async fn requeue_cut_off(&self, claimed_before: i64) -> Result<(), store::Error> {
+        let n = self
+            .store
+            .requeue_running(self.queue, claimed_before)
+            .await?;
+        if n > 0 {
+            tracing::warn!(queue = ?self.queue, jobs = n, "re-running jobs whose attempt was cut off");
+        }
+        Ok(())
     }
 
     /// Claim and start due jobs while slots are free; returns when the next

@@ -17,6 +17,7 @@
 
 pub mod incidents;
 pub mod jobs;
+pub mod kafka;
 pub mod rules;
 pub mod transport;
 
@@ -60,6 +61,21 @@ pub mod kinds {
     pub const SIGNAL_EMITTED: &str = "signal.emitted";
     /// A generic event posted to `/api/v1/events`.
     pub const EVENT_RECEIVED: &str = "event.received";
+
+    /// Every kind above.
+    pub const ALL: &[&str] = &[
+        ALERT_RAISED,
+        INCIDENT_OPENED,
+        INCIDENT_UPDATED,
+        ACTION_REQUESTED,
+        ACTION_COMPLETED,
+        ACTION_FAILED,
+        NOTIFICATION_REQUESTED,
+        NOTIFICATION_DELIVERED,
+        NOTIFICATION_FAILED,
+        SIGNAL_EMITTED,
+        EVENT_RECEIVED,
+    ];
 }
 
 /// `data` of `action.requested`, `action.completed` and `action.failed`.
@@ -178,7 +194,7 @@ pub async fn run_stage<S: Stage>(
     transport: Arc<dyn Transport>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut sub: Box<dyn Subscription> = transport.subscribe(S::NAME, S::KINDS);
+    let mut sub: Box<dyn Subscription> = transport.subscribe(S::NAME, S::KINDS)?;
     let mut wait = store_backoff();
     while let Err(e) = stage.start().await {
         tracing::warn!(stage = S::NAME, error = %e, "stage cannot start yet; retrying");
@@ -192,7 +208,11 @@ pub async fn run_stage<S: Stage>(
             Ok(b) if b.is_empty() => return Ok(()),
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(stage = S::NAME, error = %e, "reading the log failed; retrying");
+                tracing::warn!(
+                    stage = S::NAME,
+                    error = format!("{e:#}"),
+                    "reading the log failed; retrying"
+                );
                 if sleep_or_cancel(wait.next(), &cancel).await {
                     return Ok(());
                 }
@@ -227,7 +247,11 @@ pub async fn run_stage<S: Stage>(
         if let Err(e) = sub.ack(last).await {
             // Harmless: the next ack covers it; a restart redelivers and the
             // inbox skips what was done.
-            tracing::warn!(stage = S::NAME, error = %e, "could not record the log position");
+            tracing::warn!(
+                stage = S::NAME,
+                error = format!("{e:#}"),
+                "could not record the log position"
+            );
         }
     }
 }

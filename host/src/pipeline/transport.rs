@@ -5,7 +5,7 @@
 //!
 //! [`EmbeddedLog`] reads the outbox itself as the log, keeps each
 //! consumer's offset in the store and sleeps until a commit appends (no
-//! polling). A Kafka transport implements the same two traits: a relay
+//! polling). [`super::kafka`] implements the same two traits: a relay
 //! publishes the outbox, `next` polls the consumer group, `ack` commits the
 //! group offset. Delivery is at-least-once either way; the inbox makes it
 //! effectively-once.
@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// A boxed future, so transports can be chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -36,7 +36,7 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         consumer: &'static str,
         kinds: &'static [&'static str],
-    ) -> Box<dyn Subscription>;
+    ) -> anyhow::Result<Box<dyn Subscription>>;
 }
 
 /// One consumer's position in the log.
@@ -46,10 +46,10 @@ pub trait Subscription: Send {
     fn next<'a>(
         &'a mut self,
         cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<Vec<Delivery>, store::Error>>;
+    ) -> BoxFuture<'a, anyhow::Result<Vec<Delivery>>>;
 
     /// Everything up to and including `position` has been processed.
-    fn ack(&mut self, position: i64) -> BoxFuture<'_, Result<(), store::Error>>;
+    fn ack(&mut self, position: i64) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
 /// The outbox table as the log (the embedded deployment).
@@ -74,13 +74,13 @@ impl Transport for EmbeddedLog {
         &self,
         consumer: &'static str,
         kinds: &'static [&'static str],
-    ) -> Box<dyn Subscription> {
-        Box::new(EmbeddedSubscription {
+    ) -> anyhow::Result<Box<dyn Subscription>> {
+        Ok(Box::new(EmbeddedSubscription {
             log: self.clone(),
             consumer,
             kinds,
             offset: None,
-        })
+        }))
     }
 }
 
@@ -96,7 +96,7 @@ impl Subscription for EmbeddedSubscription {
     fn next<'a>(
         &'a mut self,
         cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<Vec<Delivery>, store::Error>> {
+    ) -> BoxFuture<'a, anyhow::Result<Vec<Delivery>>> {
         Box::pin(async move {
             let store = &self.log.store;
             let offset = match self.offset {
@@ -131,12 +131,13 @@ impl Subscription for EmbeddedSubscription {
         })
     }
 
-    fn ack(&mut self, position: i64) -> BoxFuture<'_, Result<(), store::Error>> {
+    fn ack(&mut self, position: i64) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            self.log
+            Ok(self
+                .log
                 .store
                 .set_consumer_offset(self.consumer, position)
-                .await
+                .await?)
         })
     }
 }

@@ -84,6 +84,8 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// PostgreSQL pool size (SQLite always uses one connection: one writer).
     pub max_connections: u32,
+    /// This process's name, recorded with every event it processes.
+    pub instance: String,
 }
 
 impl Default for StoreOptions {
@@ -91,6 +93,7 @@ impl Default for StoreOptions {
         StoreOptions {
             busy_timeout: Duration::from_secs(5),
             max_connections: 8,
+            instance: String::new(),
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Store {
     appended: Arc<Notify>,
     /// Woken when a job became due outside the executors (replay).
     requeued: Arc<Notify>,
+    /// [`StoreOptions::instance`].
+    instance: Arc<str>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -184,6 +189,7 @@ impl Store {
             backend,
             appended: Arc::new(Notify::new()),
             requeued: Arc::new(Notify::new()),
+            instance: options.instance.as_str().into(),
         })
     }
 
@@ -214,6 +220,7 @@ impl Store {
             appended: false,
             locked: false,
             notify: self.appended.clone(),
+            instance: self.instance.clone(),
         })
     }
 

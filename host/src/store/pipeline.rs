@@ -19,6 +19,7 @@ pub struct Tx {
     pub(super) appended: bool,
     pub(super) locked: bool,
     pub(super) notify: Arc<Notify>,
+    pub(super) instance: Arc<str>,
 }
 
 /// One of the two work queues.
@@ -271,6 +272,35 @@ impl DeadLetter {
     }
 }
 
+/// An outbox row, as the relay publishes it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Its position.
+    pub seq: i64,
+    /// The event kind (the topic).
+    pub kind: String,
+    /// The partition key.
+    pub key: String,
+    /// The event envelope, JSON.
+    pub payload: String,
+}
+
+/// Held by the one relay that publishes the outbox
+/// ([`Store::relay_lease`]).
+pub struct RelayLease {
+    conn: Option<sqlx::pool::PoolConnection<Any>>,
+}
+
+impl RelayLease {
+    /// Whether the lease still holds (its connection is alive).
+    pub async fn holds(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(c) => sqlx::query("SELECT 1").execute(&mut **c).await.is_ok(),
+        }
+    }
+}
+
 /// Row counts, for tests and `eventpulse incidents`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -369,13 +399,16 @@ impl Tx {
     /// Record that `consumer` processed `event_id`. `false` if it already
     /// had: the caller must then skip the event's effects.
     pub async fn inbox(&mut self, consumer: &str, event_id: &str) -> Result<bool, Error> {
+        let instance = self.instance.clone();
         let done = sqlx::query(
-            "INSERT INTO inbox_events (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+            "INSERT INTO inbox_events (consumer, event_id, processed_at, processed_by)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (consumer, event_id) DO NOTHING",
         )
         .bind(consumer)
         .bind(event_id)
         .bind(now_ms())
+        .bind(&*instance)
         .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -887,17 +920,69 @@ impl Store {
             .collect())
     }
 
-    /// Jobs left `running` by a crash go back to `pending`: actions are
+    /// Jobs `running` since before `claimed_before` (ms) go back to
+    /// `pending`: their attempt was cut off by a crash. Actions are
     /// convergent, so running one again is safe. Returns how many.
-    pub async fn requeue_running(&self, queue: Queue) -> Result<u64, Error> {
+    pub async fn requeue_running(&self, queue: Queue, claimed_before: i64) -> Result<u64, Error> {
         let done = sqlx::query(&format!(
-            "UPDATE {} SET status = 'pending', updated_at = $1 WHERE status = 'running'",
+            "UPDATE {} SET status = 'pending', updated_at = $1
+             WHERE status = 'running' AND updated_at < $2",
             queue.table()
         ))
         .bind(now_ms())
+        .bind(claimed_before)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The right to publish the outbox, if no other instance holds it. On
+    /// PostgreSQL a session advisory lock, held by a connection kept for as
+    /// long as the lease lives (a crashed holder's lock goes with its
+    /// session); SQLite serves one process, which always gets it.
+    pub async fn relay_lease(&self) -> Result<Option<RelayLease>, Error> {
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(RelayLease { conn: None }));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock(7307172)")
+            .fetch_one(&mut *conn)
+            .await?
+            .get(0);
+        Ok(got.then_some(RelayLease { conn: Some(conn) }))
+    }
+
+    /// Outbox rows not yet published, oldest first.
+    pub async fn unpublished(&self, limit: u32) -> Result<Vec<OutboxRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, event_key, payload FROM outbox_events
+             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxRow {
+                seq: r.get(0),
+                kind: r.get(1),
+                key: r.get(2),
+                payload: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Mark every unpublished row up to `seq` published. (Appends commit
+    /// in `seq` order, so none below it can appear later.)
+    pub async fn mark_published(&self, through: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE outbox_events SET published_at = $1 WHERE seq <= $2 AND published_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(through)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Pending jobs due at `now`, oldest first.

@@ -1,0 +1,300 @@
+//! The scale-out transport: Kafka, through librdkafka.
+//!
+//! - [`relay`] publishes the outbox: one topic per event kind
+//!   (`<topic_prefix><kind>`), keyed by the event's key, so one key's events
+//!   of a kind keep their order. A row is marked published once the brokers
+//!   acknowledged it (idempotent producer, `acks=all`). One relay publishes
+//!   at a time across instances (the store's relay lease); the others wait
+//!   to take over.
+//! - [`KafkaLog`] gives each stage a consumer in the group
+//!   `<group_prefix><stage>`: instances running the same stage split its
+//!   partitions, and the partitions of a member that leaves or dies go to
+//!   the others. Offsets are committed after the stage's inbox transaction,
+//!   so a crash redelivers and the inbox skips what was done.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::transport::{BoxFuture, Delivery, Subscription, Transport};
+use super::{kinds, sleep_or_cancel, store_backoff};
+use crate::config::KafkaConfig;
+use crate::store::Store;
+
+/// Kafka as the log: what stages consume when `transport.kind = "kafka"`.
+pub struct KafkaLog {
+    config: KafkaConfig,
+    batch: u32,
+}
+
+impl KafkaLog {
+    /// Consumers fetch at most `batch` events at once; the relay publishes
+    /// `batch` rows per round.
+    pub fn new(config: KafkaConfig, batch: u32) -> Self {
+        KafkaLog {
+            config,
+            batch: batch.max(1),
+        }
+    }
+
+    /// The topic events of `kind` go to.
+    pub fn topic(&self, kind: &str) -> String {
+        format!("{}{kind}", self.config.topic_prefix)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.config.brokers);
+        for (k, v) in &self.config.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Create the topic of every event kind; topics that exist are kept as
+    /// they are.
+    pub async fn create_topics(&self) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .context("creating the Kafka admin client")?;
+        let names: Vec<String> = kinds::ALL.iter().map(|k| self.topic(k)).collect();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
+            .collect();
+        let timeout = Some(Duration::from_secs(30));
+        let options = AdminOptions::new()
+            .operation_timeout(timeout)
+            .request_timeout(timeout);
+        for result in admin
+            .create_topics(&topics, &options)
+            .await
+            .context("creating Kafka topics")?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, e)) => anyhow::bail!("creating Kafka topic {topic}: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Transport for KafkaLog {
+    fn subscribe(
+        &self,
+        consumer: &'static str,
+        kinds: &'static [&'static str],
+    ) -> anyhow::Result<Box<dyn Subscription>> {
+        let group = format!("{}{consumer}", self.config.group_prefix);
+        let kafka: StreamConsumer = self
+            .client_config()
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .with_context(|| format!("creating the Kafka consumer for group {group}"))?;
+        let topics: Vec<String> = kinds.iter().map(|k| self.topic(k)).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka
+            .subscribe(&topics)
+            .with_context(|| format!("subscribing group {group} to {topics:?}"))?;
+        Ok(Box::new(KafkaSubscription {
+            kafka,
+            batch: self.batch as usize,
+            next_position: 1,
+            delivered: VecDeque::new(),
+        }))
+    }
+}
+
+struct KafkaSubscription {
+    kafka: StreamConsumer,
+    batch: usize,
+    /// Positions are this subscription's own sequence numbers: a batch
+    /// spans partitions, and `ack` needs one number.
+    next_position: i64,
+    /// Handed over, not yet acknowledged: (position, topic, partition, offset).
+    delivered: VecDeque<(i64, String, i32, i64)>,
+}
+
+impl KafkaSubscription {
+    fn take(&mut self, m: &impl Message) -> Delivery {
+        let position = self.next_position;
+        self.next_position += 1;
+        self.delivered
+            .push_back((position, m.topic().to_owned(), m.partition(), m.offset()));
+        Delivery {
+            position,
+            // A payload that is not UTF-8 JSON is dead-lettered by the stage.
+            payload: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        }
+    }
+}
+
+impl Subscription for KafkaSubscription {
+    fn next<'a>(
+        &'a mut self,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<Delivery>>> {
+        Box::pin(async move {
+            let first = tokio::select! {
+                m = self.kafka.recv() => m.context("reading from Kafka")?.detach(),
+                () = cancel.cancelled() => return Ok(Vec::new()),
+            };
+            let mut batch = vec![self.take(&first)];
+            // Whatever else is already fetched, without waiting.
+            while batch.len() < self.batch {
+                match tokio::time::timeout(Duration::ZERO, self.kafka.recv()).await {
+                    Ok(Ok(m)) => {
+                        let m = m.detach();
+                        batch.push(self.take(&m));
+                    }
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+            Ok(batch)
+        })
+    }
+
+    fn ack(&mut self, position: i64) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            while self.delivered.front().is_some_and(|d| d.0 <= position) {
+                let (_, topic, partition, offset) = self.delivered.pop_front().expect("front");
+                let o = next.entry((topic, partition)).or_default();
+                *o = (*o).max(offset + 1);
+            }
+            let mut list = TopicPartitionList::new();
+            for ((topic, partition), offset) in next {
+                list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+            }
+            // Asynchronous: a commit lost to a crash only means a
+            // redelivery, which the inbox skips.
+            self.kafka
+                .commit(&list, CommitMode::Async)
+                .context("committing Kafka offsets")
+        })
+    }
+}
+
+/// Publish the outbox to Kafka until `cancel` fires: take the relay lease
+/// (or wait for the instance holding it to go), then publish rows in `seq`
+/// order as they are appended, marking them published once acknowledged.
+pub async fn relay(
+    store: Store,
+    log: Arc<KafkaLog>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = log
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("creating the Kafka producer")?;
+    let poll = Duration::from_millis(log.config.relay_poll_ms.max(10));
+    'lease: loop {
+        let mut lease = loop {
+            match store.relay_lease().await {
+                Ok(Some(lease)) => break lease,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot ask for the relay lease; retrying"),
+            }
+            if sleep_or_cancel(Some(poll * 5), &cancel).await {
+                return Ok(());
+            }
+        };
+        tracing::info!("outbox relay publishing to Kafka");
+        let mut wait = store_backoff();
+        loop {
+            let appended = store.appended().notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            if !lease.holds().await {
+                tracing::warn!("lost the relay lease");
+                continue 'lease;
+            }
+            match publish(&store, &producer, &log).await {
+                Ok(n) if n >= log.batch as usize => continue,
+                Ok(_) => {
+                    wait = store_backoff();
+                    tokio::select! {
+                        () = &mut appended => {}
+                        () = tokio::time::sleep(poll) => {}
+                        () = cancel.cancelled() => return Ok(()),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "publishing the outbox failed; retrying"
+                    );
+                    if sleep_or_cancel(wait.next(), &cancel).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Publish one batch of unpublished rows; how many there were. Rows are
+/// marked published up to the first that was not acknowledged.
+async fn publish(
+    store: &Store,
+    producer: &FutureProducer,
+    log: &KafkaLog,
+) -> anyhow::Result<usize> {
+    let rows = store.unpublished(log.batch).await?;
+    let topics: Vec<String> = rows.iter().map(|r| log.topic(&r.kind)).collect();
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut failure = None;
+    for (row, topic) in rows.iter().zip(&topics) {
+        let record = FutureRecord::to(topic).key(&row.key).payload(&row.payload);
+        match producer.send_result(record) {
+            Ok(delivery) => sent.push((row.seq, delivery)),
+            Err((e, _)) => {
+                failure = Some(anyhow::Error::new(e).context("queueing an event for Kafka"));
+                break;
+            }
+        }
+    }
+    let mut through = None;
+    for (seq, delivery) in sent {
+        match delivery.await {
+            Ok(Ok(_)) => through = Some(seq),
+            Ok(Err((e, _))) => {
+                failure = Some(anyhow::Error::new(e).context("publishing an event to Kafka"));
+                break;
+            }
+            Err(_) => {
+                failure = Some(anyhow::anyhow!("the Kafka producer shut down"));
+                break;
+            }
+        }
+    }
+    if let Some(seq) = through {
+        store.mark_published(seq).await?;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(rows.len()),
+    }
+}
