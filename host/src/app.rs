@@ -20,7 +20,7 @@ use crate::pipeline::kafka::{self, KafkaLog};
 use crate::pipeline::transport::{EmbeddedLog, Transport};
 use crate::registry::Registry;
 use crate::runtime::{Audit, AuditRecord, Clock, Runtime, RuntimeOptions};
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, redacted_url};
 
 /// A built host, ready to [`App::run`].
 pub struct App {
@@ -52,7 +52,12 @@ impl App {
         };
         let store = Store::connect_with(&config.database_url, &options)
             .await
-            .with_context(|| format!("opening the store at {}", config.database_url))?;
+            .with_context(|| {
+                format!(
+                    "opening the store at {}",
+                    redacted_url(&config.database_url)
+                )
+            })?;
         let (audit, audit_rx) = Audit::channel();
         let runtime = Arc::new(
             Runtime::new(

@@ -335,6 +335,24 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature
+    fn kafka_transport_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("EVENTPULSE_TRANSPORT__KIND", "kafka");
+            jail.set_env("EVENTPULSE_TRANSPORT__KAFKA__BROKERS", "k1:9092,k2:9092");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.transport.kind, TransportKind::Kafka);
+            assert_eq!(c.transport.kafka.brokers, "k1:9092,k2:9092");
+            assert_eq!(c.transport.kafka.partitions, 6);
+            jail.set_env("EVENTPULSE_TRANSPORT__KIND", "nats");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("nats"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn token_never_serialises() {
         let mut c = Config::default();
         c.admin.token = Some(SecretString::from("hunter2"));

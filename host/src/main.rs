@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         Command::Plugin { command } => plugin(command, &config),
         Command::Migrate => runtime()?.block_on(async {
             eventpulse::store::Store::connect(&config.database_url).await?;
-            tracing::info!(database = %config.database_url, "migrated");
+            tracing::info!(database = %eventpulse::store::redacted_url(&config.database_url), "migrated");
             Ok(())
         }),
         Command::Serve {

@@ -125,6 +125,17 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// `url` fit for logs and errors: a password in it is replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -464,6 +475,18 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwords_in_database_urls_are_redacted() {
+        assert_eq!(
+            super::redacted_url("postgres://ep:hunter2@db:5432/ep"),
+            "postgres://ep:***@db:5432/ep"
+        );
+        assert_eq!(
+            super::redacted_url("sqlite://eventpulse.db"),
+            "sqlite://eventpulse.db"
+        );
+    }
+
     use super::*;
 
     async fn store() -> (tempfile::TempDir, Store) {
