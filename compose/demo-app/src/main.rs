@@ -3,13 +3,19 @@
 //!
 //! - `demo-app serve [addr]` (default `0.0.0.0:8080`): `GET /work?ms=N`
 //!   burns N ms of CPU (default 200) and answers with the container's
-//!   hostname; `GET /health` answers 200; `GET /` answers the hostname.
+//!   hostname; `GET /health` answers 200; `GET /` answers the hostname;
+//!   `GET /metrics` gives Prometheus `demo_app_busy_seconds_total`, the CPU
+//!   time `/work` has burned.
 //! - `demo-app check [path]`: the image's `HEALTHCHECK`: exits 0 if
 //!   `GET http://127.0.0.1:8080{path}` (default `/health`) answers 200.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Microseconds `/work` has spent burning CPU.
+static BUSY_US: AtomicU64 = AtomicU64::new(0);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +72,15 @@ fn handle(mut stream: TcpStream) -> std::io::Result<()> {
             ("200 OK", format!("worked {ms} ms on {}\n", hostname()))
         }
         "/" => ("200 OK", format!("{}\n", hostname())),
+        "/metrics" => (
+            "200 OK",
+            format!(
+                "# HELP demo_app_busy_seconds_total CPU time spent in /work.\n\
+                 # TYPE demo_app_busy_seconds_total counter\n\
+                 demo_app_busy_seconds_total {}\n",
+                BUSY_US.load(Ordering::Relaxed) as f64 / 1e6
+            ),
+        ),
         _ => ("404 Not Found", "not found\n".to_owned()),
     };
     write!(
@@ -85,6 +100,7 @@ fn burn(d: Duration) {
         }
         std::hint::black_box(x);
     }
+    BUSY_US.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
 fn check(path: &str) -> i32 {
