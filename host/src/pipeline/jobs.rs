@@ -162,11 +162,11 @@ impl Executor {
     /// next retry is due, or until a running job frees a slot.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let shared = self.store.backend() == store::Backend::Postgres;
-        let lease = Duration::from_millis(self.config.attempt_timeout_ms) + LEASE_GRACE;
+        let lease_ms = (self.config.attempt_timeout_ms + LEASE_GRACE.as_millis() as u64) as i64;
         // Embedded, one process runs the queue: every `running` job at start
         // was cut off. Shared, only claims older than the lease were.
-        let mut claimed_before = if shared {
-            now_ms() - lease.as_millis() as i64
+        let claimed_before = if shared {
+            now_ms() - lease_ms
         } else {
             i64::MAX
         };
@@ -179,6 +179,7 @@ impl Executor {
         }
         let slots = self.config.concurrency.max(1);
         let mut running: JoinSet<()> = JoinSet::new();
+        let mut last_sweep = std::time::Instant::now();
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -187,9 +188,9 @@ impl Executor {
             tokio::pin!(requeued);
             requeued.as_mut().enable();
 
-            if shared {
-                claimed_before = now_ms() - lease.as_millis() as i64;
-                if let Err(e) = self.requeue_cut_off(claimed_before).await {
+            if shared && last_sweep.elapsed() >= SHARED_POLL {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = self.requeue_cut_off(now_ms() - lease_ms).await {
                     tracing::warn!(queue = ?self.queue, error = %e, "cannot sweep the queue; retrying");
                 }
             }

@@ -182,6 +182,9 @@ impl Subscription for KafkaSubscription {
                 let o = next.entry((topic, partition)).or_default();
                 *o = (*o).max(offset + 1);
             }
+            if next.is_empty() {
+                return Ok(());
+            }
             let mut list = TopicPartitionList::new();
             for ((topic, partition), offset) in next {
                 list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
@@ -224,6 +227,9 @@ pub async fn relay(
         tracing::info!("outbox relay publishing to Kafka");
         let mut wait = store_backoff();
         loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
             let appended = store.appended().notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
