@@ -1,4 +1,7 @@
-//! The embedded pipeline under load, on SQLite and on PostgreSQL in one run:
+//! The pipeline under load, in one run: embedded on SQLite, embedded on
+//! PostgreSQL, and scaled out (one instance) on PostgreSQL + Kafka
+//! (librdkafka's mock cluster in this process: the relay, the topics and
+//! the consumer groups are real; the broker is in memory):
 //!
 //! - throughput: `BENCH_ALERTS` (default 5,000) HighCPU alerts for distinct
 //!   services, posted as webhooks of 10 alerts by 8 concurrent senders;
@@ -16,8 +19,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use eventpulse::config::TransportKind;
 use eventpulse::ingest::alertmanager::sample;
-use eventpulse_tests::{Backend, Host};
+use eventpulse::runtime::Clock;
+use eventpulse_tests::{Backend, Host, database_url, test_config};
+use rdkafka::mocking::MockCluster;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -62,8 +68,23 @@ struct Result {
     rate: f64,
 }
 
-async fn run(backend: Backend, name: &'static str) -> Result {
-    let host = Host::start_on(backend).await;
+/// A host on `backend`; on Kafka when `brokers` is given.
+async fn host(backend: Backend, brokers: Option<&str>) -> Host {
+    let Some(brokers) = brokers else {
+        return Host::start_on(backend).await;
+    };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(dir.path());
+    config.database_url = database_url(backend, dir.path()).await;
+    config.transport.kind = TransportKind::Kafka;
+    config.transport.kafka.brokers = brokers.into();
+    config.transport.kafka.create_topics = false;
+    std::fs::create_dir_all(&config.plugin_dir).unwrap();
+    Host::start_with(config, dir, Clock::system()).await
+}
+
+async fn run(backend: Backend, brokers: Option<&str>, name: &'static str) -> Result {
+    let host = host(backend, brokers).await;
     host.install_first_party("").await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/alerts/alertmanager", host.url);
@@ -184,10 +205,18 @@ fn main() {
         .build()
         .unwrap();
     eventpulse_tests::components();
+    let kafka = MockCluster::new(1).unwrap();
+    for kind in eventpulse::pipeline::kinds::ALL {
+        kafka
+            .create_topic(&format!("eventpulse.{kind}"), 6, 1)
+            .unwrap();
+    }
+    let brokers = kafka.bootstrap_servers();
     let results = rt.block_on(async {
         vec![
-            run(Backend::Sqlite, "SQLite (embedded)").await,
-            run(Backend::Postgres, "PostgreSQL").await,
+            run(Backend::Sqlite, None, "SQLite (embedded)").await,
+            run(Backend::Postgres, None, "PostgreSQL (embedded)").await,
+            run(Backend::Postgres, Some(&brokers), "PostgreSQL + Kafka").await,
         ]
     });
     println!();
