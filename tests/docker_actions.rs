@@ -46,23 +46,6 @@ fn high_cpu(svc: &Service, resolved: bool) -> serde_json::Value {
     )
 }
 
-async fn incident(
-    host: &Host,
-    what: &str,
-    done: impl Fn(&IncidentDetail) -> bool,
-) -> IncidentDetail {
-    wait_for(what, SETTLE, || async {
-        let list = host.store.incidents(10).await.unwrap();
-        let d = host
-            .store
-            .incident_detail(&list.first()?.id)
-            .await
-            .unwrap()?;
-        done(&d).then_some(d)
-    })
-    .await
-}
-
 async fn settle_counts(svc: &Service, want: (usize, usize)) {
     wait_for(
         &format!("{} at {want:?} (running, healthy)", svc.name),
@@ -95,10 +78,11 @@ async fn high_cpu_scales_to_two_healthy_replicas_and_back_to_one() {
 
     let (status, body) = post_webhook(&host.url, &high_cpu(&svc, false)).await;
     assert_eq!(status, 200, "{body}");
-    let d = incident(&host, "scale-out completed and incident resolved", |d| {
-        d.incident.status == "resolved" && d.actions.iter().any(|a| a.status == "completed")
-    })
-    .await;
+    let d = host
+        .newest_incident("scale-out completed and incident resolved", SETTLE, |d| {
+            d.incident.status == "resolved" && d.actions.iter().any(|a| a.status == "completed")
+        })
+        .await;
     assert_eq!(svc.counts().await, (2, 2), "two running, healthy replicas");
     let result: serde_json::Value =
         serde_json::from_str(d.actions[0].result.as_deref().unwrap()).unwrap();
@@ -177,8 +161,9 @@ async fn a_replica_that_never_gets_healthy_is_compensated() {
     install_scaling(&host, &svc, 4_000, "").await;
 
     post_webhook(&host.url, &high_cpu(&svc, false)).await;
-    let d = incident(&host, "incident failed and compensation completed", |d| {
-        d.incident.status == "failed"
+    let d = host
+        .newest_incident("incident failed and compensation completed", SETTLE, |d| {
+            d.incident.status == "failed"
             && d.actions.len() == 2
             && d.actions
                 .iter()
@@ -186,8 +171,8 @@ async fn a_replica_that_never_gets_healthy_is_compensated() {
             // The job row and its timeline entry are written by different
             // stages: wait for the compensation's entry too.
             && kinds(d).iter().any(|k| k.contains("action completed"))
-    })
-    .await;
+        })
+        .await;
     let scale_out = d
         .actions
         .iter()

@@ -227,21 +227,9 @@ kube_token = {{ file = "{kube}" }}
     // The join token and the API token appear in no API output and no
     // stored event.
     let api = host
-        .get(&format!("/api/v1/incidents/{}", d.incident.id))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let audit = host
-        .get("/api/v1/audit")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(&format!("/api/v1/incidents/{}", d.incident.id))
+        .await;
+    let audit = host.get_text("/api/v1/audit").await;
     let kinds = [
         "alert.raised",
         "incident.opened",

@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use eventpulse::runtime::Clock;
 use eventpulse::store::{IncidentDetail, Job};
-use eventpulse_tests::{Backend, Host, database_url, test_config, wait_for};
+use eventpulse_tests::{Backend, Captured, Host, database_url, test_config, wait_for};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -37,19 +37,6 @@ const KUBE_TOKEN: &str = "kube-secret-5e6f19";
 const SECRETS: [&str; 5] = [SLACK_SECRET, TG_TOKEN, SMTP_PASSWORD, HMAC_KEY, KUBE_TOKEN];
 
 // ---- log capture ---------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Every log line this test binary writes, at debug (our crates) and info.
 fn logs() -> String {
@@ -66,7 +53,7 @@ fn logs() -> String {
             .init();
         c
     });
-    String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned()
+    captured.text()
 }
 
 // ---- peers ---------------------------------------------------------------

@@ -12,21 +12,6 @@ use eventpulse_tests::{Backend, Host, post_webhook, scripted_alert, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// The only incident, once `done` holds for it.
-async fn settled(
-    host: &Host,
-    what: &str,
-    done: impl Fn(&IncidentDetail) -> bool,
-) -> IncidentDetail {
-    wait_for(what, SETTLE, || async {
-        let list = host.store.incidents(10).await.unwrap();
-        let first = list.first()?;
-        let d = host.store.incident_detail(&first.id).await.unwrap()?;
-        done(&d).then_some(d)
-    })
-    .await
-}
-
 fn timeline(d: &IncidentDetail) -> Vec<String> {
     d.timeline
         .iter()
@@ -56,17 +41,18 @@ async fn alert_to_resolved_incident(backend: Backend) {
         "{body}"
     );
 
-    let d = settled(
-        &host,
-        "incident resolved with action and notification done",
-        |d| {
-            d.incident.status == "resolved"
-                && d.actions.iter().all(|a| a.status == "completed")
-                && d.notifications.iter().any(|n| n.status == "delivered")
-                && d.timeline.iter().any(|e| e.kind == "notification")
-        },
-    )
-    .await;
+    let d = host
+        .newest_incident(
+            "incident resolved with action and notification done",
+            SETTLE,
+            |d| {
+                d.incident.status == "resolved"
+                    && d.actions.iter().all(|a| a.status == "completed")
+                    && d.notifications.iter().any(|n| n.status == "delivered")
+                    && d.timeline.iter().any(|e| e.kind == "notification")
+            },
+        )
+        .await;
     assert_eq!(d.incident.title, "High CPU on app");
     assert_eq!(d.incident.severity, "critical");
     assert_eq!(d.incident.dedup_key, "cpu:app");

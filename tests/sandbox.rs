@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use eventpulse::registry;
 use eventpulse::runtime::{Error, types::AlertStatus};
-use eventpulse_tests::{Host, alert_event, hostile_manifest};
+use eventpulse_tests::{Captured, Host, alert_event, hostile_manifest};
 
 const CPU: &str = "[limits]\ntimeout_ms = 500\n";
 
@@ -264,20 +264,6 @@ async fn state_is_kept_only_from_successful_real_runs() {
     );
 }
 
-/// Captures everything logged on this thread.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_plugin_cannot_leak_its_secret_into_logs_errors_or_the_api() {
     let logs = Captured::default();
@@ -312,23 +298,9 @@ async fn a_plugin_cannot_leak_its_secret_into_logs_errors_or_the_api() {
         .await
         .unwrap();
     let dry = dry.text().await.unwrap();
-    let status = host
-        .get("/api/v1/plugins/leaky")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let list = host
-        .get("/api/v1/plugins")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let status = host.get_text("/api/v1/plugins/leaky").await;
+    let list = host.get_text("/api/v1/plugins").await;
+    let logged = logs.text();
 
     assert!(
         logged.contains("my token is [redacted]"),

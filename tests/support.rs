@@ -64,6 +64,28 @@ pub struct Host {
     pub dir: Arc<tempfile::TempDir>,
 }
 
+/// A log writer that keeps everything written to it (for `tracing`
+/// subscribers), so tests can look for what must never be logged.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Test defaults: small breaker threshold, quick reloads, a shared compile cache.
 pub fn test_config(dir: &Path) -> Config {
     let mut config = Config {
@@ -225,6 +247,30 @@ impl Host {
     /// GET `path` with the admin token, as JSON.
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The body of an admin GET, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The newest incident, once `done` holds for it (within `timeout`).
+    pub async fn newest_incident(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&eventpulse::store::IncidentDetail) -> bool,
+    ) -> eventpulse::store::IncidentDetail {
+        wait_for(what, timeout, || async {
+            let list = self.store.incidents(10).await.unwrap();
+            let d = self
+                .store
+                .incident_detail(&list.first()?.id)
+                .await
+                .unwrap()?;
+            done(&d).then_some(d)
+        })
+        .await
     }
 
     /// A POST with the admin token.

@@ -23,17 +23,9 @@ struct Stack {
 
 impl Stack {
     fn compose(&self, args: &[&str]) -> String {
-        let out = Command::new("docker-compose")
-            .args(["-p", &self.project, "-f", &self.file])
-            .args(args)
-            .output()
-            .expect("running docker-compose");
-        assert!(
-            out.status.success(),
-            "docker-compose {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let mut cmd = Command::new("docker-compose");
+        cmd.args(["-p", &self.project, "-f", &self.file]).args(args);
+        stdout(cmd)
     }
 
     /// `http://127.0.0.1:PORT` of `service`'s port 8080.
@@ -77,13 +69,17 @@ impl Drop for Stack {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("running docker");
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    stdout(cmd)
+}
+
+/// What `cmd` printed; it must succeed.
+fn stdout(mut cmd: Command) -> String {
+    let out = cmd.output().expect("running a command");
     assert!(
         out.status.success(),
-        "docker {args:?}: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()

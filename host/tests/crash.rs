@@ -11,9 +11,8 @@
 
 mod common;
 
-use common::{build_pipeline, start, workspace};
+use common::{build_pipeline, start, write_config};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,19 +53,10 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let root = dir.path();
     // One scale-out per service: the cooldown outlasts the test.
     build_pipeline(root, "action-noop", "cooldown_secs = \"3600\"\n");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cache = workspace().join("target/plugins/test-cache");
-    std::fs::write(
-        root.join("eventpulse.toml"),
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://eventpulse.db\"\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t\"\n\n[pipeline]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n"
-        ),
-    )
-    .unwrap();
+    let port = write_config(
+        root,
+        "\n[pipeline]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n",
+    );
     let url = format!("http://127.0.0.1:{port}/api/v1/alerts/alertmanager");
     let health = format!("http://127.0.0.1:{port}/healthz");
     let client = reqwest::blocking::Client::builder()

@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{build_pipeline, start, workspace};
-use std::net::TcpListener;
+use common::{build_pipeline, start, workspace, write_config};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -103,17 +102,7 @@ fn kill_9_while_scaling_converges_to_exactly_n_after_restart() {
         format!("[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n[grants.docker]\nselector = {{ service = \"{service}\" }}\nimages = [\"eventpulse-demo-app:*\"]\n\n[config]\nready_timeout_ms = \"20000\"\n"),
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cache = workspace().join("target/plugins/test-cache");
-    std::fs::write(
-        root.join("eventpulse.toml"),
-        format!("listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://eventpulse.db\"\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t\"\n"),
-    )
-    .unwrap();
+    let port = write_config(root, "");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))

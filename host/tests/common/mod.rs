@@ -21,6 +21,26 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Write `root/eventpulse.toml` for a host on a free 127.0.0.1 port, over
+/// `root/eventpulse.db` and the plugins in `root/dist`, admin token `t`,
+/// with `extra` (TOML) appended; returns the port.
+pub fn write_config(root: &Path, extra: &str) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cache = workspace().join("target/plugins/test-cache");
+    std::fs::write(
+        root.join("eventpulse.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://eventpulse.db\"\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    port
+}
+
 /// Start `eventpulse serve` with `root/eventpulse.toml`, logging at `level`
 /// to `root/serve.log` (appended across restarts).
 pub fn start(root: &Path, level: &str) -> Serve {

@@ -301,35 +301,31 @@ mod tests {
         ));
     }
 
+    /// A scale-down candidate with 4 ready workers and `pending` pods.
+    fn scale_down_candidate(pending: &str) -> Event {
+        let mut e = alert_event(
+            "K3sScaleDownCandidate",
+            AlertStatus::Firing,
+            &[("pool", "workers")],
+        );
+        let a = e.alert.as_mut().unwrap();
+        a.annotations.insert("ready_workers", "4");
+        a.annotations.insert("pending_pods", pending);
+        e
+    }
+
     #[test]
     fn pending_pods_block_scale_down() {
         let host = FakeHost::new().config("min_nodes", "2");
-        let mut e = alert_event(
-            "K3sScaleDownCandidate",
-            AlertStatus::Firing,
-            &[("pool", "workers")],
-        );
-        let a = e.alert.as_mut().unwrap();
-        a.annotations.insert("ready_workers", "4");
-        a.annotations.insert("pending_pods", "5");
-        let d = MinNodes.decide(&e, &host.context()).unwrap();
+        let d = MinNodes
+            .decide(&scale_down_candidate("5"), &host.context())
+            .unwrap();
         assert_eq!(names(&d), ["ScaleDownBlocked"]);
         assert_eq!(d.signals[0].data["pending_count"], 5);
-        a_none(&host);
-    }
-
-    fn a_none(host: &FakeHost) {
-        let mut e = alert_event(
-            "K3sScaleDownCandidate",
-            AlertStatus::Firing,
-            &[("pool", "workers")],
-        );
-        let a = e.alert.as_mut().unwrap();
-        a.annotations.insert("ready_workers", "4");
-        a.annotations.insert("pending_pods", "0");
+        // Without pending pods, nothing to say.
         assert!(
             MinNodes
-                .decide(&e, &host.context())
+                .decide(&scale_down_candidate("0"), &host.context())
                 .unwrap()
                 .signals
                 .is_empty()
