@@ -20,8 +20,8 @@ fn runtime(cache: &std::path::Path, pooling: bool) -> Runtime {
     Runtime::new(
         cache,
         &RuntimeOptions {
-            limits: RuntimeConfig::default(),
             pooling,
+            ..RuntimeOptions::new(RuntimeConfig::default())
         },
     )
     .unwrap()

@@ -62,10 +62,7 @@ impl App {
         let runtime = Arc::new(
             Runtime::new(
                 &config.cache_dir,
-                &RuntimeOptions {
-                    limits: config.runtime.clone(),
-                    pooling: true,
-                },
+                &RuntimeOptions::new(config.runtime.clone()),
             )?
             .with_audit(audit),
         );

@@ -87,7 +87,7 @@ pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf>
 }
 
 const STANDALONE: &str = "\n# A workspace of its own, with the profile `eventpulse plugin build` uses.\n\
-[workspace]\n\n[profile.plugin]\ninherits = \"release\"\nopt-level = \"s\"\nlto = true\nstrip = true\n\
+[workspace]\n\n[profile.plugin]\ninherits = \"release\"\nopt-level = 3\nlto = true\nstrip = true\n\
 codegen-units = 1\npanic = \"abort\"\n";
 
 fn template(kind: Kind) -> &'static str {

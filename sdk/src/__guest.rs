@@ -357,7 +357,7 @@ pub fn describe_notifier<N: Notifier>(name: &str, version: &str) -> t::PluginInf
 pub fn decide<R: Rule>(event: t::Event) -> Result<t::Decision, t::PluginError> {
     let event = Event::from(event);
     R::default()
-        .decide(&event, &Context::new(&WitHost))
+        .decide(&event, &Context::imports())
         .map(Into::into)
         .map_err(Into::into)
 }
@@ -368,7 +368,7 @@ pub fn on_action_completed<R: Rule>(
 ) -> Result<t::Decision, t::PluginError> {
     let (event, outcome) = (Event::from(event), ActionOutcome::from(outcome));
     R::default()
-        .on_action_completed(&event, &outcome, &Context::new(&WitHost))
+        .on_action_completed(&event, &outcome, &Context::imports())
         .map(Into::into)
         .map_err(Into::into)
 }
@@ -379,7 +379,7 @@ pub fn on_action_failed<R: Rule>(
 ) -> Result<t::Decision, t::PluginError> {
     let (event, outcome) = (Event::from(event), ActionOutcome::from(outcome));
     R::default()
-        .on_action_failed(&event, &outcome, &Context::new(&WitHost))
+        .on_action_failed(&event, &outcome, &Context::imports())
         .map(Into::into)
         .map_err(Into::into)
 }
@@ -390,7 +390,7 @@ pub fn run<A: Action>(
 ) -> Result<t::ActionResult, t::PluginError> {
     let (event, request) = (Event::from(event), ActionRequest::from(request));
     A::default()
-        .run(&event, &request, &Context::new(&WitHost))
+        .run(&event, &request, &Context::imports())
         .map(|r| t::ActionResult {
             summary: r.summary,
             details: r.details.to_string(),
@@ -404,7 +404,7 @@ pub fn deliver<N: Notifier>(
 ) -> Result<t::Delivery, t::PluginError> {
     let (event, request) = (Event::from(event), NotificationRequest::from(request));
     N::default()
-        .deliver(&event, &request, &Context::new(&WitHost))
+        .deliver(&event, &request, &Context::imports())
         .map(|d| t::Delivery {
             remote_id: d.remote_id,
             detail: d.detail,

@@ -296,23 +296,59 @@ pub enum DockerOp {
 
 /// The capabilities lent to one invocation.
 pub struct Context<'a> {
-    host: &'a dyn Host,
+    host: Backend<'a>,
+}
+
+/// Where a [`Context`]'s calls go.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    /// The host's imports, called directly rather than through a `dyn Host`
+    /// vtable: a vtable keeps every import alive, so a component built that
+    /// way imports every capability (HTTP, Docker, Kubernetes, SMTP), and
+    /// the host wires all of them into every fresh instance. Called
+    /// directly, the linker keeps only what the plugin's code calls.
+    #[cfg_attr(feature = "bench-every-import", allow(dead_code))]
+    Imports,
+    /// Any other [`Host`], e.g. [`crate::testing::FakeHost`].
+    Dyn(&'a dyn Host),
+}
+
+/// `self.host.$method(args)` on whichever backend this context has.
+macro_rules! host {
+    ($cx:ident . $method:ident ( $($arg:expr),* )) => {
+        match $cx.host {
+            Backend::Imports => Host::$method(&crate::__guest::WitHost, $($arg),*),
+            Backend::Dyn(h) => h.$method($($arg),*),
+        }
+    };
 }
 
 impl<'a> Context<'a> {
     /// A context over `host`.
     pub fn new(host: &'a dyn Host) -> Self {
-        Context { host }
+        Context {
+            host: Backend::Dyn(host),
+        }
+    }
+
+    /// The context of a real invocation: the host's imports.
+    pub(crate) fn imports() -> Context<'static> {
+        #[cfg(feature = "bench-every-import")]
+        return Context::new(&crate::__guest::WitHost);
+        #[cfg(not(feature = "bench-every-import"))]
+        Context {
+            host: Backend::Imports,
+        }
     }
 
     /// The current time (ms since the epoch), from the host's clock.
     pub fn now(&self) -> Timestamp {
-        self.host.now()
+        host!(self.now())
     }
 
     /// Write a log line attributed to this plugin.
     pub fn log(&self, level: LogLevel, message: &str) {
-        self.host.log(level, message)
+        host!(self.log(level, message))
     }
 
     /// Log at info level.
@@ -327,33 +363,33 @@ impl<'a> Context<'a> {
 
     /// Read this plugin's state.
     pub fn state_get(&self, key: &str) -> Option<String> {
-        self.host.state_get(key)
+        host!(self.state_get(key))
     }
 
     /// Write this plugin's state; kept only if this invocation succeeds.
     pub fn state_set(&self, key: &str, value: &str, ttl_ms: Option<u64>) {
-        self.host.state_set(key, value, ttl_ms)
+        host!(self.state_set(key, value, ttl_ms))
     }
 
     /// Delete a key from this plugin's state.
     pub fn state_delete(&self, key: &str) {
-        self.host.state_delete(key)
+        host!(self.state_delete(key))
     }
 
     /// A value from the `[config]` table of this plugin's manifest.
     pub fn config(&self, key: &str) -> Option<String> {
-        self.host.config(key)
+        host!(self.config(key))
     }
 
     /// A secret named in this plugin's manifest.
     pub fn secret(&self, name: &str) -> Option<String> {
-        self.host.secret(name)
+        host!(self.secret(name))
     }
 
     /// Send an HTTP request. Only hosts in the manifest's `grants.http.allow`
     /// are reachable; anything else is [`CapabilityError::NotGranted`].
     pub fn http(&self, request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
-        self.host.http(request)
+        host!(self.http(request))
     }
 
     /// Containers matching every label of `selector`, within the grant.
@@ -361,7 +397,7 @@ impl<'a> Context<'a> {
         &self,
         selector: &Labels,
     ) -> Result<Vec<Container>, CapabilityError> {
-        self.host.docker_list_containers(selector)
+        host!(self.docker_list_containers(selector))
     }
 
     /// Copy container `from` (image, env, labels incl. Traefik's, network)
@@ -371,49 +407,49 @@ impl<'a> Context<'a> {
         from: &str,
         name: Option<&str>,
     ) -> Result<String, CapabilityError> {
-        self.host.docker_create_replica(from, name)
+        host!(self.docker_create_replica(from, name))
     }
 
     /// Create a container (not started). Returns its id.
     pub fn docker_create(&self, spec: &ContainerSpec) -> Result<String, CapabilityError> {
-        self.host.docker_create(spec)
+        host!(self.docker_create(spec))
     }
 
     /// Start a container.
     pub fn docker_start(&self, id: &str) -> Result<(), CapabilityError> {
-        self.host.docker_op(DockerOp::Start, id)
+        host!(self.docker_op(DockerOp::Start, id))
     }
 
     /// Stop a container, killing it after `timeout_ms`.
     pub fn docker_stop(&self, id: &str, timeout_ms: u32) -> Result<(), CapabilityError> {
-        self.host.docker_op(DockerOp::Stop(timeout_ms), id)
+        host!(self.docker_op(DockerOp::Stop(timeout_ms), id))
     }
 
     /// Restart a container, killing it after `timeout_ms`.
     pub fn docker_restart(&self, id: &str, timeout_ms: u32) -> Result<(), CapabilityError> {
-        self.host.docker_op(DockerOp::Restart(timeout_ms), id)
+        host!(self.docker_op(DockerOp::Restart(timeout_ms), id))
     }
 
     /// Remove a container, running or not.
     pub fn docker_remove(&self, id: &str) -> Result<(), CapabilityError> {
-        self.host.docker_op(DockerOp::Remove, id)
+        host!(self.docker_op(DockerOp::Remove, id))
     }
 
     /// Wait until the container is healthy (its health check passes, or it
     /// is running if it has none); `false` when `timeout_ms` passes first or
     /// the container exits.
     pub fn docker_wait_healthy(&self, id: &str, timeout_ms: u32) -> Result<bool, CapabilityError> {
-        self.host.docker_wait_healthy(id, timeout_ms)
+        host!(self.docker_wait_healthy(id, timeout_ms))
     }
 
     /// The engine's inspect document of a container.
     pub fn docker_inspect(&self, id: &str) -> Result<serde_json::Value, CapabilityError> {
-        self.host.docker_inspect(id)
+        host!(self.docker_inspect(id))
     }
 
     /// Kubernetes nodes (the `kube` grant's API server).
     pub fn kube_list_nodes(&self) -> Result<Vec<Node>, CapabilityError> {
-        self.host.kube_list_nodes()
+        host!(self.kube_list_nodes())
     }
 
     /// One Kubernetes object, e.g. `kube_get("Pod", Some("default"), "web-1")`.
@@ -423,7 +459,7 @@ impl<'a> Context<'a> {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<serde_json::Value, CapabilityError> {
-        self.host.kube_get(kind, namespace, name)
+        host!(self.kube_get(kind, namespace, name))
     }
 
     /// Pods (a `PodList`), e.g. with `Some("status.phase=Pending")`.
@@ -432,7 +468,7 @@ impl<'a> Context<'a> {
         namespace: Option<&str>,
         field_selector: Option<&str>,
     ) -> Result<serde_json::Value, CapabilityError> {
-        self.host.kube_list_pods(namespace, field_selector)
+        host!(self.kube_list_pods(namespace, field_selector))
     }
 
     /// The notifiers for `severity`: config `channels.<severity>` (e.g.
@@ -455,6 +491,6 @@ impl<'a> Context<'a> {
 
     /// Send `mail` through the granted SMTP server; the message id.
     pub fn send_mail(&self, mail: &Mail) -> Result<String, CapabilityError> {
-        self.host.smtp_send(mail)
+        host!(self.smtp_send(mail))
     }
 }

@@ -2,28 +2,42 @@
 //!
 //! - native: the cpu-autoscale rule called as plain Rust (the floor);
 //! - sandbox: the same rule as a component, fresh `Store` + instance per
-//!   event, pooling allocator (what the host does);
-//! - sandbox, no pooling: the same with wasmtime's on-demand allocator;
+//!   event, pooling allocator, every [`Tuning`] on (what the host does);
+//! - the same with each lever switched off in turn, so what it is worth
+//!   stays visible: the guest built the old way (every capability
+//!   imported), the guest optimised for size, the WASI context built per
+//!   `Store`, no copy-on-write memory
+//!   image, pooled memory handed back to the kernel instead of kept
+//!   resident; and the combination the host ran before (every import,
+//!   WASI per store);
+//! - sandbox, no pooling: wasmtime's on-demand allocator;
 //! - subprocess: a process spawned per event running the rule natively,
 //!   the way StackStorm runs actions.
 //!
-//! `cargo bench -p eventpulse-tests --bench invoke` prints a table.
+//! Each sandbox case runs on one task and on two (this machine has two
+//! cores). `cargo bench -p eventpulse-tests --bench invoke` prints a table.
+//! `BENCH_N` sets the calls per case (default 20,000); `BENCH_ONLY=<case>`
+//! runs one sandbox case alone on one task (for profilers and callgrind:
+//! `default`, `every-import`, `opt-size`, `eager-wasi`, `no-cow`, `no-keep-resident`,
+//! `before`, `no-pooling`). Under valgrind also set `BENCH_INSTANCES=4`:
+//! valgrind cannot reserve the address space of the default pool.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventpulse::config::RuntimeConfig;
 use eventpulse::registry::Registry;
-use eventpulse::runtime::{Clock, Runtime, RuntimeOptions, types::AlertStatus};
+use eventpulse::runtime::{Clock, Runtime, RuntimeOptions, Tuning, types::AlertStatus};
 use eventpulse::store::Store;
 use eventpulse_sdk::Rule;
 use eventpulse_sdk::testing::FakeHost;
-use eventpulse_tests::{alert_event, component};
+use eventpulse_tests::{alert_event, component, workspace};
 
 struct Row {
-    name: &'static str,
+    name: String,
     samples: Vec<Duration>,
     wall: Duration,
     concurrency: usize,
@@ -37,6 +51,14 @@ impl Row {
     }
 }
 
+/// One sandbox configuration to measure.
+struct Case {
+    key: &'static str,
+    name: &'static str,
+    options: RuntimeOptions,
+    component: PathBuf,
+}
+
 fn time<F: FnMut()>(n: usize, mut f: F) -> (Vec<Duration>, Duration) {
     let mut samples = Vec::with_capacity(n);
     let start = Instant::now();
@@ -48,24 +70,42 @@ fn time<F: FnMut()>(n: usize, mut f: F) -> (Vec<Duration>, Duration) {
     (samples, start.elapsed())
 }
 
-async fn registry(dir: &std::path::Path, pooling: bool) -> Arc<Registry> {
-    let limits = RuntimeConfig::default();
-    let runtime = Arc::new(
-        Runtime::new(
-            &dir.join("cache"),
-            &RuntimeOptions {
-                limits: limits.clone(),
-                pooling,
-            },
-        )
-        .unwrap(),
-    );
+/// rule-cpu-autoscale built another way, in a target directory of its own:
+/// `every-import` (the SDK's `bench-every-import` feature: calls go through
+/// a `dyn Host` vtable, so the component imports every capability, HTTP,
+/// Docker, Kubernetes and SMTP, as SDK 0.1.0 built it) or `opt-size` (the
+/// `plugin` profile at `opt-level = "s"`, as it was).
+fn variant(key: &str) -> PathBuf {
+    let root = workspace();
+    let target = root.join("target/plugins/bench").join(key);
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .args(["build", "--quiet", "--target", "wasm32-wasip2"])
+        .args(["--profile", "plugin", "-p", "rule-cpu-autoscale"]);
+    match key {
+        "every-import" => cargo.args(["--features", "eventpulse-sdk/bench-every-import"]),
+        "opt-size" => cargo.env("CARGO_PROFILE_PLUGIN_OPT_LEVEL", "s"),
+        _ => unreachable!("no variant {key}"),
+    };
+    let status = cargo
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building the {key} variant failed");
+    target.join("wasm32-wasip2/plugin/rule_cpu_autoscale.wasm")
+}
+
+async fn registry(dir: &Path, case: &Case) -> Arc<Registry> {
+    let runtime = Arc::new(Runtime::new(&dir.join("cache"), &case.options).unwrap());
     let store = Store::connect(&format!("sqlite://{}", dir.join("bench.db").display()))
         .await
         .unwrap();
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(component("rule-cpu-autoscale"), plugins.join("cpu.wasm")).unwrap();
+    std::fs::copy(&case.component, plugins.join("cpu.wasm")).unwrap();
     std::fs::write(
         plugins.join("cpu.toml"),
         "[limits]\nfuel = 10_000_000\ntimeout_ms = 1_000\n",
@@ -76,9 +116,12 @@ async fn registry(dir: &std::path::Path, pooling: bool) -> Arc<Registry> {
         store,
         &plugins,
         Clock::manual(1_000_000),
-        limits,
+        case.options.limits.clone(),
     ));
     registry.reload().await.unwrap();
+    if let Some(status) = registry.status("cpu").filter(|s| s.error.is_some()) {
+        panic!("{} did not load: {:?}", case.component.display(), status.error);
+    }
     registry
 }
 
@@ -87,7 +130,6 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    // `BENCH_ONLY=pooling` runs just the pooled sandbox (for profiling).
     let only = std::env::var("BENCH_ONLY").ok();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -102,88 +144,153 @@ fn main() {
         &[("service", "app"), ("severity", "critical")],
     );
 
-    let mut rows = Vec::new();
-
-    let host = FakeHost::new().at(1_000_000);
-    let (samples, wall) = time(n * 10, || {
-        let d = rule_cpu_autoscale::CpuAutoscale
-            .decide(&sdk_event, &host.context())
-            .unwrap();
-        std::hint::black_box(d);
-    });
-    rows.push(Row {
-        name: "native Rust call",
-        samples,
-        wall,
-        concurrency: 1,
-    });
-
-    for (pooling, name, name2) in [
-        (
-            true,
-            "sandbox, fresh instance (pooling)",
-            "sandbox, pooling, 2 tasks",
-        ),
-        (
-            false,
-            "sandbox, fresh instance (no pooling)",
-            "sandbox, no pooling, 2 tasks",
-        ),
-    ] {
-        if only.as_deref().is_some_and(|o| o != "pooling" || !pooling) {
-            continue;
+    let lean = component("rule-cpu-autoscale");
+    let mut limits = RuntimeConfig::default();
+    if let Some(slots) = std::env::var("BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        limits.max_instances = slots;
+    }
+    let default = RuntimeOptions::new(limits);
+    let off = |tuning: Tuning| RuntimeOptions {
+        tuning,
+        ..default.clone()
+    };
+    let on = Tuning::default();
+    let mut cases = vec![
+        Case {
+            key: "default",
+            name: "sandbox, fresh instance (default)",
+            options: default.clone(),
+            component: lean.clone(),
+        },
+        Case {
+            key: "every-import",
+            name: "  guest imports every capability",
+            options: default.clone(),
+            component: PathBuf::new(),
+        },
+        Case {
+            key: "opt-size",
+            name: "  guest optimised for size",
+            options: default.clone(),
+            component: PathBuf::new(),
+        },
+        Case {
+            key: "eager-wasi",
+            name: "  WASI context built per store",
+            options: off(Tuning {
+                lazy_wasi: false,
+                ..on
+            }),
+            component: lean.clone(),
+        },
+        Case {
+            key: "no-cow",
+            name: "  no copy-on-write memory image",
+            options: off(Tuning {
+                memory_cow: false,
+                ..on
+            }),
+            component: lean.clone(),
+        },
+        Case {
+            key: "no-keep-resident",
+            name: "  pooled memory not kept resident",
+            options: off(Tuning {
+                keep_resident: false,
+                ..on
+            }),
+            component: lean.clone(),
+        },
+        Case {
+            key: "before",
+            name: "  as before this tuning: every import, WASI per store",
+            options: off(Tuning {
+                lazy_wasi: false,
+                memory_cow: true,
+                keep_resident: true,
+            }),
+            component: PathBuf::new(),
+        },
+        Case {
+            key: "no-pooling",
+            name: "sandbox, no pooling",
+            options: RuntimeOptions {
+                pooling: false,
+                ..default.clone()
+            },
+            component: lean.clone(),
+        },
+    ];
+    cases.retain(|c| only.as_deref().is_none_or(|o| o == c.key));
+    for case in &mut cases {
+        if case.component.as_os_str().is_empty() {
+            case.component = variant(if case.key == "before" {
+                "every-import"
+            } else {
+                case.key
+            });
         }
-        let sub = dir.path().join(if pooling { "pool" } else { "ondemand" });
-        let registry = rt.block_on(registry(&sub, pooling));
-        let plugin = registry.get("cpu").unwrap();
-        // Warm up, and check it really decides.
-        let d = rt.block_on(plugin.decide(&event)).unwrap().output;
-        assert_eq!(d.actions.len(), 1);
-        let (samples, wall) = rt.block_on(async {
-            let mut samples = Vec::with_capacity(n);
-            let start = Instant::now();
-            for _ in 0..n {
-                let t = Instant::now();
-                std::hint::black_box(plugin.decide(&event).await.unwrap());
-                samples.push(t.elapsed());
-            }
-            (samples, start.elapsed())
+    }
+
+    let mut rows = Vec::new();
+    if only.is_none() {
+        let host = FakeHost::new().at(1_000_000);
+        let (samples, wall) = time(n * 10, || {
+            let d = rule_cpu_autoscale::CpuAutoscale
+                .decide(&sdk_event, &host.context())
+                .unwrap();
+            std::hint::black_box(d);
         });
         rows.push(Row {
-            name,
+            name: "native Rust call".into(),
             samples,
             wall,
             concurrency: 1,
         });
+    }
 
-        let (samples, wall) = rt.block_on(async {
-            let start = Instant::now();
-            let tasks: Vec<_> = (0..2)
-                .map(|_| {
-                    let (plugin, event) = (plugin.clone(), event.clone());
-                    tokio::spawn(async move {
-                        let mut samples = Vec::with_capacity(n / 2);
-                        for _ in 0..n / 2 {
-                            let t = Instant::now();
-                            std::hint::black_box(plugin.decide(&event).await.unwrap());
-                            samples.push(t.elapsed());
-                        }
-                        samples
-                    })
-                })
-                .collect();
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.unwrap());
+    for case in &cases {
+        let registry = rt.block_on(registry(&dir.path().join(case.key), case));
+        let plugin = registry.get("cpu").unwrap();
+        // Warm up, and check it really decides.
+        let d = rt.block_on(plugin.decide(&event)).unwrap().output;
+        assert_eq!(d.actions.len(), 1);
+        for tasks in [1usize, 2] {
+            if tasks == 2 && only.is_some() {
+                continue;
             }
-            (all, start.elapsed())
-        });
-        rows.push(Row {
-            name: name2,
-            samples,
-            wall,
-            concurrency: 2,
-        });
+            let (samples, wall) = rt.block_on(async {
+                let start = Instant::now();
+                let handles: Vec<_> = (0..tasks)
+                    .map(|_| {
+                        let (plugin, event) = (plugin.clone(), event.clone());
+                        tokio::spawn(async move {
+                            let mut samples = Vec::with_capacity(n / tasks);
+                            for _ in 0..n / tasks {
+                                let t = Instant::now();
+                                std::hint::black_box(plugin.decide(&event).await.unwrap());
+                                samples.push(t.elapsed());
+                            }
+                            samples
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                for h in handles {
+                    all.extend(h.await.unwrap());
+                }
+                (all, start.elapsed())
+            });
+            rows.push(Row {
+                name: case.name.to_string(),
+                samples,
+                wall,
+                concurrency: tasks,
+            });
+        }
     }
 
     let payload = serde_json::to_vec(&sdk_event).unwrap();
@@ -201,7 +308,7 @@ fn main() {
     });
     if !samples.is_empty() {
         rows.push(Row {
-            name: "subprocess per event",
+            name: "subprocess per event".into(),
             samples,
             wall,
             concurrency: 1,

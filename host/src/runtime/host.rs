@@ -92,33 +92,31 @@ pub struct HostState {
     pub limiter: Limiter,
     /// Set when the plugin called a capability it was not granted.
     pub denied: Option<String>,
-    /// WASI with nothing granted: no env, args, files, sockets or stdin.
-    wasi: WasiCtx,
+    /// WASI (see [`wasi_ctx`]), built on the guest's first WASI call: most invocations make none,
+    /// and building it (clocks, random sources, stdio) is a measurable
+    /// part of a fresh sandbox's cost.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     http: WasiHttpCtx,
     /// Lets outgoing HTTP through only to granted hosts.
     pub http_gate: HttpGate,
-    /// The guest's stderr (panic messages), kept for error reports.
-    pub stderr: MemoryOutputPipe,
+    /// The guest's stderr (panic messages), kept for error reports; set
+    /// with `wasi`.
+    stderr: Option<MemoryOutputPipe>,
 }
 
 impl HostState {
-    pub(crate) fn new(env: Arc<PluginEnv>, memory_limit: usize) -> Self {
-        let stderr = MemoryOutputPipe::new(4096);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .allow_ip_name_lookup(false)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .build();
-        HostState {
+    /// `lazy_wasi: false` builds the WASI context up front (only to
+    /// measure what building it on first use saves).
+    pub(crate) fn new(env: Arc<PluginEnv>, memory_limit: usize, lazy_wasi: bool) -> Self {
+        let mut state = HostState {
             writes: BTreeMap::new(),
             limiter: Limiter {
                 memory_limit,
                 hit: false,
             },
             denied: None,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             http_gate: HttpGate {
@@ -126,8 +124,20 @@ impl HostState {
                 denied: None,
             },
             env,
-            stderr,
+            stderr: None,
+        };
+        if !lazy_wasi {
+            wasi_ctx(&mut state.wasi, &mut state.stderr);
         }
+        state
+    }
+
+    /// What the guest wrote to stderr (a Rust guest's panic message).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(&p.contents()).into_owned())
+            .unwrap_or_default()
     }
 
     /// The capability this invocation was denied, if any.
@@ -282,11 +292,30 @@ impl WasiHttpHooks for HttpGate {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let ctx = wasi_ctx(&mut self.wasi, &mut self.stderr);
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
+}
+
+/// The WASI context, built on first use: nothing granted (no env, args,
+/// files, sockets or stdin), stderr kept in memory.
+fn wasi_ctx<'a>(
+    wasi: &'a mut Option<WasiCtx>,
+    stderr: &mut Option<MemoryOutputPipe>,
+) -> &'a mut WasiCtx {
+    wasi.get_or_insert_with(|| {
+        let pipe = MemoryOutputPipe::new(4096);
+        *stderr = Some(pipe.clone());
+        wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(pipe)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build()
+    })
 }
 
 /// Memory limiter that records whether the limit stopped the plugin, since

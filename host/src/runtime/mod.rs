@@ -204,6 +204,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache_dir: PathBuf,
     max_memory_mb: u64,
+    tuning: Tuning,
     ticker: EpochTicker,
     docker: DockerHost,
     audit: Audit,
@@ -216,6 +217,46 @@ pub struct RuntimeOptions {
     pub limits: RuntimeConfig,
     /// Use the pooling allocator (off only to measure what it buys).
     pub pooling: bool,
+    /// What a fresh sandbox avoids doing.
+    pub tuning: Tuning,
+}
+
+impl RuntimeOptions {
+    /// The production settings: pooling and every [`Tuning`] on.
+    pub fn new(limits: RuntimeConfig) -> RuntimeOptions {
+        RuntimeOptions {
+            limits,
+            pooling: true,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+/// Work a fresh sandbox skips or makes cheaper. Every switch is on by
+/// default; the invoke benchmark turns each off in turn, so what it is
+/// worth stays visible. None of them changes what a plugin can observe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Build the WASI context (clocks, random sources, stdio pipes) on the
+    /// guest's first WASI call instead of with every `Store`.
+    pub lazy_wasi: bool,
+    /// Map a plugin's initial memory from a copy-on-write image of its data
+    /// segments instead of copying them in per instance.
+    pub memory_cow: bool,
+    /// On reuse of a pooled memory slot, reset the pages the last instance
+    /// touched with `memset` (and find them with `PAGEMAP_SCAN`) instead of
+    /// handing them back to the kernel and faulting them in again.
+    pub keep_resident: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            lazy_wasi: true,
+            memory_cow: true,
+            keep_resident: true,
+        }
+    }
 }
 
 impl Runtime {
@@ -226,6 +267,7 @@ impl Runtime {
         config.wasm_component_model(true);
         config.consume_fuel(true);
         config.epoch_interruption(true);
+        config.memory_init_cow(options.tuning.memory_cow);
         if options.pooling {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(limits.max_instances);
@@ -234,13 +276,18 @@ impl Runtime {
             pool.total_tables(limits.max_instances * 4);
             pool.total_stacks(limits.max_instances);
             pool.max_memory_size((limits.max_memory_mb as usize) << 20);
-            // Instances are short-lived and slots are reused at once: reset
-            // the pages a plugin touched with memset instead of handing them
-            // back to the kernel, so the next instance does not fault them in.
-            pool.linear_memory_keep_resident(4 << 20);
-            pool.table_keep_resident(1 << 20);
-            pool.async_stack_keep_resident(512 << 10);
-            pool.pagemap_scan(wasmtime::Enabled::Auto);
+            if options.tuning.keep_resident {
+                // Instances are short-lived and slots are reused at once:
+                // reset the pages a plugin touched with memset instead of
+                // handing them back to the kernel, so the next instance
+                // does not fault them in.
+                pool.linear_memory_keep_resident(4 << 20);
+                pool.table_keep_resident(1 << 20);
+                pool.async_stack_keep_resident(512 << 10);
+                pool.pagemap_scan(wasmtime::Enabled::Auto);
+            } else {
+                pool.pagemap_scan(wasmtime::Enabled::No);
+            }
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config)?;
@@ -267,6 +314,7 @@ impl Runtime {
             linker,
             cache_dir: cache_dir.to_owned(),
             max_memory_mb: limits.max_memory_mb,
+            tuning: options.tuning,
             docker: DockerHost(limits.docker_host.clone()),
             audit: Audit::log_only(),
         })
@@ -319,9 +367,13 @@ impl Runtime {
         Ok(component)
     }
 
-    /// Which plugin kind `component` exports, after checking that it speaks
-    /// this host's contract version.
-    fn check_contract(&self, file: &str, component: &Component) -> Result<PluginKind, Error> {
+    /// Which plugin kind `component` exports, and the exported interface's
+    /// full name, after checking that it speaks this host's contract version.
+    fn check_contract(
+        &self,
+        file: &str,
+        component: &Component,
+    ) -> Result<(PluginKind, String), Error> {
         let ty = component.component_type();
         let incompatible = |name: &str| Error::Incompatible {
             file: file.to_owned(),
@@ -339,12 +391,15 @@ impl Runtime {
                 return Err(incompatible(name));
             }
             if let ComponentItem::ComponentInstance(_) = item.ty {
-                kind = match iface {
+                let found = match iface {
                     "rule-plugin" => Some(PluginKind::Rule),
                     "action-plugin" => Some(PluginKind::Action),
                     "notifier-plugin" => Some(PluginKind::Notifier),
-                    _ => kind,
+                    _ => None,
                 };
+                if let Some(found) = found {
+                    kind = Some((found, name.to_owned()));
+                }
             }
         }
         for (name, _) in ty.imports(&self.engine) {

@@ -3,16 +3,15 @@
 //! (fresh `Store`, fuel, deadline, memory limit, classification of how it
 //! ended, validation of what it returned).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, ComponentNamedList, InstancePre, Lift, Lower};
 
-use super::bindings::{self, types};
+use super::bindings::types;
 use super::breaker::{Breaker, BreakerState};
 use super::host::{HostState, PluginEnv, StateMap};
 use super::manifest::Manifest;
@@ -20,11 +19,47 @@ use super::{Clock, Error, PluginKind, Runtime};
 use crate::config::RuntimeConfig;
 use crate::store::StateWrite;
 
-/// The typed, pre-linked exports of a plugin.
-enum Exports {
-    Rule(bindings::RulePre<HostState>),
-    Action(bindings::action::ActionPre<HostState>),
-    Notifier(bindings::notifier::NotifierPre<HostState>),
+/// A plugin's exported functions, found once at load. An invocation then
+/// looks up and type-checks only the one function it calls.
+struct Exports {
+    pre: InstancePre<HostState>,
+    describe: ComponentExportIndex,
+    /// `decide`, `run` or `deliver`.
+    handle: ComponentExportIndex,
+    /// A rule's `on-action-completed` and `on-action-failed`.
+    outcomes: Option<(ComponentExportIndex, ComponentExportIndex)>,
+}
+
+impl Exports {
+    fn find(
+        pre: InstancePre<HostState>,
+        interface: &str,
+        kind: PluginKind,
+    ) -> Result<Exports, String> {
+        let component = pre.component();
+        let (_, iface) = component
+            .get_export(None, interface)
+            .ok_or_else(|| format!("no export `{interface}`"))?;
+        let func = |name: &str| {
+            component
+                .get_export_index(Some(&iface), name)
+                .ok_or_else(|| format!("`{interface}` exports no `{name}`"))
+        };
+        let (handle, outcomes) = match kind {
+            PluginKind::Rule => (
+                func("decide")?,
+                Some((func("on-action-completed")?, func("on-action-failed")?)),
+            ),
+            PluginKind::Action => (func("run")?, None),
+            PluginKind::Notifier => (func("deliver")?, None),
+        };
+        Ok(Exports {
+            describe: func("describe")?,
+            handle,
+            outcomes,
+            pre,
+        })
+    }
 }
 
 /// A plugin ready to invoke. Cheap to share: in-flight invocations keep the
@@ -50,8 +85,8 @@ pub struct Invocation<T> {
     pub writes: Vec<StateWrite>,
 }
 
-type Call<'a, T> =
-    Pin<Box<dyn Future<Output = wasmtime::Result<Result<T, types::PluginError>>> + Send + 'a>>;
+/// What every export returns: its output or the plugin's own error.
+type Returned<T> = (Result<T, types::PluginError>,);
 
 /// Upper bounds on what one decision may ask for.
 const MAX_DECISION_ITEMS: usize = 64;
@@ -85,21 +120,13 @@ impl Plugin {
         let component = tokio::task::spawn_blocking(move || rt.compile(&f, &bytes))
             .await
             .map_err(|e| load_err(format!("compile task failed: {e}")))??;
-        let kind = runtime.check_contract(file, &component)?;
+        let (kind, interface) = runtime.check_contract(file, &component)?;
         let pre = runtime
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("cannot link: {e:#}")))?;
-        let link = |e: wasmtime::Error| load_err(format!("cannot link: {e:#}"));
-        let exports = match kind {
-            PluginKind::Rule => Exports::Rule(bindings::RulePre::new(pre).map_err(link)?),
-            PluginKind::Action => {
-                Exports::Action(bindings::action::ActionPre::new(pre).map_err(link)?)
-            }
-            PluginKind::Notifier => {
-                Exports::Notifier(bindings::notifier::NotifierPre::new(pre).map_err(link)?)
-            }
-        };
+        let exports = Exports::find(pre, &interface, kind)
+            .map_err(|e| load_err(format!("cannot link: {e}")))?;
         let secrets = manifest.resolve_secrets().map_err(load_err)?;
         let mut manifest = manifest;
         manifest.limits.memory_mb = manifest.limits.memory_mb.min(runtime.max_memory_mb);
@@ -132,6 +159,10 @@ impl Plugin {
             ),
             runtime,
         };
+        plugin
+            .typecheck()
+            .await
+            .map_err(|e| load_err(format!("cannot link: {e:#}")))?;
         let info = plugin
             .describe()
             .await
@@ -212,30 +243,66 @@ impl Plugin {
         }
     }
 
-    async fn describe(&self) -> Result<types::PluginInfo, Error> {
-        // The three worlds differ only in the export's accessor.
-        macro_rules! describe {
-            ($pre:expr, $export:ident) => {{
-                let pre = $pre.clone();
-                self.invoke(
-                    "describe",
-                    |_| Ok(()),
-                    move |store| {
-                        Box::pin(async move {
-                            let i = pre.instantiate_async(&mut *store).await?;
-                            Ok(Ok(i.$export().call_describe(&mut *store).await?))
-                        })
-                    },
-                )
-                .await?
-            }};
+    /// A fresh store for one invocation: fuel, the memory limit, and an
+    /// epoch deadline on which the guest yields to the async runtime every
+    /// tick, so a spinning plugin never holds a worker thread and the
+    /// deadline is an ordinary timeout (which also covers a host call that
+    /// hangs).
+    fn sandbox(&self) -> Store<HostState> {
+        let limits = &self.env.manifest.limits;
+        let mut store = Store::new(
+            &self.runtime.engine,
+            HostState::new(
+                self.env.clone(),
+                (limits.memory_mb as usize) << 20,
+                self.runtime.tuning.lazy_wasi,
+            ),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel).expect("fuel is enabled");
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    /// Check every export against the contract's types once, at load, so
+    /// a mismatch is a load error rather than a failure on some later event.
+    async fn typecheck(&self) -> wasmtime::Result<()> {
+        let mut store = self.sandbox();
+        let i = self.exports.pre.instantiate_async(&mut store).await?;
+        let e = &self.exports;
+        i.get_typed_func::<(), (types::PluginInfo,)>(&mut store, &e.describe)?;
+        type Event<'a> = &'a types::Event;
+        match self.kind {
+            PluginKind::Rule => {
+                i.get_typed_func::<(Event<'_>,), Returned<types::Decision>>(&mut store, &e.handle)?;
+                let (done, failed) = e.outcomes.as_ref().expect("rules have outcome handlers");
+                for f in [done, failed] {
+                    i.get_typed_func::<(Event<'_>, &types::ActionOutcome), Returned<types::Decision>>(
+                        &mut store, f,
+                    )?;
+                }
+            }
+            PluginKind::Action => {
+                i.get_typed_func::<(Event<'_>, &types::ActionRequest), Returned<types::ActionResult>>(
+                    &mut store, &e.handle,
+                )?;
+            }
+            PluginKind::Notifier => {
+                i.get_typed_func::<(Event<'_>, &types::NotificationRequest), Returned<types::Delivery>>(
+                    &mut store, &e.handle,
+                )?;
+            }
         }
-        let out = match &self.exports {
-            Exports::Rule(pre) => describe!(pre, eventpulse_plugin_rule_plugin),
-            Exports::Action(pre) => describe!(pre, eventpulse_plugin_action_plugin),
-            Exports::Notifier(pre) => describe!(pre, eventpulse_plugin_notifier_plugin),
-        };
-        Ok(out.output)
+        Ok(())
+    }
+
+    async fn describe(&self) -> Result<types::PluginInfo, Error> {
+        let describe = &self.exports.describe;
+        let info = self
+            .invoke("describe", |_| Ok(()), describe, (), |(info,)| Ok(info))
+            .await?;
+        Ok(info.output)
     }
 
     fn wrong_kind(&self, wanted: PluginKind) -> Error {
@@ -246,20 +313,24 @@ impl Plugin {
         }
     }
 
+    fn require(&self, kind: PluginKind) -> Result<(), Error> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(self.wrong_kind(kind))
+        }
+    }
+
     /// Ask a rule what `event` means.
     pub async fn decide(&self, event: &types::Event) -> Result<Invocation<types::Decision>, Error> {
-        let Exports::Rule(pre) = &self.exports else {
-            return Err(self.wrong_kind(PluginKind::Rule));
-        };
-        let (pre, event) = (pre.clone(), event.clone());
-        self.invoke("decide", validate_decision, move |store| {
-            Box::pin(async move {
-                let i = pre.instantiate_async(&mut *store).await?;
-                i.eventpulse_plugin_rule_plugin()
-                    .call_decide(&mut *store, &event)
-                    .await
-            })
-        })
+        self.require(PluginKind::Rule)?;
+        self.invoke(
+            "decide",
+            validate_decision,
+            &self.exports.handle,
+            (event,),
+            |(r,)| r,
+        )
         .await
     }
 
@@ -269,29 +340,14 @@ impl Plugin {
         event: &types::Event,
         outcome: &types::ActionOutcome,
     ) -> Result<Invocation<types::Decision>, Error> {
-        let Exports::Rule(pre) = &self.exports else {
-            return Err(self.wrong_kind(PluginKind::Rule));
+        self.require(PluginKind::Rule)?;
+        let (completed, failed) = self.exports.outcomes.as_ref().expect("rules have them");
+        let (op, func) = match outcome.result {
+            Ok(_) => ("on-action-completed", completed),
+            Err(_) => ("on-action-failed", failed),
         };
-        let failed = outcome.result.is_err();
-        let (pre, event, outcome) = (pre.clone(), event.clone(), outcome.clone());
-        let op = if failed {
-            "on-action-failed"
-        } else {
-            "on-action-completed"
-        };
-        self.invoke(op, validate_decision, move |store| {
-            Box::pin(async move {
-                let i = pre.instantiate_async(&mut *store).await?;
-                let g = i.eventpulse_plugin_rule_plugin();
-                if failed {
-                    g.call_on_action_failed(&mut *store, &event, &outcome).await
-                } else {
-                    g.call_on_action_completed(&mut *store, &event, &outcome)
-                        .await
-                }
-            })
-        })
-        .await
+        self.invoke(op, validate_decision, func, (event, outcome), |(r,)| r)
+            .await
     }
 
     /// Run an action.
@@ -300,21 +356,15 @@ impl Plugin {
         event: &types::Event,
         request: &types::ActionRequest,
     ) -> Result<Invocation<types::ActionResult>, Error> {
-        let Exports::Action(pre) = &self.exports else {
-            return Err(self.wrong_kind(PluginKind::Action));
-        };
-        let (pre, event, request) = (pre.clone(), event.clone(), request.clone());
+        self.require(PluginKind::Action)?;
         self.invoke(
             "run",
-            |r: &types::ActionResult| json_object("details", &r.details),
-            move |store| {
-                Box::pin(async move {
-                    let i = pre.instantiate_async(&mut *store).await?;
-                    i.eventpulse_plugin_action_plugin()
-                        .call_run(&mut *store, &event, &request)
-                        .await
-                })
+            |r: &types::ActionResult| {
+                json_object(&r.details).map_err(|why| format!("details {why}"))
             },
+            &self.exports.handle,
+            (event, request),
+            |(r,)| r,
         )
         .await
     }
@@ -325,37 +375,32 @@ impl Plugin {
         event: &types::Event,
         request: &types::NotificationRequest,
     ) -> Result<Invocation<types::Delivery>, Error> {
-        let Exports::Notifier(pre) = &self.exports else {
-            return Err(self.wrong_kind(PluginKind::Notifier));
-        };
-        let (pre, event, request) = (pre.clone(), event.clone(), request.clone());
+        self.require(PluginKind::Notifier)?;
         self.invoke(
             "deliver",
             |_| Ok(()),
-            move |store| {
-                Box::pin(async move {
-                    let i = pre.instantiate_async(&mut *store).await?;
-                    i.eventpulse_plugin_notifier_plugin()
-                        .call_deliver(&mut *store, &event, &request)
-                        .await
-                })
-            },
+            &self.exports.handle,
+            (event, request),
+            |(r,)| r,
         )
         .await
     }
 
     /// The one place a guest runs: a fresh store with fuel, an epoch
     /// deadline and a memory limit, bounded concurrency, the breaker, and
-    /// classification of how it ended.
-    async fn invoke<T, F>(
+    /// classification of how it ended. `func` is one of `self.exports`;
+    /// `output` takes the plugin's answer out of what the export returns.
+    async fn invoke<P, R, T>(
         &self,
         operation: &'static str,
         check: fn(&T) -> Result<(), String>,
-        call: F,
+        func: &ComponentExportIndex,
+        params: P,
+        output: fn(R) -> Result<T, types::PluginError>,
     ) -> Result<Invocation<T>, Error>
     where
-        T: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Store<HostState>) -> Call<'a, T> + Send,
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let limits = &self.env.manifest.limits;
         if !self.breaker.permits() {
@@ -364,19 +409,16 @@ impl Plugin {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
 
         let span = tracing::debug_span!("plugin.invoke", plugin.name = %self.env.name, operation);
-        let mut store = Store::new(
-            &self.runtime.engine,
-            HostState::new(self.env.clone(), (limits.memory_mb as usize) << 20),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_fuel(limits.fuel).expect("fuel is enabled");
-        // The guest yields to the async runtime every epoch tick, so a
-        // spinning plugin never holds a worker thread, and the deadline is
-        // an ordinary timeout (which also covers a host call that hangs).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let mut store = self.sandbox();
         let deadline = Duration::from_millis(limits.timeout_ms);
-        let result = tokio::time::timeout(deadline, call(&mut store).instrument(span)).await;
+        let call = async {
+            let instance = self.exports.pre.instantiate_async(&mut store).await?;
+            // Type-checks this one export (a few hundred ns); the generated
+            // bindings would check every export of the world per instance.
+            let f = instance.get_typed_func::<P, R>(&mut store, func)?;
+            wasmtime::Result::Ok(output(f.call_async(&mut store, params).await?))
+        };
+        let result = tokio::time::timeout(deadline, call.instrument(span)).await;
         let outcome = match result {
             Err(_elapsed) => Err(Error::Timeout(limits.timeout_ms)),
             Ok(Err(trap)) => Err(self.classify(trap, store.data())),
@@ -428,7 +470,7 @@ impl Plugin {
             Some(trap) => {
                 // A Rust guest prints "thread ... panicked at file:line:col:"
                 // and then the message on the next line.
-                let stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
+                let stderr = data.stderr();
                 let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked"));
                 match (lines.next(), lines.next()) {
                     (Some(at), Some(msg)) => {
@@ -443,20 +485,31 @@ impl Plugin {
     }
 }
 
-fn json_object(field: &str, text: &str) -> Result<(), String> {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err(format!("{field} must be a JSON object")),
-        Err(e) => Err(format!("{field} is not JSON: {e}")),
-    }
+// The checks below run on every successful invocation: they allocate
+// nothing unless they fail, and check JSON without building it.
+
+/// Valid JSON (not kept), or why not.
+fn json(text: &str) -> Result<(), String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(drop)
+        .map_err(|e| format!("is not JSON: {e}"))
 }
 
-fn non_empty(field: &str, text: &str) -> Result<(), String> {
+/// A JSON object, or why not.
+fn json_object(text: &str) -> Result<(), String> {
+    json(text)?;
+    if !text.trim_start().starts_with('{') {
+        return Err("must be a JSON object".into());
+    }
+    Ok(())
+}
+
+fn non_empty(text: &str) -> Result<(), String> {
     if text.trim().is_empty() {
-        return Err(format!("{field} is empty"));
+        return Err("is empty".into());
     }
     if text.len() > MAX_TEXT {
-        return Err(format!("{field} is longer than {MAX_TEXT} bytes"));
+        return Err(format!("is longer than {MAX_TEXT} bytes"));
     }
     Ok(())
 }
@@ -469,23 +522,26 @@ fn validate_decision(d: &types::Decision) -> Result<(), String> {
         ));
     }
     if let Some(types::IncidentDirective::Open(open)) = &d.incident {
-        non_empty("incident.title", &open.title)?;
-        non_empty("incident.service", &open.service)?;
-        non_empty("incident.dedup_key", &open.dedup_key)?;
+        for (field, text) in [
+            ("title", &open.title),
+            ("service", &open.service),
+            ("dedup_key", &open.dedup_key),
+        ] {
+            non_empty(text).map_err(|why| format!("incident.{field} {why}"))?;
+        }
     }
     for (i, a) in d.actions.iter().enumerate() {
-        non_empty(&format!("actions[{i}].action"), &a.action)?;
-        non_empty(&format!("actions[{i}].target"), &a.target)?;
-        json_object(&format!("actions[{i}].params"), &a.params)?;
+        non_empty(&a.action).map_err(|why| format!("actions[{i}].action {why}"))?;
+        non_empty(&a.target).map_err(|why| format!("actions[{i}].target {why}"))?;
+        json_object(&a.params).map_err(|why| format!("actions[{i}].params {why}"))?;
     }
     for (i, n) in d.notifications.iter().enumerate() {
-        non_empty(&format!("notifications[{i}].channel"), &n.channel)?;
-        non_empty(&format!("notifications[{i}].title"), &n.title)?;
+        non_empty(&n.channel).map_err(|why| format!("notifications[{i}].channel {why}"))?;
+        non_empty(&n.title).map_err(|why| format!("notifications[{i}].title {why}"))?;
     }
     for (i, s) in d.signals.iter().enumerate() {
-        non_empty(&format!("signals[{i}].name"), &s.name)?;
-        serde_json::from_str::<serde_json::Value>(&s.data)
-            .map_err(|e| format!("signals[{i}].data is not JSON: {e}"))?;
+        non_empty(&s.name).map_err(|why| format!("signals[{i}].name {why}"))?;
+        json(&s.data).map_err(|why| format!("signals[{i}].data {why}"))?;
     }
     Ok(())
 }
