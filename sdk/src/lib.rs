@@ -30,6 +30,7 @@
 //! - `model`: the event, decision and request types plugins read and build.
 //! - `context`: [`Context`], the capabilities the host lends a plugin.
 //! - `testing`: fake capabilities for native `cargo test`.
+//! - `arena`: the allocator a component uses.
 //! - `guest` (hidden): conversions between these types and the WIT bindings,
 //!   and the glue the export macros expand to.
 #![deny(missing_docs)]
@@ -38,6 +39,7 @@
 // need no direct dependency on wit-bindgen.
 extern crate self as eventpulse_sdk;
 
+pub mod arena;
 mod context;
 pub mod message;
 mod model;
@@ -49,6 +51,16 @@ pub mod __bindings;
 pub mod __guest;
 #[doc(hidden)]
 pub use wit_bindgen::rt as __wit_bindgen_rt;
+
+/// A component's allocator (see [`arena`]); std's allocator in native tests
+/// and with the `system-allocator` feature.
+#[cfg(all(
+    target_family = "wasm",
+    not(target_feature = "atomics"),
+    not(feature = "system-allocator")
+))]
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 pub use context::{
     CapabilityError, Container, ContainerSpec, Context, DockerOp, Host, HttpRequest, HttpResponse,

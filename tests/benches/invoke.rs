@@ -5,11 +5,11 @@
 //!   event, pooling allocator, every [`Tuning`] on (what the host does);
 //! - the same with each lever switched off in turn, so what it is worth
 //!   stays visible: the guest built the old way (every capability
-//!   imported), the guest optimised for size, the WASI context built per
-//!   `Store`, no copy-on-write memory
+//!   imported), the guest on std's allocator instead of the SDK's arena,
+//!   the guest optimised for size, the WASI context built per `Store`, no copy-on-write memory
 //!   image, pooled memory handed back to the kernel instead of kept
-//!   resident; and the combination the host ran before (every import,
-//!   WASI per store);
+//!   resident; and the sandbox as it was before these levers (every
+//!   import, std's allocator, opt-level "s", WASI per store);
 //! - sandbox, no pooling: wasmtime's on-demand allocator;
 //! - subprocess: a process spawned per event running the rule natively,
 //!   the way StackStorm runs actions.
@@ -18,7 +18,7 @@
 //! cores). `cargo bench -p eventpulse-tests --bench invoke` prints a table.
 //! `BENCH_N` sets the calls per case (default 20,000); `BENCH_ONLY=<case>`
 //! runs one sandbox case alone on one task (for profilers and callgrind:
-//! `default`, `every-import`, `opt-size`, `eager-wasi`, `no-cow`, `no-keep-resident`,
+//! `default`, `every-import`, `system-alloc`, `opt-size`, `eager-wasi`, `no-cow`, `no-keep-resident`,
 //! `before`, `no-pooling`). Under valgrind also set `BENCH_INSTANCES=4`:
 //! valgrind cannot reserve the address space of the default pool.
 
@@ -108,8 +108,9 @@ fn time<F: FnMut()>(n: usize, mut f: F) -> (Vec<Duration>, Duration) {
 /// rule-cpu-autoscale built another way, in a target directory of its own:
 /// `every-import` (the SDK's `bench-every-import` feature: calls go through
 /// a `dyn Host` vtable, so the component imports every capability, HTTP,
-/// Docker, Kubernetes and SMTP, as SDK 0.1.0 built it) or `opt-size` (the
-/// `plugin` profile at `opt-level = "s"`, as it was).
+/// Docker, Kubernetes and SMTP, as SDK 0.1.0 built it), `system-alloc`
+/// (std's allocator instead of the SDK's arena), `opt-size` (the `plugin`
+/// profile at `opt-level = "s"`, as it was) or `before` (all three).
 fn variant(key: &str) -> PathBuf {
     let root = workspace();
     let target = root.join("target/plugins/bench").join(key);
@@ -117,11 +118,20 @@ fn variant(key: &str) -> PathBuf {
     cargo
         .args(["build", "--quiet", "--target", "wasm32-wasip2"])
         .args(["--profile", "plugin", "-p", "rule-cpu-autoscale"]);
-    match key {
-        "every-import" => cargo.args(["--features", "eventpulse-sdk/bench-every-import"]),
-        "opt-size" => cargo.env("CARGO_PROFILE_PLUGIN_OPT_LEVEL", "s"),
+    let (features, opt_level) = match key {
+        "every-import" => ("eventpulse-sdk/bench-every-import", "3"),
+        "system-alloc" => ("eventpulse-sdk/system-allocator", "3"),
+        "opt-size" => ("", "s"),
+        "before" => (
+            "eventpulse-sdk/bench-every-import,eventpulse-sdk/system-allocator",
+            "s",
+        ),
         _ => unreachable!("no variant {key}"),
     };
+    if !features.is_empty() {
+        cargo.args(["--features", features]);
+    }
+    cargo.env("CARGO_PROFILE_PLUGIN_OPT_LEVEL", opt_level);
     let status = cargo
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
@@ -211,6 +221,12 @@ fn main() {
             component: PathBuf::new(),
         },
         Case {
+            key: "system-alloc",
+            name: "  guest on std's allocator, not the arena",
+            options: default.clone(),
+            component: PathBuf::new(),
+        },
+        Case {
             key: "opt-size",
             name: "  guest optimised for size",
             options: default.clone(),
@@ -245,7 +261,7 @@ fn main() {
         },
         Case {
             key: "before",
-            name: "  as before this tuning: every import, WASI per store",
+            name: "  as before: every import, std allocator, opt s, WASI per store",
             options: off(Tuning {
                 lazy_wasi: false,
                 memory_cow: true,
@@ -266,11 +282,7 @@ fn main() {
     cases.retain(|c| only.as_deref().is_none_or(|o| o == c.key));
     for case in &mut cases {
         if case.component.as_os_str().is_empty() {
-            case.component = variant(if case.key == "before" {
-                "every-import"
-            } else {
-                case.key
-            });
+            case.component = variant(case.key);
         }
     }
 
