@@ -1,5 +1,7 @@
-//! Host bindings for `wit/`, generated once. The `rule` world generates the
-//! shared types and host interfaces; `action` and `notifier` reuse them.
+//! Host bindings for `wit/`, generated once from the `rule` world: the
+//! shared types and the host interfaces every world imports. The exports
+//! are called through `Plugin::invoke` by export index (see `plugin.rs`),
+//! so the `action` and `notifier` worlds need no bindings of their own.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -18,33 +20,5 @@ wasmtime::component::bindgen!({
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
     },
 });
-
-pub mod action {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "action",
-        exports: { default: async },
-        with: {
-            "eventpulse:plugin": super::eventpulse::plugin,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
-}
-
-pub mod notifier {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "notifier",
-        exports: { default: async },
-        with: {
-            "eventpulse:plugin": super::eventpulse::plugin,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
-}
 
 pub use self::eventpulse::plugin::types;
