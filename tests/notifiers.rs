@@ -598,7 +598,11 @@ async fn every_notifier_reaches_its_peer_and_no_secret_leaks() {
     let accepted = warning(&host, "web-7d8f-x4k2m", "OOMKilled", 3).await;
     assert_eq!(accepted["accepted"], 1, "{accepted}");
     let d = incident_when(&host, "web-7d8f-x4k2m", "4 notifications delivered", |d| {
-        settled(d, 4) && d.notifications.iter().all(|j| j.status == "delivered")
+        // The incident row is read apart from the jobs and the timeline:
+        // also wait for the incident stage's `last_notified_at`.
+        settled(d, 4)
+            && d.notifications.iter().all(|j| j.status == "delivered")
+            && d.incident.last_notified_at.is_some()
     })
     .await;
     assert_eq!(d.incident.severity, "critical");

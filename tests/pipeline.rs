@@ -45,11 +45,15 @@ async fn alert_to_resolved_incident(backend: Backend) {
         .newest_incident(
             "incident resolved with action and notification done",
             SETTLE,
+            // `incident_detail` reads the incident row, timeline and jobs in
+            // separate statements, so wait for every part asserted below:
+            // the incident stage's commit can land between two of them.
             |d| {
                 d.incident.status == "resolved"
                     && d.actions.iter().all(|a| a.status == "completed")
                     && d.notifications.iter().any(|n| n.status == "delivered")
                     && d.timeline.iter().any(|e| e.kind == "notification")
+                    && d.incident.last_notified_at.is_some()
             },
         )
         .await;
