@@ -15,10 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::config::IngestConfig;
+use crate::ingest::group_commit::{CommitError, GroupCommit};
 use crate::ingest::{alertmanager, cloudevents, kubernetes};
 use crate::registry::{self, Registry};
 use crate::runtime::{self, types};
-use crate::store::Store;
+use crate::store::{IngestWrite, Ingested, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct ApiState {
     pub token: Arc<SecretString>,
     /// Ingest settings.
     pub ingest: Arc<IngestConfig>,
+    /// Where ingest writes are committed.
+    pub commits: GroupCommit,
 }
 
 /// The API's routes.
@@ -97,6 +100,9 @@ pub enum ApiError {
     PluginFailed(runtime::Error),
     /// A dependency (store, breaker) is not available right now.
     Unavailable(String),
+    /// Ingest has more waiting than the store can take: 503 with
+    /// `Retry-After`.
+    Saturated,
     /// Our fault; details are in the log, not the response.
     Internal,
 }
@@ -116,6 +122,16 @@ impl From<registry::Error> for ApiError {
                 tracing::error!(error = %e, "registry error");
                 ApiError::Internal
             }
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Busy(_) => ApiError::Saturated,
+            CommitError::Store(e) => e.into(),
+            CommitError::Stopped => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -145,6 +161,11 @@ impl IntoResponse for ApiError {
                 json!({"error": e.to_string(), "kind": e.kind(), "retryable": e.is_retryable()}),
             ),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": m})),
+            ApiError::Saturated => {
+                let body = json!({"error": "ingest is saturated; retry shortly"});
+                let retry = [(axum::http::header::RETRY_AFTER, "1")];
+                return (StatusCode::SERVICE_UNAVAILABLE, retry, Json(body)).into_response();
+            }
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "internal error"}),
@@ -366,10 +387,14 @@ async fn ingest_event(
     let body = body_or_error(&s, body)?;
     let event = cloudevents::parse(&body, crate::store::now_ms() as u64)
         .map_err(|e| ApiError::BadRequest(e.0))?;
-    let new = s.store.ingest_event(&event).await?;
+    let id = event.id.clone();
+    let new = match s.commits.commit(IngestWrite::Event(event)).await? {
+        Ingested::Event { new } => new,
+        Ingested::Alerts(_) => unreachable!("an event write has an event outcome"),
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": event.id, "duplicate": !new })),
+        Json(json!({ "id": id, "duplicate": !new })),
     ))
 }
 
@@ -421,12 +446,20 @@ async fn ingest_alertmanager(
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = crate::store::now_ms() as u64;
-    let outcome = s
-        .store
-        .ingest_alerts(&notification.group_key, &notification.alerts, |a| {
-            alertmanager::alert_raised(&notification, a, now)
-        })
-        .await?;
+    let events = notification
+        .alerts
+        .iter()
+        .map(|a| alertmanager::alert_raised(&notification, a, now))
+        .collect();
+    let write = IngestWrite::Alerts {
+        group_key: notification.group_key,
+        alerts: notification.alerts,
+        events,
+    };
+    let outcome = match s.commits.commit(write).await? {
+        Ingested::Alerts(outcome) => outcome,
+        Ingested::Event { .. } => unreachable!("an alerts write has an alerts outcome"),
+    };
     Ok(Json(
         json!({ "accepted": outcome.alerts, "new_events": outcome.events }),
     ))

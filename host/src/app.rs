@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::{Config, TransportKind};
+use crate::ingest::group_commit::GroupCommit;
 use crate::pipeline::Pipeline;
 use crate::pipeline::kafka::{self, KafkaLog};
 use crate::pipeline::transport::{EmbeddedLog, Transport};
@@ -48,6 +49,7 @@ impl App {
         let options = StoreOptions {
             busy_timeout: std::time::Duration::from_millis(config.store.busy_timeout_ms),
             max_connections: config.store.max_connections,
+            durability: config.store.durability,
             instance: config.instance_name(),
         };
         let store = Store::connect_with(&config.database_url, &options)
@@ -84,13 +86,14 @@ impl App {
         })
     }
 
-    /// The HTTP routes.
-    pub fn router(&self) -> axum::Router {
+    /// The HTTP routes, committing ingest through `commits`.
+    pub fn router(&self, commits: GroupCommit) -> axum::Router {
         api::router(ApiState {
             registry: self.registry.clone(),
             store: self.store.clone(),
             token: self.token.clone(),
             ingest: Arc::new(self.config.ingest.clone()),
+            commits,
         })
     }
 
@@ -102,7 +105,16 @@ impl App {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut tasks = JoinSet::new();
-        let router = self.router();
+        let (commits, writer) = GroupCommit::new(
+            self.store.clone(),
+            self.config.ingest.max_pending,
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            writer.await;
+            Ok("ingest writer")
+        });
+        let router = self.router(commits);
         tasks.spawn(write_audit(
             self.store.clone(),
             self.audit_rx,

@@ -124,6 +124,22 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// PostgreSQL connection pool size (SQLite uses one connection).
     pub max_connections: u32,
+    /// What a commit (and so every 2xx to a sender) survives.
+    pub durability: Durability,
+}
+
+/// What a committed write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// The default: a commit is on disk before it returns (SQLite WAL with
+    /// `synchronous = FULL`, PostgreSQL `synchronous_commit = on`), so it
+    /// survives an OS crash or power loss. Group commit pays for the fsync.
+    PowerLoss,
+    /// Faster, explicitly weaker: a commit survives the process being
+    /// killed but the last ones may be lost on an OS crash or power loss
+    /// (SQLite `synchronous = NORMAL`, PostgreSQL `synchronous_commit = off`).
+    ProcessCrash,
 }
 
 impl Default for StoreConfig {
@@ -131,6 +147,7 @@ impl Default for StoreConfig {
         StoreConfig {
             busy_timeout_ms: 5_000,
             max_connections: 8,
+            durability: Durability::PowerLoss,
         }
     }
 }
@@ -141,8 +158,13 @@ impl Default for StoreConfig {
 pub struct PipelineConfig {
     /// Whether `serve` runs the stages (off: ingest and admin only).
     pub enabled: bool,
-    /// Events a stage reads from the log per fetch.
+    /// Events a stage takes from the log at once and commits in one
+    /// transaction (1: one event per transaction).
     pub batch: u32,
+    /// Attempts at an event whose transaction fails for a reason in the
+    /// event itself (a constraint it violates) before it is dead-lettered.
+    /// Failures of the database itself are retried for as long as it takes.
+    pub event_attempts: u32,
     /// Attempts per action or notification before it fails and is
     /// dead-lettered (retryable errors only; permanent ones fail at once).
     pub max_attempts: u32,
@@ -167,6 +189,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             enabled: true,
             batch: 256,
+            event_attempts: 3,
             max_attempts: 5,
             backoff_initial_ms: 500,
             backoff_max_ms: 60_000,
@@ -201,6 +224,10 @@ pub struct IngestConfig {
     pub token: Option<SecretString>,
     /// Largest accepted request body, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Requests waiting to be committed at most. Concurrent requests are
+    /// committed together (group commit); past this many the store is not
+    /// keeping up and a request gets 503 with `Retry-After` at once.
+    pub max_pending: usize,
 }
 
 impl Default for IngestConfig {
@@ -208,6 +235,7 @@ impl Default for IngestConfig {
         IngestConfig {
             token: None,
             max_body_bytes: 1 << 20,
+            max_pending: 1024,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! rule stage); this stage records what happened to the incident's
 //! actions, notifications and signals.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::kinds::*;
@@ -110,35 +112,38 @@ impl Stage for IncidentStage {
         SIGNAL_EMITTED,
     ];
 
-    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
-        let Some(incident_id) = event.correlation.incident_id.clone() else {
-            // Not about an incident: nothing to record, but mark it seen.
-            let mut tx = self.store.begin().await?;
-            tx.inbox(Self::NAME, &event.id).await?;
-            return tx.commit().await;
-        };
-        let (cause, ref_id) = describe(event);
+    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         let mut tx = self.store.begin().await?;
-        if !tx.inbox(Self::NAME, &event.id).await? {
-            return Ok(());
+        let new = tx.inbox_many(Self::NAME, &ids).await?;
+        let mut notified: HashMap<&str, i64> = HashMap::new();
+        for event in events.iter().filter(|e| new.contains(&e.id)) {
+            // Not about an incident: nothing to record beyond the inbox row.
+            let Some(incident_id) = &event.correlation.incident_id else {
+                continue;
+            };
+            let (cause, ref_id) = describe(event);
+            let now = now_ms();
+            let kind = event.kind.split('.').next().unwrap_or("event").to_owned();
+            tx.timeline(
+                incident_id,
+                &TimelineEntry {
+                    at: now,
+                    kind,
+                    from_status: None,
+                    to_status: None,
+                    cause,
+                    event_id: event.id.clone(),
+                    ref_id,
+                },
+            )
+            .await?;
+            if event.kind == NOTIFICATION_DELIVERED {
+                notified.insert(incident_id, now);
+            }
         }
-        let now = now_ms();
-        let kind = event.kind.split('.').next().unwrap_or("event").to_owned();
-        tx.timeline(
-            &incident_id,
-            &TimelineEntry {
-                at: now,
-                kind,
-                from_status: None,
-                to_status: None,
-                cause,
-                event_id: event.id.clone(),
-                ref_id,
-            },
-        )
-        .await?;
-        if event.kind == NOTIFICATION_DELIVERED {
-            tx.set_last_notified(&incident_id, now).await?;
+        for (incident_id, at) in notified {
+            tx.set_last_notified(incident_id, at).await?;
         }
         tx.commit().await
     }

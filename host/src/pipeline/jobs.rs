@@ -46,6 +46,16 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(10);
 /// enqueued or left behind.
 const SHARED_POLL: Duration = Duration::from_secs(1);
 
+/// An attempt that ended, waiting to be recorded.
+struct Finished {
+    job: Job,
+    end: JobEnd,
+    /// The outcome event to announce with it.
+    outcome: Option<types::Event>,
+    /// The requesting event, when the job is dead-lettered.
+    dead: Option<types::Event>,
+}
+
 /// Runs the jobs of one queue.
 pub struct Executor {
     queue: Queue,
@@ -178,7 +188,7 @@ impl Executor {
             }
         }
         let slots = self.config.concurrency.max(1);
-        let mut running: JoinSet<()> = JoinSet::new();
+        let mut running: JoinSet<Finished> = JoinSet::new();
         let mut last_sweep = std::time::Instant::now();
         loop {
             let woken = self.wake.notified();
@@ -230,8 +240,19 @@ impl Executor {
                 () = sleep => {}
                 () = tokio::time::sleep(SHARED_POLL), if shared => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Err(e) = done && e.is_panic() {
-                        tracing::error!(queue = ?self.queue, "job attempt panicked");
+                    // Every attempt that has ended is recorded in one transaction.
+                    let mut finished = Vec::new();
+                    for done in std::iter::once(done).chain(std::iter::from_fn(|| running.try_join_next())) {
+                        match done {
+                            Ok(f) => finished.push(f),
+                            // Its job stays `running` and runs again after a restart or sweep.
+                            Err(e) if e.is_panic() => tracing::error!(queue = ?self.queue, "job attempt panicked"),
+                            Err(_) => {}
+                        }
+                    }
+                    if !self.record(&finished, &cancel).await {
+                        running.abort_all();
+                        return Ok(());
                     }
                 }
             }
@@ -254,19 +275,20 @@ impl Executor {
     /// pending job is due.
     async fn start_due(
         self: &Arc<Self>,
-        running: &mut JoinSet<()>,
+        running: &mut JoinSet<Finished>,
         slots: usize,
     ) -> Result<Option<i64>, store::Error> {
         let free = slots - running.len();
         let due = self.store.due(self.queue, now_ms(), free as u32).await?;
-        for job in due {
+        if !due.is_empty() {
+            let ids: Vec<&str> = due.iter().map(|j| j.id.as_str()).collect();
             let mut tx = self.store.begin().await?;
-            if !tx.claim(self.queue, &job.id).await? {
-                continue;
-            }
+            let claimed = tx.claim(self.queue, &ids).await?;
             tx.commit().await?;
-            let this = self.clone();
-            running.spawn(async move { this.attempt(job).await });
+            for job in due.into_iter().filter(|j| claimed.contains(&j.id)) {
+                let this = self.clone();
+                running.spawn(async move { this.attempt(job).await });
+            }
         }
         if running.len() >= slots {
             return Ok(None);
@@ -274,8 +296,8 @@ impl Executor {
         self.store.next_due(self.queue).await
     }
 
-    /// One attempt of `job` (already claimed), and recording its end.
-    async fn attempt(&self, job: Job) {
+    /// One attempt of `job` (already claimed): how it ended.
+    async fn attempt(&self, job: Job) -> Finished {
         let attempts = job.attempts as u32 + 1;
         let event: types::Event = match serde_json::from_str(&job.request) {
             Ok(e) => e,
@@ -283,8 +305,12 @@ impl Executor {
                 let end = JobEnd::Failed {
                     error: format!("unreadable request: {e}"),
                 };
-                self.record(&job, end, None, None).await;
-                return;
+                return Finished {
+                    job,
+                    end,
+                    outcome: None,
+                    dead: None,
+                };
             }
         };
         let span = event_span(self.queue_name(), &event);
@@ -302,9 +328,12 @@ impl Executor {
         .instrument(span.clone())
         .await;
         let dead = matches!(end, JobEnd::Failed { .. }) && attempts >= self.config.max_attempts;
-        self.record(&job, end, outcome, dead.then_some(&event))
-            .instrument(span)
-            .await;
+        Finished {
+            job,
+            end,
+            outcome,
+            dead: dead.then_some(event),
+        }
     }
 
     fn queue_name(&self) -> &'static str {
@@ -482,39 +511,42 @@ impl Executor {
         }
     }
 
-    /// Commit the attempt's end with its outcome event (and dead letter),
-    /// retrying until the store takes it: a finished attempt is never
-    /// forgotten while the process lives (and re-runs if it dies).
-    async fn record(
-        &self,
-        job: &Job,
-        end: JobEnd,
-        outcome: Option<types::Event>,
-        dead: Option<&types::Event>,
-    ) {
+    /// Commit the attempts' ends with their outcome events (and dead
+    /// letters) in one transaction, retrying until the store takes them: a
+    /// finished attempt is never forgotten while the process lives (and
+    /// re-runs if it dies). `false` if `cancel` fired first.
+    async fn record(&self, finished: &[Finished], cancel: &CancellationToken) -> bool {
+        if finished.is_empty() {
+            return true;
+        }
+        let consumer = match self.queue {
+            Queue::Actions => ActionIntake::NAME,
+            Queue::Notifications => NotificationIntake::NAME,
+        };
         let mut wait = store_backoff();
         loop {
             let result = async {
                 let mut tx = self.store.begin().await?;
-                tx.finish(self.queue, &job.id, &end).await?;
-                if let Some(e) = &outcome {
-                    tx.append(e).await?;
-                }
-                if let (Some(e), JobEnd::Failed { error }) = (dead, &end) {
-                    let consumer = match self.queue {
-                        Queue::Actions => ActionIntake::NAME,
-                        Queue::Notifications => NotificationIntake::NAME,
-                    };
-                    tx.dead_letter(consumer, e, error, job.attempts + 1).await?;
+                for f in finished {
+                    tx.finish(self.queue, &f.job.id, &f.end).await?;
+                    if let Some(e) = &f.outcome {
+                        tx.append(e).await?;
+                    }
+                    if let (Some(e), JobEnd::Failed { error }) = (&f.dead, &f.end) {
+                        tx.dead_letter(consumer, e, error, f.job.attempts + 1)
+                            .await?;
+                    }
                 }
                 tx.commit().await
             }
             .await;
             match result {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) => {
-                    tracing::warn!(job = %job.id, error = %e, "could not record the attempt; retrying");
-                    tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(5))).await;
+                    tracing::warn!(queue = ?self.queue, jobs = finished.len(), error = %e, "could not record the attempts; retrying");
+                    if sleep_or_cancel(wait.next(), cancel).await {
+                        return false;
+                    }
                 }
             }
         }
@@ -527,19 +559,37 @@ pub struct ActionIntake(pub Arc<Executor>);
 /// The notification stage: `notification.requested` into `notifications`.
 pub struct NotificationIntake(pub Arc<Executor>);
 
+/// Record `events`' jobs (`job_of` each) in one transaction with their
+/// inbox rows, then wake the executor.
 async fn intake(
     executor: &Executor,
+    consumer: &str,
+    events: &[types::Event],
+    job_of: fn(&types::Event) -> Option<Job>,
+) -> Result<(), store::Error> {
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let mut tx = executor.store.begin().await?;
+    let new = tx.inbox_many(consumer, &ids).await?;
+    for event in events.iter().filter(|e| new.contains(&e.id)) {
+        intake_one(executor, &mut tx, consumer, event, job_of(event)).await?;
+    }
+    tx.commit().await?;
+    executor.wake();
+    Ok(())
+}
+
+/// One request into the queue: enqueued, refused by the rate limit, or
+/// suppressed by notification dedup.
+async fn intake_one(
+    executor: &Executor,
+    tx: &mut store::Tx,
     consumer: &str,
     event: &types::Event,
     job: Option<Job>,
 ) -> Result<(), store::Error> {
-    let mut tx = executor.store.begin().await?;
-    if !tx.inbox(consumer, &event.id).await? {
-        return Ok(());
-    }
     match job {
         Some(mut job) if executor.queue == Queue::Notifications => {
-            match executor.dedup(&mut tx, &mut job, event).await? {
+            match executor.dedup(tx, &mut job, event).await? {
                 None => {
                     tx.enqueue(executor.queue, &job).await?;
                 }
@@ -562,7 +612,7 @@ async fn intake(
                 }
             }
         }
-        Some(job) => match executor.refusal(&mut tx, &job).await? {
+        Some(job) => match executor.refusal(tx, &job).await? {
             None => {
                 tx.enqueue(executor.queue, &job).await?;
             }
@@ -589,8 +639,6 @@ async fn intake(
                 .await?;
         }
     }
-    tx.commit().await?;
-    executor.wake();
     Ok(())
 }
 
@@ -598,56 +646,64 @@ impl Stage for ActionIntake {
     const NAME: &'static str = "actions";
     const KINDS: &'static [&'static str] = &[ACTION_REQUESTED];
 
-    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
-        let job = serde_json::from_str::<ActionData>(&event.data)
-            .ok()
-            .map(|d| Job {
-                id: event
-                    .correlation
-                    .action_id
-                    .clone()
-                    .unwrap_or_else(|| event.id.clone()),
-                incident_id: event.correlation.incident_id.clone(),
-                rule: d.rule,
-                plugin: d.request.action.clone(),
-                target: d.request.target.clone(),
-                status: "pending".into(),
-                attempts: 0,
-                next_attempt_at: 0,
-                last_error: None,
-                result: None,
-                request: serde_json::to_string(event).expect("event serialises"),
-            });
-        intake(&self.0, Self::NAME, event, job).await
+    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+        intake(&self.0, Self::NAME, events, action_job).await
     }
+}
+
+/// The job an `action.requested` asks for (`None`: unreadable data).
+fn action_job(event: &types::Event) -> Option<Job> {
+    serde_json::from_str::<ActionData>(&event.data)
+        .ok()
+        .map(|d| Job {
+            id: event
+                .correlation
+                .action_id
+                .clone()
+                .unwrap_or_else(|| event.id.clone()),
+            incident_id: event.correlation.incident_id.clone(),
+            rule: d.rule,
+            plugin: d.request.action.clone(),
+            target: d.request.target.clone(),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+            result: None,
+            request: serde_json::to_string(event).expect("event serialises"),
+        })
 }
 
 impl Stage for NotificationIntake {
     const NAME: &'static str = "notifications";
     const KINDS: &'static [&'static str] = &[NOTIFICATION_REQUESTED];
 
-    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
-        let job = serde_json::from_str::<NotificationData>(&event.data)
-            .ok()
-            .map(|d| Job {
-                id: d.notification_id.clone(),
-                incident_id: event.correlation.incident_id.clone(),
-                rule: d.rule,
-                plugin: d.request.channel.clone(),
-                target: d
-                    .request
-                    .dedup_key
-                    .clone()
-                    .unwrap_or_else(|| d.request.title.clone()),
-                status: "pending".into(),
-                attempts: 0,
-                next_attempt_at: 0,
-                last_error: None,
-                result: None,
-                request: serde_json::to_string(event).expect("event serialises"),
-            });
-        intake(&self.0, Self::NAME, event, job).await
+    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+        intake(&self.0, Self::NAME, events, notification_job).await
     }
+}
+
+/// The job a `notification.requested` asks for (`None`: unreadable data).
+fn notification_job(event: &types::Event) -> Option<Job> {
+    serde_json::from_str::<NotificationData>(&event.data)
+        .ok()
+        .map(|d| Job {
+            id: d.notification_id.clone(),
+            incident_id: event.correlation.incident_id.clone(),
+            rule: d.rule,
+            plugin: d.request.channel.clone(),
+            target: d
+                .request
+                .dedup_key
+                .clone()
+                .unwrap_or_else(|| d.request.title.clone()),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+            result: None,
+            request: serde_json::to_string(event).expect("event serialises"),
+        })
 }
 
 /// The job a dead letter of the action or notification stage is about:

@@ -174,39 +174,36 @@ pub trait Stage: Send + Sync + 'static {
     /// Event kinds it consumes.
     const KINDS: &'static [&'static str];
 
-    /// Process one event: effects, appends and the inbox row in one
-    /// transaction. An error means nothing was committed; the event will
-    /// be handed over again.
-    fn handle(&self, event: &types::Event)
-    -> impl Future<Output = Result<(), store::Error>> + Send;
-
-    /// Called once before the first event.
-    fn start(&self) -> impl Future<Output = Result<(), store::Error>> + Send {
-        async { Ok(()) }
-    }
+    /// Process `events`, in log order: their effects, appends and inbox
+    /// rows in one transaction. An error means nothing was committed; the
+    /// events will be handed over again (alone, if the error was in the
+    /// data rather than the database).
+    fn handle(
+        &self,
+        events: &[types::Event],
+    ) -> impl Future<Output = Result<(), store::Error>> + Send;
 }
 
-/// Feed `stage` from `transport` until `cancel` fires. Store failures are
-/// retried with backoff; a payload that is not an event is dead-lettered.
+/// Feed `stage` from `transport` until `cancel` fires, a batch (what the
+/// transport has ready, up to `pipeline.batch`) per transaction. A payload
+/// that is not an event is dead-lettered; see [`handle_batch`] for failures.
 pub async fn run_stage<S: Stage>(
     stage: Arc<S>,
     store: Store,
     transport: Arc<dyn Transport>,
+    attempts: u32,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut sub: Box<dyn Subscription> = transport.subscribe(S::NAME, S::KINDS)?;
     let mut wait = store_backoff();
-    while let Err(e) = stage.start().await {
-        tracing::warn!(stage = S::NAME, error = %e, "stage cannot start yet; retrying");
-        if sleep_or_cancel(wait.next(), &cancel).await {
-            return Ok(());
-        }
-    }
     tracing::info!(stage = S::NAME, kinds = ?S::KINDS, "stage started");
     loop {
         let batch = match sub.next(&cancel).await {
             Ok(b) if b.is_empty() => return Ok(()),
-            Ok(b) => b,
+            Ok(b) => {
+                wait = store_backoff();
+                b
+            }
             Err(e) => {
                 tracing::warn!(
                     stage = S::NAME,
@@ -219,29 +216,18 @@ pub async fn run_stage<S: Stage>(
                 continue;
             }
         };
+        let mut events = Vec::with_capacity(batch.len());
+        let mut ids = std::collections::HashSet::with_capacity(batch.len());
         for d in &batch {
-            let event: types::Event = match serde_json::from_str(&d.payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    poison(&store, S::NAME, d, &e.to_string(), &cancel).await;
-                    continue;
-                }
-            };
-            let span = event_span(S::NAME, &event);
-            let mut wait = store_backoff();
-            loop {
-                match stage.handle(&event).instrument(span.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        let _in = span.enter();
-                        tracing::warn!(error = %e, "stage transaction failed; retrying the event");
-                        drop(_in);
-                        if sleep_or_cancel(wait.next(), &cancel).await {
-                            return Ok(());
-                        }
-                    }
-                }
+            match serde_json::from_str::<types::Event>(&d.payload) {
+                // A redelivered copy inside one batch is handled once.
+                Ok(e) if !ids.insert(e.id.clone()) => {}
+                Ok(e) => events.push(e),
+                Err(e) => poison(&store, S::NAME, d, &e.to_string(), &cancel).await,
             }
+        }
+        if !handle_batch(&*stage, &store, &events, attempts.max(1), &cancel).await {
+            return Ok(());
         }
         let last = batch.last().expect("batch is not empty").position;
         if let Err(e) = sub.ack(last).await {
@@ -252,6 +238,114 @@ pub async fn run_stage<S: Stage>(
                 error = format!("{e:#}"),
                 "could not record the log position"
             );
+        }
+    }
+}
+
+/// Commit `events` in one transaction. While the database fails, the
+/// batch is retried with backoff (nothing is dropped because the store is
+/// down). If the batch fails on its data (a constraint one event
+/// violates), its events are handled one by one, so the others commit and
+/// the one at fault is retried alone and then dead-lettered. `false` if
+/// `cancel` fired first.
+async fn handle_batch<S: Stage>(
+    stage: &S,
+    store: &Store,
+    events: &[types::Event],
+    attempts: u32,
+    cancel: &CancellationToken,
+) -> bool {
+    if events.len() > 1 {
+        let span = tracing::info_span!("batch", stage = S::NAME, events = events.len());
+        let mut wait = store_backoff();
+        loop {
+            match stage.handle(events).instrument(span.clone()).await {
+                Ok(()) => return true,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(parent: &span, error = %e, "stage transaction failed; retrying the batch");
+                    if sleep_or_cancel(wait.next(), cancel).await {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(parent: &span, error = %e, "batch failed on its data; handling its events one by one");
+                    break;
+                }
+            }
+        }
+    }
+    for event in events {
+        if !handle_alone(stage, store, event, attempts, cancel).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// One event in its own transaction, retried with backoff; dead-lettered
+/// (with its inbox row, so it is not handled again) after `attempts`
+/// failures caused by its data.
+async fn handle_alone<S: Stage>(
+    stage: &S,
+    store: &Store,
+    event: &types::Event,
+    attempts: u32,
+    cancel: &CancellationToken,
+) -> bool {
+    let span = event_span(S::NAME, event);
+    let mut wait = store_backoff();
+    let mut failures = 0;
+    loop {
+        let error = match stage
+            .handle(std::slice::from_ref(event))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        if !error.is_transient() {
+            failures += 1;
+            if failures >= attempts {
+                tracing::error!(parent: &span, error = %error, failures, "event dead-lettered");
+                let why = format!("gave up after {failures} attempts: {error}");
+                return dead_letter_event(store, S::NAME, event, &why, failures, cancel).await;
+            }
+        }
+        tracing::warn!(parent: &span, error = %error, failures, "stage transaction failed; retrying the event");
+        if sleep_or_cancel(wait.next(), cancel).await {
+            return false;
+        }
+    }
+}
+
+/// Park an event a stage gave up on, marking it processed for `consumer`.
+async fn dead_letter_event(
+    store: &Store,
+    consumer: &str,
+    event: &types::Event,
+    why: &str,
+    attempts: u32,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut wait = store_backoff();
+    loop {
+        let parked = async {
+            let mut tx = store.begin().await?;
+            if tx.inbox(consumer, &event.id).await? {
+                tx.dead_letter(consumer, event, why, i64::from(attempts))
+                    .await?;
+            }
+            tx.commit().await
+        };
+        match parked.await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(stage = consumer, error = %e, "could not dead-letter; retrying")
+            }
+        }
+        if sleep_or_cancel(wait.next(), cancel).await {
+            return false;
         }
     }
 }
@@ -355,8 +449,8 @@ impl Pipeline {
         macro_rules! stage {
             ($stage:expr, $name:expr) => {{
                 let (t, c, st) = (self.transport.clone(), cancel.clone(), self.store.clone());
-                let s = $stage;
-                tasks.spawn(async move { run_stage(s, st, t, c).await.map(|()| $name) });
+                let (s, n) = ($stage, self.config.event_attempts);
+                tasks.spawn(async move { run_stage(s, st, t, n, c).await.map(|()| $name) });
             }};
         }
         stage!(rules, "rule stage");

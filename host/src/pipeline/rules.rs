@@ -4,15 +4,19 @@
 //! row: decisions log, plugin state, incident changes and the events they
 //! announce.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::incidents::{IncidentData, status_name, transition};
 use super::kinds::*;
 use super::{ActionData, NotificationData, Stage, derive};
 use crate::registry::Registry;
-use crate::runtime::{self, Invocation, Plugin, types};
-use crate::store::{self, DecisionRecord, Incident, Store, TimelineEntry, Tx, now_ms};
+use crate::runtime::{self, Invocation, Plugin, StateOverlay, types};
+use crate::store::{self, DecisionRecord, Incident, StateWrite, Store, TimelineEntry, Tx, now_ms};
 
 /// The rule stage.
 pub struct RuleStage {
@@ -29,6 +33,9 @@ struct Call {
     attempts: u32,
 }
 
+/// Uncommitted state writes of one lane, per rule.
+type Overlays = HashMap<String, Arc<StateOverlay>>;
+
 impl RuleStage {
     /// A stage invoking rules from `registry`, each up to `attempts` times
     /// when it fails retryably.
@@ -40,123 +47,56 @@ impl RuleStage {
         }
     }
 
-    /// Invoke `plugin` through `op`, retrying retryable failures.
-    async fn call<F, Fut>(&self, plugin: Arc<Plugin>, operation: &str, op: F) -> Call
-    where
-        F: Fn(Arc<Plugin>) -> Fut,
-        Fut: Future<Output = Result<Invocation<types::Decision>, runtime::Error>>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = op(plugin.clone()).await;
-            let result = self.registry.observe(&plugin, operation, result).await;
-            match result {
-                Err(e) if e.is_retryable() && attempt < self.attempts => {
-                    tracing::warn!(rule = plugin.name(), attempt, error = %e, "rule failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
-                }
-                result => {
-                    return Call {
-                        rule: plugin.name().to_owned(),
-                        plugin: Some(plugin),
-                        result,
-                        attempts: attempt,
-                    };
-                }
+    /// The rules' answers to each of `events`, in the same order. Events
+    /// with the same key form a lane, decided in log order, each seeing the
+    /// state its lane's earlier decisions wrote; lanes run at once across
+    /// the cores, as partitions do on Kafka. (Each invocation still gets
+    /// its own fresh sandbox.)
+    async fn decide_all(&self, events: &[&types::Event]) -> Vec<Vec<Call>> {
+        if events.len() == 1 {
+            let lane = decide_lane(&self.registry, self.attempts, vec![(0, events[0].clone())]);
+            return lane.await.into_iter().map(|(_, calls)| calls).collect();
+        }
+        let mut lanes: Vec<Vec<(usize, types::Event)>> = Vec::new();
+        let mut lane_of: HashMap<&str, usize> = HashMap::new();
+        for (i, event) in events.iter().enumerate() {
+            let lane = *lane_of.entry(event.key.as_str()).or_insert_with(|| {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            });
+            lanes[lane].push((i, (*event).clone()));
+        }
+        let mut running = JoinSet::new();
+        for lane in lanes {
+            let (registry, attempts) = (self.registry.clone(), self.attempts);
+            running.spawn(async move { decide_lane(&registry, attempts, lane).await });
+        }
+        let mut answers: Vec<Option<Vec<Call>>> = (0..events.len()).map(|_| None).collect();
+        while let Some(lane) = running.join_next().await {
+            let lane = lane.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            for (i, calls) in lane {
+                answers[i] = Some(calls);
             }
         }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every event was decided"))
+            .collect()
     }
 
-    /// Ask the rules about `event`.
-    async fn decide(&self, event: &types::Event) -> Vec<Call> {
-        if event.kind == ALERT_RAISED || event.kind == EVENT_RECEIVED {
-            let mut calls = Vec::new();
-            for plugin in self.registry.rules_for(event) {
-                calls.push(
-                    self.call(plugin, "decide", |p| async move { p.decide(event).await })
-                        .await,
-                );
-            }
-            return calls;
-        }
-        // An action outcome goes to the rule that asked for the action.
-        let data: ActionData = match serde_json::from_str(&event.data) {
-            Ok(d) => d,
-            Err(e) => {
-                return vec![Call {
-                    rule: "?".into(),
-                    plugin: None,
-                    result: Err(runtime::Error::InvalidOutput(format!(
-                        "{} data is not an action outcome: {e}",
-                        event.kind
-                    ))),
-                    attempts: 0,
-                }];
-            }
-        };
-        let plugin = match self.registry.get(&data.rule) {
-            Ok(p) => p,
-            Err(e) => {
-                return vec![Call {
-                    rule: data.rule,
-                    plugin: None,
-                    result: Err(e),
-                    attempts: 0,
-                }];
-            }
-        };
-        let result = match (data.result, data.error) {
-            (Some(r), _) => Ok(r),
-            (None, Some(e)) => Err(e),
-            (None, None) => Err(types::PluginError::Permanent("no result recorded".into())),
-        };
-        let outcome = types::ActionOutcome {
-            action_id: event.correlation.action_id.clone().unwrap_or_default(),
-            request: data.request,
-            result,
-            attempts: data.attempts,
-        };
-        let op = if outcome.result.is_ok() {
-            "on-action-completed"
-        } else {
-            "on-action-failed"
-        };
-        let outcome = &outcome;
-        vec![
-            self.call(plugin, op, |p| async move {
-                p.on_action_outcome(event, outcome).await
-            })
-            .await,
-        ]
-    }
-}
-
-impl Stage for RuleStage {
-    const NAME: &'static str = "rules";
-    const KINDS: &'static [&'static str] = &[
-        ALERT_RAISED,
-        EVENT_RECEIVED,
-        ACTION_COMPLETED,
-        ACTION_FAILED,
-    ];
-
-    async fn handle(&self, event: &types::Event) -> Result<(), store::Error> {
-        if self.store.inbox_seen(Self::NAME, &event.id).await? {
-            return Ok(());
-        }
-        let calls = self.decide(event).await;
-
-        let mut tx = self.store.begin().await?;
-        if !tx.inbox(Self::NAME, &event.id).await? {
-            return Ok(());
-        }
-        let mut committed = Vec::new();
+    /// Record what the rules answered to `event` in `tx`.
+    async fn record(
+        &self,
+        tx: &mut Tx,
+        event: &types::Event,
+        calls: Vec<Call>,
+        committed: &mut Vec<(Arc<Plugin>, Vec<StateWrite>)>,
+    ) -> Result<(), store::Error> {
         for call in calls {
             match call.result {
                 Ok(inv) => {
                     tx.write_plugin_state(&call.rule, &inv.writes).await?;
-                    let incident = apply(&mut tx, event, &call.rule, &inv.output).await?;
+                    let incident = apply(tx, event, &call.rule, &inv.output).await?;
                     tx.log_decision(&DecisionRecord {
                         event,
                         rule: &call.rule,
@@ -172,7 +112,7 @@ impl Stage for RuleStage {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(rule = %call.rule, error = %e, "rule failed on event");
+                    tracing::warn!(rule = %call.rule, event.id = %event.id, error = %e, "rule failed on event");
                     let error = format!("{}: {e}", e.kind());
                     tx.log_decision(&DecisionRecord {
                         event,
@@ -184,13 +124,185 @@ impl Stage for RuleStage {
                     .await?;
                     // Kept for inspection and replay.
                     tx.dead_letter(
-                        Self::NAME,
+                        RuleStage::NAME,
                         event,
                         &format!("rule {}: {error}", call.rule),
                         call.attempts as i64,
                     )
                     .await?;
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decide a lane's events in order, each over the writes of those before.
+async fn decide_lane(
+    registry: &Registry,
+    attempts: u32,
+    lane: Vec<(usize, types::Event)>,
+) -> Vec<(usize, Vec<Call>)> {
+    let mut overlays = Overlays::new();
+    let mut answers = Vec::with_capacity(lane.len());
+    let many = lane.len() > 1;
+    for (i, event) in lane {
+        let calls = decide(registry, attempts, &event, &overlays)
+            .instrument(super::event_span(RuleStage::NAME, &event))
+            .await;
+        if many {
+            for call in &calls {
+                if let Ok(inv) = &call.result
+                    && !inv.writes.is_empty()
+                {
+                    let overlay = Arc::make_mut(overlays.entry(call.rule.clone()).or_default());
+                    for w in &inv.writes {
+                        overlay.insert(w.key.clone(), w.value.clone());
+                    }
+                }
+            }
+        }
+        answers.push((i, calls));
+    }
+    answers
+}
+
+/// Invoke `plugin` through `op`, retrying retryable failures.
+async fn call<F, Fut>(
+    registry: &Registry,
+    attempts: u32,
+    plugin: Arc<Plugin>,
+    operation: &str,
+    op: F,
+) -> Call
+where
+    F: Fn(Arc<Plugin>) -> Fut,
+    Fut: Future<Output = Result<Invocation<types::Decision>, runtime::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = op(plugin.clone()).await;
+        let result = registry.observe(&plugin, operation, result).await;
+        match result {
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                tracing::warn!(rule = plugin.name(), attempt, error = %e, "rule failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+            }
+            result => {
+                return Call {
+                    rule: plugin.name().to_owned(),
+                    plugin: Some(plugin),
+                    result,
+                    attempts: attempt,
+                };
+            }
+        }
+    }
+}
+
+/// Ask the rules about `event`, over the lane's uncommitted writes.
+async fn decide(
+    registry: &Registry,
+    attempts: u32,
+    event: &types::Event,
+    overlays: &Overlays,
+) -> Vec<Call> {
+    let overlay = |rule: &str| overlays.get(rule).cloned();
+    if event.kind == ALERT_RAISED || event.kind == EVENT_RECEIVED {
+        let mut calls = Vec::new();
+        for plugin in registry.rules_for(event) {
+            let o = overlay(plugin.name());
+            calls.push(
+                call(registry, attempts, plugin, "decide", |p| {
+                    let o = o.clone();
+                    async move { p.decide_after(event, o).await }
+                })
+                .await,
+            );
+        }
+        return calls;
+    }
+    // An action outcome goes to the rule that asked for the action.
+    let data: ActionData = match serde_json::from_str(&event.data) {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![Call {
+                rule: "?".into(),
+                plugin: None,
+                result: Err(runtime::Error::InvalidOutput(format!(
+                    "{} data is not an action outcome: {e}",
+                    event.kind
+                ))),
+                attempts: 0,
+            }];
+        }
+    };
+    let plugin = match registry.get(&data.rule) {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Call {
+                rule: data.rule,
+                plugin: None,
+                result: Err(e),
+                attempts: 0,
+            }];
+        }
+    };
+    let result = match (data.result, data.error) {
+        (Some(r), _) => Ok(r),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(types::PluginError::Permanent("no result recorded".into())),
+    };
+    let outcome = types::ActionOutcome {
+        action_id: event.correlation.action_id.clone().unwrap_or_default(),
+        request: data.request,
+        result,
+        attempts: data.attempts,
+    };
+    let op = if outcome.result.is_ok() {
+        "on-action-completed"
+    } else {
+        "on-action-failed"
+    };
+    let (outcome, o) = (&outcome, overlay(plugin.name()));
+    vec![
+        call(registry, attempts, plugin, op, |p| {
+            let o = o.clone();
+            async move { p.on_action_outcome_after(event, outcome, o).await }
+        })
+        .await,
+    ]
+}
+
+impl Stage for RuleStage {
+    const NAME: &'static str = "rules";
+    const KINDS: &'static [&'static str] = &[
+        ALERT_RAISED,
+        EVENT_RECEIVED,
+        ACTION_COMPLETED,
+        ACTION_FAILED,
+    ];
+
+    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+        // Rules are called outside the transaction (never hold the write
+        // lock across a sandbox call); the inbox check is repeated inside.
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let seen = self.store.inbox_seen(Self::NAME, &ids).await?;
+        let fresh: Vec<&types::Event> = events.iter().filter(|e| !seen.contains(&e.id)).collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let answers = self.decide_all(&fresh).await;
+
+        let mut tx = self.store.begin().await?;
+        let fresh_ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
+        let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
+        let mut committed = Vec::new();
+        for (event, calls) in fresh.into_iter().zip(answers) {
+            // Another instance got there first: its effects stand.
+            if new.contains(&event.id) {
+                self.record(&mut tx, event, calls, &mut committed).await?;
             }
         }
         tx.commit().await?;

@@ -24,6 +24,12 @@ use crate::store::StateWrite;
 /// A plugin's state as the host keeps it in memory: `key → (value, expires_at)`.
 pub type StateMap = Mutex<HashMap<String, (String, Option<u64>)>>;
 
+/// State writes made by earlier invocations that are not committed yet
+/// (`None` deletes the key): what an invocation reads before the
+/// committed state, so events decided in one batch see each other's
+/// writes in order.
+pub type StateOverlay = BTreeMap<String, Option<(String, Option<u64>)>>;
+
 /// What every invocation of one plugin shares: identity, grants, config and
 /// secrets. Built once per load.
 pub struct PluginEnv {
@@ -88,6 +94,8 @@ pub struct HostState {
     pub env: Arc<PluginEnv>,
     /// State writes made by this invocation; applied only if it succeeds.
     pub writes: BTreeMap<String, Option<(String, Option<u64>)>>,
+    /// Uncommitted writes of earlier invocations, read before the state.
+    overlay: Option<Arc<StateOverlay>>,
     /// Enforces the memory limit and remembers whether it was hit.
     pub limiter: Limiter,
     /// Set when the plugin called a capability it was not granted.
@@ -108,9 +116,15 @@ pub struct HostState {
 impl HostState {
     /// `lazy_wasi: false` builds the WASI context up front (only to
     /// measure what building it on first use saves).
-    pub(crate) fn new(env: Arc<PluginEnv>, memory_limit: usize, lazy_wasi: bool) -> Self {
+    pub(crate) fn new(
+        env: Arc<PluginEnv>,
+        memory_limit: usize,
+        lazy_wasi: bool,
+        overlay: Option<Arc<StateOverlay>>,
+    ) -> Self {
         let mut state = HostState {
             writes: BTreeMap::new(),
+            overlay,
             limiter: Limiter {
                 memory_limit,
                 hit: false,
@@ -386,6 +400,9 @@ impl state::Host for HostState {
         let live =
             |(v, exp): &(String, Option<u64>)| exp.is_none_or(|e| e > now).then(|| v.clone());
         if let Some(pending) = self.writes.get(&key) {
+            return Ok(pending.as_ref().and_then(live));
+        }
+        if let Some(pending) = self.overlay.as_ref().and_then(|o| o.get(&key)) {
             return Ok(pending.as_ref().and_then(live));
         }
         let state = self.env.state.lock().expect("state lock");

@@ -29,7 +29,7 @@ pub use audit::{Audit, AuditRecord};
 pub use bindings::types;
 pub use breaker::{Breaker, BreakerState};
 pub use docker::{CREATED_BY, DockerHost, REPLICA_OF};
-pub use host::{HostState, StateMap};
+pub use host::{HostState, StateMap, StateOverlay};
 pub use manifest::Manifest;
 pub use plugin::{Invocation, Plugin};
 

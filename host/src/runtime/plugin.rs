@@ -13,7 +13,7 @@ use wasmtime::component::{ComponentExportIndex, ComponentNamedList, InstancePre,
 
 use super::bindings::types;
 use super::breaker::{Breaker, BreakerState};
-use super::host::{HostState, PluginEnv, StateMap};
+use super::host::{HostState, PluginEnv, StateMap, StateOverlay};
 use super::manifest::Manifest;
 use super::{Clock, Error, PluginKind, Runtime};
 use crate::config::RuntimeConfig;
@@ -248,7 +248,7 @@ impl Plugin {
     /// tick, so a spinning plugin never holds a worker thread and the
     /// deadline is an ordinary timeout (which also covers a host call that
     /// hangs).
-    fn sandbox(&self) -> Store<HostState> {
+    fn sandbox(&self, overlay: Option<Arc<StateOverlay>>) -> Store<HostState> {
         let limits = &self.env.manifest.limits;
         let mut store = Store::new(
             &self.runtime.engine,
@@ -256,6 +256,7 @@ impl Plugin {
                 self.env.clone(),
                 (limits.memory_mb as usize) << 20,
                 self.runtime.tuning.lazy_wasi,
+                overlay,
             ),
         );
         store.limiter(|s| &mut s.limiter);
@@ -268,7 +269,7 @@ impl Plugin {
     /// Check every export against the contract's types once, at load, so
     /// a mismatch is a load error rather than a failure on some later event.
     async fn typecheck(&self) -> wasmtime::Result<()> {
-        let mut store = self.sandbox();
+        let mut store = self.sandbox(None);
         let i = self.exports.pre.instantiate_async(&mut store).await?;
         let e = &self.exports;
         i.get_typed_func::<(), (types::PluginInfo,)>(&mut store, &e.describe)?;
@@ -300,7 +301,14 @@ impl Plugin {
     async fn describe(&self) -> Result<types::PluginInfo, Error> {
         let describe = &self.exports.describe;
         let info = self
-            .invoke("describe", |_| Ok(()), describe, (), |(info,)| Ok(info))
+            .invoke(
+                "describe",
+                None,
+                |_| Ok(()),
+                describe,
+                (),
+                |(info,)| Ok(info),
+            )
             .await?;
         Ok(info.output)
     }
@@ -323,9 +331,20 @@ impl Plugin {
 
     /// Ask a rule what `event` means.
     pub async fn decide(&self, event: &types::Event) -> Result<Invocation<types::Decision>, Error> {
+        self.decide_after(event, None).await
+    }
+
+    /// [`Plugin::decide`], reading `overlay` (writes of earlier decisions
+    /// not committed yet) before the committed state.
+    pub async fn decide_after(
+        &self,
+        event: &types::Event,
+        overlay: Option<Arc<StateOverlay>>,
+    ) -> Result<Invocation<types::Decision>, Error> {
         self.require(PluginKind::Rule)?;
         self.invoke(
             "decide",
+            overlay,
             validate_decision,
             &self.exports.handle,
             (event,),
@@ -340,14 +359,31 @@ impl Plugin {
         event: &types::Event,
         outcome: &types::ActionOutcome,
     ) -> Result<Invocation<types::Decision>, Error> {
+        self.on_action_outcome_after(event, outcome, None).await
+    }
+
+    /// [`Plugin::on_action_outcome`] over `overlay` (see [`Plugin::decide_after`]).
+    pub async fn on_action_outcome_after(
+        &self,
+        event: &types::Event,
+        outcome: &types::ActionOutcome,
+        overlay: Option<Arc<StateOverlay>>,
+    ) -> Result<Invocation<types::Decision>, Error> {
         self.require(PluginKind::Rule)?;
         let (completed, failed) = self.exports.outcomes.as_ref().expect("rules have them");
         let (op, func) = match outcome.result {
             Ok(_) => ("on-action-completed", completed),
             Err(_) => ("on-action-failed", failed),
         };
-        self.invoke(op, validate_decision, func, (event, outcome), |(r,)| r)
-            .await
+        self.invoke(
+            op,
+            overlay,
+            validate_decision,
+            func,
+            (event, outcome),
+            |(r,)| r,
+        )
+        .await
     }
 
     /// Run an action.
@@ -359,6 +395,7 @@ impl Plugin {
         self.require(PluginKind::Action)?;
         self.invoke(
             "run",
+            None,
             |r: &types::ActionResult| {
                 json_object(&r.details).map_err(|why| format!("details {why}"))
             },
@@ -378,6 +415,7 @@ impl Plugin {
         self.require(PluginKind::Notifier)?;
         self.invoke(
             "deliver",
+            None,
             |_| Ok(()),
             &self.exports.handle,
             (event, request),
@@ -393,6 +431,7 @@ impl Plugin {
     async fn invoke<P, R, T>(
         &self,
         operation: &'static str,
+        overlay: Option<Arc<StateOverlay>>,
         check: fn(&T) -> Result<(), String>,
         func: &ComponentExportIndex,
         params: P,
@@ -409,7 +448,7 @@ impl Plugin {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
 
         let span = tracing::debug_span!("plugin.invoke", plugin.name = %self.env.name, operation);
-        let mut store = self.sandbox();
+        let mut store = self.sandbox(overlay);
         let deadline = Duration::from_millis(limits.timeout_ms);
         let call = async {
             let instance = self.exports.pre.instantiate_async(&mut store).await?;

@@ -10,7 +10,7 @@
 
 mod pipeline;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::Notify;
 
+use crate::config::Durability;
 use crate::runtime::types;
 
 pub use pipeline::*;
@@ -32,6 +33,33 @@ pub enum Error {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    /// Whether trying the same write again can succeed: `false` for what
+    /// the data itself causes (a constraint it violates, a value that does
+    /// not decode), `true` for an unreachable, busy or failing database.
+    pub fn is_transient(&self) -> bool {
+        use sqlx::error::ErrorKind;
+        match self {
+            Error::Database(sqlx::Error::Database(e)) => !matches!(
+                e.kind(),
+                ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation
+            ),
+            Error::Database(
+                sqlx::Error::Encode(_)
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::TypeNotFound { .. },
+            ) => false,
+            Error::Database(_) => true,
+            Error::Migrate(_) => false,
+        }
+    }
 }
 
 /// A state write from one successful invocation: `None` deletes the key.
@@ -51,6 +79,42 @@ pub struct IngestOutcome {
     /// `alert.raised` events appended to the outbox: new alerts and status
     /// changes; retries and duplicates append none.
     pub events: usize,
+}
+
+/// One sender's write, for [`Store::ingest`].
+#[derive(Debug, Clone)]
+pub enum IngestWrite {
+    /// An Alertmanager notification's alerts, each with the `alert.raised`
+    /// to append if it is new or changed status.
+    Alerts {
+        /// Alertmanager's group key.
+        group_key: String,
+        /// The alerts.
+        alerts: Vec<types::Alert>,
+        /// `events[i]` announces `alerts[i]`.
+        events: Vec<types::Event>,
+    },
+    /// A received event, appended unless its id is already stored.
+    Event(types::Event),
+}
+
+/// What [`Store::ingest`] did with one [`IngestWrite`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Alerts upserted and events appended.
+    Alerts(IngestOutcome),
+    /// The event; `new: false` if it was already stored.
+    Event {
+        /// Whether it was appended.
+        new: bool,
+    },
+}
+
+fn alert_status(a: &types::Alert) -> &'static str {
+    match a.status {
+        types::AlertStatus::Firing => "firing",
+        types::AlertStatus::Resolved => "resolved",
+    }
 }
 
 /// A recorded sandbox failure.
@@ -86,6 +150,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// This process's name, recorded with every event it processes.
     pub instance: String,
+    /// What a commit survives.
+    pub durability: Durability,
 }
 
 impl Default for StoreOptions {
@@ -93,6 +159,7 @@ impl Default for StoreOptions {
         StoreOptions {
             busy_timeout: Duration::from_secs(5),
             max_connections: 8,
+            durability: Durability::PowerLoss,
             instance: String::new(),
         }
     }
@@ -166,6 +233,13 @@ impl Store {
             )));
         };
         let busy_ms = options.busy_timeout.as_millis();
+        // In WAL mode `FULL` syncs the log on every commit (power-loss
+        // safe); `NORMAL` only at checkpoints (a process crash loses
+        // nothing, an OS crash may lose the last commits).
+        let (synchronous, pg_commit) = match options.durability {
+            Durability::PowerLoss => ("FULL", "on"),
+            Durability::ProcessCrash => ("NORMAL", "off"),
+        };
         let pool = match backend {
             // One connection: SQLite has one writer anyway, and a single
             // connection never meets SQLITE_BUSY from itself.
@@ -176,7 +250,7 @@ impl Store {
                     Box::pin(async move {
                         conn.execute(
                             format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
                                  PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;"
                             )
                             .as_str(),
@@ -187,7 +261,14 @@ impl Store {
                 }),
             Backend::Postgres => AnyPoolOptions::new()
                 .max_connections(options.max_connections)
-                .acquire_timeout(options.busy_timeout),
+                .acquire_timeout(options.busy_timeout)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(format!("SET synchronous_commit = {pg_commit}").as_str())
+                            .await?;
+                        Ok(())
+                    })
+                }),
         }
         .connect(&url)
         .await?;
@@ -232,12 +313,33 @@ impl Store {
             locked: false,
             notify: self.appended.clone(),
             instance: self.instance.clone(),
+            pending: pipeline::Pending::default(),
         })
     }
 
-    /// Close the pool (waits for connections in use to be returned).
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// The commit durability in force on a connection, as the database
+    /// reports it: SQLite's `synchronous` (`"full"`, `"normal"`, ...) or
+    /// PostgreSQL's `synchronous_commit` (`"on"`, `"off"`, ...).
+    pub async fn commit_durability(&self) -> Result<String, Error> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                let level: i64 = sqlx::query("PRAGMA synchronous")
+                    .fetch_one(&self.pool)
+                    .await?
+                    .get(0);
+                match level {
+                    0 => "off",
+                    1 => "normal",
+                    2 => "full",
+                    _ => "extra",
+                }
+                .to_owned()
+            }
+            Backend::Postgres => sqlx::query("SHOW synchronous_commit")
+                .fetch_one(&self.pool)
+                .await?
+                .get(0),
+        })
     }
 
     /// Whether each known plugin is enabled. Plugins never toggled are absent
@@ -308,76 +410,113 @@ impl Store {
         &self,
         group_key: &str,
         alerts: &[types::Alert],
-        mut event_for: impl FnMut(&types::Alert) -> types::Event,
+        event_for: impl FnMut(&types::Alert) -> types::Event,
     ) -> Result<IngestOutcome, Error> {
+        let write = IngestWrite::Alerts {
+            group_key: group_key.to_owned(),
+            alerts: alerts.to_vec(),
+            events: alerts.iter().map(event_for).collect(),
+        };
+        match self.ingest(std::slice::from_ref(&write)).await?.pop() {
+            Some(Ingested::Alerts(outcome)) => Ok(outcome),
+            _ => unreachable!("one outcome per write, of its kind"),
+        }
+    }
+
+    /// Store a received event unless it is already stored; `false` if it
+    /// was. Durable when this returns.
+    pub async fn ingest_event(&self, event: &types::Event) -> Result<bool, Error> {
+        match self
+            .ingest(&[IngestWrite::Event(event.clone())])
+            .await?
+            .pop()
+        {
+            Some(Ingested::Event { new }) => Ok(new),
+            _ => unreachable!("one outcome per write, of its kind"),
+        }
+    }
+
+    /// Commit several senders' writes in one transaction (group commit):
+    /// one outcome per write, in order. Alerts are inserted with
+    /// multi-row statements; an alert seen before (a retry, a duplicate
+    /// from an HA peer, a status change) is updated row by row.
+    pub async fn ingest(&self, writes: &[IngestWrite]) -> Result<Vec<Ingested>, Error> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let mut events = 0;
-        for a in alerts {
-            let status = match a.status {
-                types::AlertStatus::Firing => "firing",
-                types::AlertStatus::Resolved => "resolved",
-            };
-            let severity = a.severity.map(|s| format!("{s:?}").to_lowercase());
-            let labels = serde_json::to_string(&a.labels).expect("labels serialise");
-            let annotations = serde_json::to_string(&a.annotations).expect("annotations serialise");
-            let inserted = sqlx::query(
+        // Every alert of the group, in order, inserted where new.
+        let rows: Vec<(&str, &types::Alert, &types::Event)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                IngestWrite::Alerts {
+                    group_key,
+                    alerts,
+                    events,
+                } => Some(
+                    alerts
+                        .iter()
+                        .zip(events)
+                        .map(move |(a, e)| (group_key.as_str(), a, e)),
+                ),
+                IngestWrite::Event(_) => None,
+            })
+            .flatten()
+            .collect();
+        let mut inserted: HashSet<(String, i64)> = HashSet::new();
+        for chunk in rows.chunks(100) {
+            let sql = multi_insert(
                 "INSERT INTO alerts (fingerprint, starts_at, name, status, severity, labels, annotations,
-                                     ends_at, generator_url, group_key, first_seen, last_seen, occurrences)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 1)
-                 ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-            )
-            .bind(&a.fingerprint)
-            .bind(a.starts_at as i64)
-            .bind(&a.name)
-            .bind(status)
-            .bind(&severity)
-            .bind(&labels)
-            .bind(&annotations)
-            .bind(a.ends_at.map(|t| t as i64))
-            .bind(&a.generator_url)
-            .bind(group_key)
-            .bind(now)
-            .execute(tx.conn())
-            .await?
-            .rows_affected()
-                == 1;
-            let changed = !inserted
-                && sqlx::query(
-                    "UPDATE alerts SET status = $3, ends_at = $4, annotations = $5,
-                            last_seen = $6, occurrences = occurrences + 1
-                     WHERE fingerprint = $1 AND starts_at = $2 AND status <> $3",
-                )
-                .bind(&a.fingerprint)
-                .bind(a.starts_at as i64)
-                .bind(status)
-                .bind(a.ends_at.map(|t| t as i64))
-                .bind(&annotations)
-                .bind(now)
-                .execute(tx.conn())
-                .await?
-                .rows_affected()
-                    == 1;
-            if inserted || changed {
-                tx.append(&event_for(a)).await?;
-                events += 1;
-            } else {
-                sqlx::query(
-                    "UPDATE alerts SET last_seen = $3, occurrences = occurrences + 1
-                     WHERE fingerprint = $1 AND starts_at = $2",
-                )
-                .bind(&a.fingerprint)
-                .bind(a.starts_at as i64)
-                .bind(now)
-                .execute(tx.conn())
-                .await?;
+                                     ends_at, generator_url, group_key, first_seen, last_seen, occurrences)",
+                13,
+                chunk.len(),
+            ) + " ON CONFLICT (fingerprint, starts_at) DO NOTHING RETURNING fingerprint, starts_at";
+            let mut q = sqlx::query(&sql);
+            for (group_key, a, _) in chunk {
+                q = q
+                    .bind(&a.fingerprint)
+                    .bind(a.starts_at as i64)
+                    .bind(&a.name)
+                    .bind(alert_status(a))
+                    .bind(a.severity.map(|s| format!("{s:?}").to_lowercase()))
+                    .bind(serde_json::to_string(&a.labels).expect("labels serialise"))
+                    .bind(serde_json::to_string(&a.annotations).expect("annotations serialise"))
+                    .bind(a.ends_at.map(|t| t as i64))
+                    .bind(&a.generator_url)
+                    .bind(*group_key)
+                    .bind(now)
+                    .bind(now)
+                    .bind(1_i64);
+            }
+            for r in q.fetch_all(tx.conn()).await? {
+                inserted.insert((r.get(0), r.get(1)));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                IngestWrite::Alerts { alerts, events, .. } => {
+                    let mut appended = 0;
+                    for (a, event) in alerts.iter().zip(events) {
+                        // The first copy of a new alert was inserted; any
+                        // later one in this group is a repeat.
+                        let new = inserted.remove(&(a.fingerprint.clone(), a.starts_at as i64));
+                        if new || tx.update_seen_alert(a, now).await? {
+                            tx.append(event).await?;
+                            appended += 1;
+                        }
+                    }
+                    outcomes.push(Ingested::Alerts(IngestOutcome {
+                        alerts: alerts.len(),
+                        events: appended,
+                    }));
+                }
+                IngestWrite::Event(event) => {
+                    let new = tx.append_new(event).await?;
+                    outcomes.push(Ingested::Event { new });
+                }
             }
         }
         tx.commit().await?;
-        Ok(IngestOutcome {
-            alerts: alerts.len(),
-            events,
-        })
+        Ok(outcomes)
     }
 
     /// Outbox events after `seq`, oldest first: `(seq, kind, payload)`.

@@ -10,9 +10,16 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+///
+/// Outbox appends, timeline entries and decision-log rows are insert-only
+/// and never read back inside a transaction, so they are buffered and
+/// written at commit as multi-row inserts: a batch of events costs a few
+/// statements for them, not one per row.
 pub struct Tx {
     pub(super) tx: Transaction<'static, Any>,
     pub(super) backend: Backend,
@@ -20,6 +27,54 @@ pub struct Tx {
     pub(super) locked: bool,
     pub(super) notify: Arc<Notify>,
     pub(super) instance: Arc<str>,
+    pub(super) pending: Pending,
+}
+
+/// Rows [`Tx`] writes at commit.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// `(event_id, kind, key, payload, created_at)`.
+    outbox: Vec<(String, String, String, String, i64)>,
+    /// `(incident_id, entry)`.
+    timeline: Vec<(String, TimelineEntry)>,
+    decisions: Vec<DecisionRow>,
+}
+
+struct DecisionRow {
+    event_id: String,
+    event_kind: String,
+    rule: String,
+    trace_id: String,
+    incident_id: Option<String>,
+    decision: Option<String>,
+    error: Option<String>,
+    at: i64,
+}
+
+/// Rows per multi-row statement: well under both backends' limits on
+/// bound parameters (SQLite 32,766; PostgreSQL 65,535) at 8 columns.
+const ROWS_PER_INSERT: usize = 200;
+
+/// `INSERT INTO table (columns) VALUES ($1, ..), (..), ..` for `rows` rows.
+pub(super) fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * columns * 5);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * columns + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// One of the two work queues.
@@ -328,11 +383,75 @@ impl Tx {
         &mut self.tx
     }
 
-    /// Commit, then wake outbox readers if anything was appended.
-    pub async fn commit(self) -> Result<(), Error> {
+    /// Write the buffered rows, commit, then wake outbox readers if
+    /// anything was appended.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.flush().await?;
         self.tx.commit().await?;
         if self.appended {
             self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Write the buffered rows now.
+    async fn flush(&mut self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.outbox.is_empty() {
+            self.lock_outbox().await?;
+            for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
+                let sql = multi_insert(
+                    "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)",
+                    5,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, kind, key, payload, at) in chunk {
+                    q = q.bind(id).bind(kind).bind(key).bind(payload).bind(*at);
+                }
+                q.execute(self.conn()).await?;
+            }
+            self.appended = true;
+        }
+        for chunk in pending.timeline.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert(
+                "INSERT INTO incident_events (incident_id, at, kind, from_status, to_status, cause, event_id, ref_id)",
+                8,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for (incident, e) in chunk {
+                q = q
+                    .bind(incident)
+                    .bind(e.at)
+                    .bind(&e.kind)
+                    .bind(&e.from_status)
+                    .bind(&e.to_status)
+                    .bind(&e.cause)
+                    .bind(&e.event_id)
+                    .bind(&e.ref_id);
+            }
+            q.execute(self.conn()).await?;
+        }
+        for chunk in pending.decisions.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert(
+                "INSERT INTO decisions_log (event_id, event_kind, rule, trace_id, incident_id, decision, error, at)",
+                8,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q
+                    .bind(&d.event_id)
+                    .bind(&d.event_kind)
+                    .bind(&d.rule)
+                    .bind(&d.trace_id)
+                    .bind(&d.incident_id)
+                    .bind(&d.decision)
+                    .bind(&d.error)
+                    .bind(d.at);
+            }
+            q.execute(self.conn()).await?;
         }
         Ok(())
     }
@@ -343,20 +462,16 @@ impl Tx {
     /// advisory lock so that `seq` order is commit order: a reader that has
     /// seen `seq = n` can never later see a smaller one commit. (SQLite has
     /// one writer, so this holds already.)
+    ///
+    /// The row is written at commit, with the transaction's other appends.
     pub async fn append(&mut self, event: &types::Event) -> Result<(), Error> {
-        self.lock_outbox().await?;
-        sqlx::query(
-            "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&event.id)
-        .bind(&event.kind)
-        .bind(&event.key)
-        .bind(serde_json::to_string(event).expect("event serialises"))
-        .bind(now_ms())
-        .execute(self.conn())
-        .await?;
-        self.appended = true;
+        self.pending.outbox.push((
+            event.id.clone(),
+            event.kind.clone(),
+            event.key.clone(),
+            serde_json::to_string(event).expect("event serialises"),
+            now_ms(),
+        ));
         Ok(())
     }
 
@@ -375,6 +490,9 @@ impl Tx {
     /// Whether the outbox holds `event_id`. Takes the outbox lock first, so
     /// two deliveries of one event at once cannot both find it missing.
     pub async fn event_known(&mut self, event_id: &str) -> Result<bool, Error> {
+        if self.pending.outbox.iter().any(|row| row.0 == event_id) {
+            return Ok(true);
+        }
         self.lock_outbox().await?;
         Ok(
             sqlx::query("SELECT 1 FROM outbox_events WHERE event_id = $1")
@@ -399,19 +517,34 @@ impl Tx {
     /// Record that `consumer` processed `event_id`. `false` if it already
     /// had: the caller must then skip the event's effects.
     pub async fn inbox(&mut self, consumer: &str, event_id: &str) -> Result<bool, Error> {
+        Ok(!self.inbox_many(consumer, &[event_id]).await?.is_empty())
+    }
+
+    /// Record that `consumer` processed each of `event_ids`; returns those
+    /// it had not processed before (the caller applies only their effects).
+    pub async fn inbox_many(
+        &mut self,
+        consumer: &str,
+        event_ids: &[&str],
+    ) -> Result<HashSet<String>, Error> {
         let instance = self.instance.clone();
-        let done = sqlx::query(
-            "INSERT INTO inbox_events (consumer, event_id, processed_at, processed_by)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(event_id)
-        .bind(now_ms())
-        .bind(&*instance)
-        .execute(self.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let now = now_ms();
+        let mut new = HashSet::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert(
+                "INSERT INTO inbox_events (consumer, event_id, processed_at, processed_by)",
+                4,
+                chunk.len(),
+            ) + " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id";
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(consumer).bind(*id).bind(now).bind(&*instance);
+            }
+            for row in q.fetch_all(self.conn()).await? {
+                new.insert(row.get::<String, _>(0));
+            }
+        }
+        Ok(new)
     }
 
     /// Apply a plugin's state writes in this transaction.
@@ -448,21 +581,18 @@ impl Tx {
     }
 
     /// Log one rule invocation.
+    /// Log one rule invocation (written at commit).
     pub async fn log_decision(&mut self, d: &DecisionRecord<'_>) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO decisions_log (event_id, event_kind, rule, trace_id, incident_id, decision, error, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&d.event.id)
-        .bind(&d.event.kind)
-        .bind(d.rule)
-        .bind(&d.event.trace_id)
-        .bind(d.incident_id)
-        .bind(&d.decision)
-        .bind(&d.error)
-        .bind(now_ms())
-        .execute(self.conn())
-        .await?;
+        self.pending.decisions.push(DecisionRow {
+            event_id: d.event.id.clone(),
+            event_kind: d.event.kind.clone(),
+            rule: d.rule.to_owned(),
+            trace_id: d.event.trace_id.clone(),
+            incident_id: d.incident_id.map(str::to_owned),
+            decision: d.decision.clone(),
+            error: d.error.clone(),
+            at: now_ms(),
+        });
         Ok(())
     }
 
@@ -563,22 +693,11 @@ impl Tx {
         Ok(())
     }
 
-    /// Append to an incident's timeline.
+    /// Append to an incident's timeline (written at commit).
     pub async fn timeline(&mut self, incident_id: &str, e: &TimelineEntry) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO incident_events (incident_id, at, kind, from_status, to_status, cause, event_id, ref_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(incident_id)
-        .bind(e.at)
-        .bind(&e.kind)
-        .bind(&e.from_status)
-        .bind(&e.to_status)
-        .bind(&e.cause)
-        .bind(&e.event_id)
-        .bind(&e.ref_id)
-        .execute(self.conn())
-        .await?;
+        self.pending
+            .timeline
+            .push((incident_id.to_owned(), e.clone()));
         Ok(())
     }
 
@@ -745,19 +864,28 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Claim a pending job for an attempt: `running`, attempts + 1. `false`
-    /// if someone else has it.
-    pub async fn claim(&mut self, queue: Queue, id: &str) -> Result<bool, Error> {
-        let done = sqlx::query(&format!(
-            "UPDATE {} SET status = 'running', attempts = attempts + 1, updated_at = $2
-             WHERE id = $1 AND status = 'pending'",
-            queue.table()
-        ))
-        .bind(id)
-        .bind(now_ms())
-        .execute(self.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
+    /// Claim pending jobs for an attempt each: `running`, attempts + 1.
+    /// Returns the ids claimed (others were taken by someone else).
+    pub async fn claim(&mut self, queue: Queue, ids: &[&str]) -> Result<HashSet<String>, Error> {
+        let mut claimed = HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE {} SET status = 'running', attempts = attempts + 1, updated_at = $1
+                 WHERE status = 'pending' AND id IN ({}) RETURNING id",
+                queue.table(),
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(now_ms());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.conn()).await? {
+                claimed.insert(row.get::<String, _>(0));
+            }
+        }
+        Ok(claimed)
     }
 
     /// Record how a running job's attempt ended.
@@ -824,16 +952,46 @@ impl Tx {
     }
 }
 
-impl Store {
-    /// Store a received event unless it is already stored; `false` if it
-    /// was. Durable when this returns.
-    pub async fn ingest_event(&self, event: &types::Event) -> Result<bool, Error> {
-        let mut tx = self.begin().await?;
-        let new = tx.append_new(event).await?;
-        tx.commit().await?;
-        Ok(new)
+impl Tx {
+    /// An alert instance already stored was received again: a status change
+    /// updates it and returns `true` (announce it); a repeat only counts.
+    pub(super) async fn update_seen_alert(
+        &mut self,
+        a: &types::Alert,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let annotations = serde_json::to_string(&a.annotations).expect("annotations serialise");
+        let changed = sqlx::query(
+            "UPDATE alerts SET status = $3, ends_at = $4, annotations = $5,
+                    last_seen = $6, occurrences = occurrences + 1
+             WHERE fingerprint = $1 AND starts_at = $2 AND status <> $3",
+        )
+        .bind(&a.fingerprint)
+        .bind(a.starts_at as i64)
+        .bind(alert_status(a))
+        .bind(a.ends_at.map(|t| t as i64))
+        .bind(&annotations)
+        .bind(now)
+        .execute(self.conn())
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            sqlx::query(
+                "UPDATE alerts SET last_seen = $3, occurrences = occurrences + 1
+                 WHERE fingerprint = $1 AND starts_at = $2",
+            )
+            .bind(&a.fingerprint)
+            .bind(a.starts_at as i64)
+            .bind(now)
+            .execute(self.conn())
+            .await?;
+        }
+        Ok(changed)
     }
+}
 
+impl Store {
     /// Count each Kubernetes Warning event under its key and append its
     /// `event.received` (built by `event_for` from the count so far), all
     /// in one transaction; an event already stored is neither counted nor
@@ -858,16 +1016,29 @@ impl Store {
         Ok((new, duplicates))
     }
 
-    /// Whether `consumer` already processed `event_id`.
-    pub async fn inbox_seen(&self, consumer: &str, event_id: &str) -> Result<bool, Error> {
-        Ok(
-            sqlx::query("SELECT 1 FROM inbox_events WHERE consumer = $1 AND event_id = $2")
-                .bind(consumer)
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
+    /// Which of `event_ids` `consumer` already processed.
+    pub async fn inbox_seen(
+        &self,
+        consumer: &str,
+        event_ids: &[&str],
+    ) -> Result<HashSet<String>, Error> {
+        let mut seen = HashSet::new();
+        for chunk in event_ids.chunks(ROWS_PER_INSERT) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT event_id FROM inbox_events WHERE consumer = $1 AND event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(consumer);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                seen.insert(row.get::<String, _>(0));
+            }
+        }
+        Ok(seen)
     }
 
     /// The outbox position `consumer` has read up to (0 if never).
