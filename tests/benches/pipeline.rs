@@ -1,18 +1,28 @@
-//! The pipeline under load, in one run: embedded on SQLite, embedded on
-//! PostgreSQL, and scaled out (one instance) on PostgreSQL + Kafka
-//! (librdkafka's mock cluster in this process: the relay, the topics and
-//! the consumer groups are real; the broker is in memory):
+//! The pipeline under load, in one run, each configuration with
+//! `pipeline.batch = 1` (one event per transaction: the baseline) and the
+//! batched default: embedded on SQLite, embedded on PostgreSQL, and scaled
+//! out on PostgreSQL + Kafka with one and two instances (librdkafka's mock
+//! cluster in this process: the relay, the topics and the consumer groups
+//! are real; the broker is in memory). Every row runs on the default
+//! durability (`store.durability = "power-loss"`):
 //!
 //! - throughput: `BENCH_ALERTS` (default 5,000) HighCPU alerts for distinct
 //!   services, posted as webhooks of 10 alerts by 8 concurrent senders;
 //!   measured from the first post until every alert's no-op action has
-//!   completed (ingest → rule → incident + action + notification → action
-//!   plugin → outcome → rule again);
+//!   completed and its notification was delivered (ingest → rule →
+//!   incident + action + notification → action and notifier plugins →
+//!   outcome → rule again);
 //! - latency at a fixed rate: single-alert webhooks at `BENCH_RATE`
 //!   (default 1,000/s) for 3 s; webhook round trip p50/p99, and
-//!   alert.raised → action.requested p50/p99 (event timestamps).
+//!   alert.raised → action.requested p50/p99 (event timestamps, ms);
+//! - a storm: `BENCH_STORM` (default 50,000) alerts posted by 64 senders as
+//!   fast as they can (a 503 is retried, as Alertmanager does); seconds
+//!   until all are drained, and the process's peak RSS meanwhile (the
+//!   bench's own HTTP clients included). Baseline rows skip it unless
+//!   `BENCH_BASELINE_STORM=1` (it takes minutes at their rate).
 //!
-//! `cargo bench -p eventpulse-tests --bench pipeline` prints a table.
+//! `cargo bench -p eventpulse-tests --bench pipeline` prints a table;
+//! `BENCH_ONLY=sqlite` (a substring of the store column) runs fewer rows.
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 
 use std::collections::HashMap;
@@ -58,75 +68,136 @@ fn webhook(first: usize, n: usize, tag: &str) -> serde_json::Value {
     body
 }
 
-struct Result {
-    backend: &'static str,
+/// One configuration of the bench.
+struct Setup {
+    name: &'static str,
+    backend: Backend,
+    kafka: bool,
+    batch: u32,
+    instances: usize,
+}
+
+struct Row {
+    name: &'static str,
+    batch: u32,
+    instances: usize,
     alerts_per_sec: f64,
+    rate: f64,
     webhook_p50: Duration,
     webhook_p99: Duration,
     action_p50: Duration,
     action_p99: Duration,
-    rate: f64,
+    /// Seconds to drain the storm, peak RSS (MiB), 503s answered.
+    storm: Option<(f64, f64, usize)>,
 }
 
-/// A host on `backend`; on Kafka when `brokers` is given.
-async fn host(backend: Backend, brokers: Option<&str>) -> Host {
-    let Some(brokers) = brokers else {
-        return Host::start_on(backend).await;
-    };
+/// Hosts for `setup`, sharing one database (and the Kafka topics).
+async fn hosts(setup: &Setup, brokers: &str, run: usize) -> Vec<Host> {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let mut config = test_config(dir.path());
-    config.database_url = database_url(backend, dir.path()).await;
-    config.transport.kind = TransportKind::Kafka;
-    config.transport.kafka.brokers = brokers.into();
-    config.transport.kafka.create_topics = false;
-    std::fs::create_dir_all(&config.plugin_dir).unwrap();
-    Host::start_with(config, dir, Clock::system()).await
+    let url = database_url(setup.backend, dir.path()).await;
+    let mut hosts = Vec::new();
+    for i in 0..setup.instances {
+        let mut config = test_config(dir.path());
+        config.database_url = url.clone();
+        config.pipeline.batch = setup.batch;
+        config.instance = format!("bench-{i}");
+        if setup.kafka {
+            config.transport.kind = TransportKind::Kafka;
+            config.transport.kafka.brokers = brokers.into();
+            // The mock cluster has no CreateTopics: main() made them.
+            config.transport.kafka.create_topics = false;
+            config.transport.kafka.topic_prefix = format!("r{run}.");
+            config.transport.kafka.group_prefix = format!("r{run}.");
+        }
+        std::fs::create_dir_all(&config.plugin_dir).unwrap();
+        hosts.push(Host::start_with(config, dir.clone(), Clock::system()).await);
+    }
+    hosts
 }
 
-async fn run(backend: Backend, brokers: Option<&str>, name: &'static str) -> Result {
-    let host = host(backend, brokers).await;
-    host.install_first_party("").await;
-    let client = reqwest::Client::new();
-    let url = format!("{}/api/v1/alerts/alertmanager", host.url);
+/// Until every alert so far has its action completed and its
+/// notification delivered.
+async fn drained(host: &Host, alerts: usize) {
+    loop {
+        let c = host.store.counts().await.unwrap();
+        if c.actions_completed as usize >= alerts && c.notifications_delivered as usize >= alerts {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
-    // Throughput.
-    let total = env("BENCH_ALERTS", 5_000);
-    let per_hook = 10;
-    let senders = 8;
-    let start = Instant::now();
+/// Post `total` alerts as webhooks of `per_hook` from `senders` tasks,
+/// spread over `urls`; a 503 is retried after its `Retry-After`, as
+/// Alertmanager does. Returns how many 503s were answered.
+async fn flood(urls: &[String], total: usize, per_hook: usize, senders: usize, tag: &'static str) -> usize {
+    let client = reqwest::Client::new();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..senders {
-        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+    for s in 0..senders {
+        let (client, url, next, busy) = (client.clone(), urls[s % urls.len()].clone(), next.clone(), busy.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i * per_hook >= total {
                     return;
                 }
-                let r = client
-                    .post(&url)
-                    .json(&webhook(i * per_hook, per_hook, "t"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "{}", r.status());
+                let body = webhook(i * per_hook, per_hook.min(total - i * per_hook), tag);
+                loop {
+                    let r = client.post(&url).json(&body).send().await.unwrap();
+                    if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    assert!(r.status().is_success(), "{}", r.status());
+                    break;
+                }
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    loop {
-        let c = host.store.counts().await.unwrap();
-        if c.actions_completed as usize >= total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    busy.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// This process's peak resident set since the last [`reset_peak_rss`], MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
+    let hosts = hosts(setup, brokers, run).await;
+    for h in &hosts {
+        h.install_first_party("").await;
     }
+    let host = &hosts[0];
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{}/api/v1/alerts/alertmanager", h.url))
+        .collect();
+
+    // Throughput.
+    let total = env("BENCH_ALERTS", 5_000);
+    let start = Instant::now();
+    flood(&urls, total, 10, 8, "t").await;
+    drained(host, total).await;
     let alerts_per_sec = total as f64 / start.elapsed().as_secs_f64();
 
     // Latency at a fixed rate.
+    let client = reqwest::Client::new();
     let rate = env("BENCH_RATE", 1_000);
     let seconds = 3;
     let n = rate * seconds;
@@ -137,7 +208,7 @@ async fn run(backend: Backend, brokers: Option<&str>, name: &'static str) -> Res
     let paced = Instant::now();
     for i in 0..n {
         ticker.tick().await;
-        let (client, url) = (client.clone(), url.clone());
+        let (client, url) = (client.clone(), urls[i % urls.len()].clone());
         handles.push(tokio::spawn(async move {
             let t = Instant::now();
             let r = client
@@ -155,13 +226,7 @@ async fn run(backend: Backend, brokers: Option<&str>, name: &'static str) -> Res
         webhook_lat.push(h.await.unwrap());
     }
     let achieved = n as f64 / paced.elapsed().as_secs_f64();
-    loop {
-        let c = host.store.counts().await.unwrap();
-        if c.actions_completed as usize >= total + n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drained(host, total + n).await;
     // alert.raised time → action.requested time, per alert of this phase.
     let events = host
         .store
@@ -187,15 +252,32 @@ async fn run(backend: Backend, brokers: Option<&str>, name: &'static str) -> Res
         }
     }
     assert_eq!(action_lat.len(), n, "one action per paced alert");
-    host.stop().await;
-    Result {
-        backend: name,
+
+    // A storm: everything at once, as fast as 64 senders can post.
+    let storm = if storm {
+        let size = env("BENCH_STORM", 50_000);
+        reset_peak_rss();
+        let start = Instant::now();
+        let refused = flood(&urls, size, 10, 64, "s").await;
+        drained(host, total + n + size).await;
+        Some((start.elapsed().as_secs_f64(), peak_rss_mib(), refused))
+    } else {
+        None
+    };
+    for h in hosts {
+        h.stop().await;
+    }
+    Row {
+        name: setup.name,
+        batch: setup.batch,
+        instances: setup.instances,
         alerts_per_sec,
+        rate: achieved,
         webhook_p50: pct(&mut webhook_lat, 0.5),
         webhook_p99: pct(&mut webhook_lat, 0.99),
         action_p50: pct(&mut action_lat, 0.5),
         action_p99: pct(&mut action_lat, 0.99),
-        rate: achieved,
+        storm,
     }
 }
 
@@ -205,35 +287,64 @@ fn main() {
         .build()
         .unwrap();
     eventpulse_tests::components();
+    let batch = eventpulse::config::PipelineConfig::default().batch;
+    let setup = |name, backend, kafka, batch, instances| Setup {
+        name,
+        backend,
+        kafka,
+        batch,
+        instances,
+    };
+    let mut setups = vec![
+        setup("SQLite (embedded)", Backend::Sqlite, false, 1, 1),
+        setup("SQLite (embedded)", Backend::Sqlite, false, batch, 1),
+        setup("PostgreSQL (embedded)", Backend::Postgres, false, 1, 1),
+        setup("PostgreSQL (embedded)", Backend::Postgres, false, batch, 1),
+        setup("PostgreSQL + Kafka", Backend::Postgres, true, 1, 1),
+        setup("PostgreSQL + Kafka", Backend::Postgres, true, batch, 1),
+        setup("PostgreSQL + Kafka", Backend::Postgres, true, batch, 2),
+    ];
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        setups.retain(|s| s.name.to_lowercase().contains(&only.to_lowercase()));
+    }
+    let baseline_storm = std::env::var("BENCH_BASELINE_STORM").is_ok_and(|v| v == "1");
     let kafka = MockCluster::new(1).unwrap();
-    for kind in eventpulse::pipeline::kinds::ALL {
-        kafka
-            .create_topic(&format!("eventpulse.{kind}"), 6, 1)
-            .unwrap();
+    for run in 0..setups.len() {
+        for kind in eventpulse::pipeline::kinds::ALL {
+            kafka.create_topic(&format!("r{run}.{kind}"), 6, 1).unwrap();
+        }
     }
     let brokers = kafka.bootstrap_servers();
-    let results = rt.block_on(async {
-        vec![
-            run(Backend::Sqlite, None, "SQLite (embedded)").await,
-            run(Backend::Postgres, None, "PostgreSQL (embedded)").await,
-            run(Backend::Postgres, Some(&brokers), "PostgreSQL + Kafka").await,
-        ]
+    let rows: Vec<Row> = rt.block_on(async {
+        let mut rows = Vec::new();
+        for (run, s) in setups.iter().enumerate() {
+            let storm = s.batch > 1 || baseline_storm;
+            rows.push(self::run(s, &brokers, run, storm).await);
+        }
+        rows
     });
     println!();
     println!(
-        "| store | alerts/s to completed action | paced rate | webhook p50 | webhook p99 | alert→action.requested p50 | p99 |"
+        "| store | batch | instances | alerts/s to completed action + delivered notification | paced rate | webhook p50 | webhook p99 | alert→action.requested p50 | p99 | 50k storm: drained in | peak RSS | 503s |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for r in results {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let storm = match r.storm {
+            Some((secs, rss, refused)) => format!("{secs:.1} s | {rss:.0} MiB | {refused}"),
+            None => "not run (BENCH_BASELINE_STORM=1) | | ".into(),
+        };
         println!(
-            "| {} | {:.0} | {:.0}/s | {:.2} ms | {:.2} ms | {} ms | {} ms |",
-            r.backend,
+            "| {} | {} | {} | {:.0} | {:.0}/s | {:.2} ms | {:.2} ms | {} ms | {} ms | {} |",
+            r.name,
+            r.batch,
+            r.instances,
             r.alerts_per_sec,
             r.rate,
             r.webhook_p50.as_secs_f64() * 1e3,
             r.webhook_p99.as_secs_f64() * 1e3,
             r.action_p50.as_millis(),
-            r.action_p99.as_millis()
+            r.action_p99.as_millis(),
+            storm,
         );
     }
 }
