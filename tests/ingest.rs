@@ -224,3 +224,83 @@ async fn a_store_failure_is_a_503_and_leaves_nothing_half_written() {
     assert_eq!((status, json["new_events"].as_u64()), (200, Some(2)));
     assert_eq!(outbox(&host).await.len(), 2);
 }
+
+/// The default configuration commits durably against power loss, as the
+/// database itself reports it: SQLite in WAL mode with `synchronous = FULL`
+/// (2), PostgreSQL with `synchronous_commit = on`. The explicit
+/// `process-crash` setting relaxes it.
+#[tokio::test]
+async fn the_default_config_commits_durably_against_power_loss() {
+    use eventpulse::config::{Config, Durability};
+    use eventpulse::store::{Store, StoreOptions};
+    use eventpulse_tests::{Backend, database_url};
+    assert_eq!(Config::default().store.durability, Durability::PowerLoss);
+    for (backend, durable, relaxed) in [
+        (Backend::Sqlite, "full", "normal"),
+        (Backend::Postgres, "on", "off"),
+    ] {
+        let host = Host::start_on(backend).await;
+        assert_eq!(host.store.commit_durability().await.unwrap(), durable);
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            durability: Durability::ProcessCrash,
+            ..StoreOptions::default()
+        };
+        let url = database_url(backend, dir.path()).await;
+        let store = Store::connect_with(&url, &options).await.unwrap();
+        assert_eq!(store.commit_durability().await.unwrap(), relaxed);
+        host.stop().await;
+    }
+}
+
+/// 200 webhooks at once against a queue of one waiting request: those the
+/// store could not take at once get 503 with `Retry-After` and wrote
+/// nothing; every 200 answered is durable.
+#[tokio::test]
+async fn a_saturated_ingest_says_retry_after_and_loses_nothing_it_accepted() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = eventpulse_tests::test_config(dir.path());
+    config.ingest.max_pending = 1;
+    config.pipeline.enabled = false;
+    std::fs::create_dir_all(&config.plugin_dir).unwrap();
+    let host = Host::start_with(config, dir, eventpulse::runtime::Clock::system()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/alerts/alertmanager", host.url);
+    let mut posts = Vec::new();
+    for i in 0..200 {
+        let mut body = webhook("firing", "0001-01-01T00:00:00Z");
+        body["alerts"][0]["fingerprint"] = format!("a{i:06}").into();
+        body["alerts"][1]["fingerprint"] = format!("b{i:06}").into();
+        let (client, url) = (client.clone(), url.clone());
+        posts.push(tokio::spawn(async move {
+            let r = client.post(&url).json(&body).send().await.unwrap();
+            let retry_after = r.headers().get("retry-after").cloned();
+            (i, r.status().as_u16(), retry_after)
+        }));
+    }
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for p in posts {
+        match p.await.unwrap() {
+            (i, 200, _) => accepted.push(i),
+            (_, 503, Some(after)) => {
+                assert_eq!(after, "1");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "a queue of one must overflow under 200 at once"
+    );
+    for i in 0..200 {
+        let stored = host
+            .store
+            .alert_state(&format!("a{i:06}"), 1_795_474_477_000)
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(stored, accepted.contains(&i), "webhook {i}");
+    }
+    host.stop().await;
+}

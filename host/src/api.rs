@@ -96,6 +96,8 @@ pub enum ApiError {
     BadRequest(String),
     /// The body is larger than allowed.
     TooLarge(usize),
+    /// Well-formed, but the store cannot take a value in it.
+    Unprocessable(String),
     /// The plugin failed the invocation.
     PluginFailed(runtime::Error),
     /// A dependency (store, breaker) is not available right now.
@@ -130,6 +132,15 @@ impl From<CommitError> for ApiError {
     fn from(e: CommitError) -> Self {
         match e {
             CommitError::Busy(_) => ApiError::Saturated,
+            // The data itself cannot be stored (PostgreSQL refuses a NUL in
+            // text, say): retrying will not help, so not a 503.
+            CommitError::Store(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, "the store refused a value of an ingest request");
+                ApiError::Unprocessable(
+                    "the store refused a value in this request (a NUL character in a label?)"
+                        .into(),
+                )
+            }
             CommitError::Store(e) => e.into(),
             CommitError::Stopped => ApiError::Unavailable(e.to_string()),
         }
@@ -152,6 +163,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": m})),
             ApiError::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": format!("body larger than {max} bytes")}),

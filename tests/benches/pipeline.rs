@@ -130,13 +130,24 @@ async fn drained(host: &Host, alerts: usize) {
 /// Post `total` alerts as webhooks of `per_hook` from `senders` tasks,
 /// spread over `urls`; a 503 is retried after its `Retry-After`, as
 /// Alertmanager does. Returns how many 503s were answered.
-async fn flood(urls: &[String], total: usize, per_hook: usize, senders: usize, tag: &'static str) -> usize {
+async fn flood(
+    urls: &[String],
+    total: usize,
+    per_hook: usize,
+    senders: usize,
+    tag: &'static str,
+) -> usize {
     let client = reqwest::Client::new();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for s in 0..senders {
-        let (client, url, next, busy) = (client.clone(), urls[s % urls.len()].clone(), next.clone(), busy.clone());
+        let (client, url, next, busy) = (
+            client.clone(),
+            urls[s % urls.len()].clone(),
+            next.clone(),
+            busy.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

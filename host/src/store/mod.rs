@@ -42,13 +42,21 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         use sqlx::error::ErrorKind;
         match self {
-            Error::Database(sqlx::Error::Database(e)) => !matches!(
-                e.kind(),
-                ErrorKind::UniqueViolation
-                    | ErrorKind::ForeignKeyViolation
-                    | ErrorKind::NotNullViolation
-                    | ErrorKind::CheckViolation
-            ),
+            Error::Database(sqlx::Error::Database(e)) => {
+                let constraint = matches!(
+                    e.kind(),
+                    ErrorKind::UniqueViolation
+                        | ErrorKind::ForeignKeyViolation
+                        | ErrorKind::NotNullViolation
+                        | ErrorKind::CheckViolation
+                );
+                // PostgreSQL classes 22 (data exception: a NUL in text, a
+                // value out of range) and 23 (integrity constraint).
+                let data = e
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| pg.code().starts_with("22") || pg.code().starts_with("23"));
+                !(constraint || data)
+            }
             Error::Database(
                 sqlx::Error::Encode(_)
                 | sqlx::Error::Decode(_)

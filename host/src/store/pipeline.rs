@@ -475,6 +475,25 @@ impl Tx {
         Ok(())
     }
 
+    /// Append an envelope as it is, however (un)readable: how tests put
+    /// into the log what a broken producer could.
+    pub async fn append_raw(
+        &mut self,
+        event_id: &str,
+        kind: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<(), Error> {
+        self.pending.outbox.push((
+            event_id.to_owned(),
+            kind.to_owned(),
+            key.to_owned(),
+            payload.to_owned(),
+            now_ms(),
+        ));
+        Ok(())
+    }
+
     /// Append `event` unless an event with its id is already in the outbox;
     /// `false` if it was (a retried delivery).
     pub async fn append_new(&mut self, event: &types::Event) -> Result<bool, Error> {
