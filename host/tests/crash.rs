@@ -1,5 +1,6 @@
-//! Crash safety of the embedded pipeline: a real `eventpulse serve`
-//! process is `kill -9`ed at random moments, at least 20 times, while
+//! Crash safety of the embedded pipeline, on SQLite and on PostgreSQL: a
+//! real `eventpulse serve` process is `kill -9`ed at random moments, at
+//! least 20 times, while
 //! 10,000 alerts (with Alertmanager-style retries and duplicates mixed in)
 //! are posted to it; every kill is followed by a restart. Afterwards, once
 //! the pipeline has drained:
@@ -11,7 +12,7 @@
 
 mod common;
 
-use common::{build_pipeline, start, write_config};
+use common::{build_pipeline, postgres_database, start, write_config_on};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,13 +49,25 @@ fn webhook(n: usize) -> serde_json::Value {
 }
 
 #[test]
-fn kill_9_at_random_moments_loses_and_repeats_nothing() {
+fn kill_9_at_random_moments_loses_and_repeats_nothing_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let url = format!("sqlite://{}", dir.path().join("eventpulse.db").display());
+    kill_9_at_random_moments(dir.path(), &url);
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_repeats_nothing_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_9_at_random_moments(dir.path(), &postgres_database());
+}
+
+fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
+    sqlx::any::install_default_drivers();
     // One scale-out per service: the cooldown outlasts the test.
     build_pipeline(root, "action-noop", "cooldown_secs = \"3600\"\n");
-    let port = write_config(
+    let port = write_config_on(
         root,
+        db_url,
         "\n[pipeline]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n",
     );
     let url = format!("http://127.0.0.1:{port}/api/v1/alerts/alertmanager");
@@ -152,10 +165,9 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
 
     // Drain: every service's scale-out and notification done.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db_url = format!("sqlite://{}", root.join("eventpulse.db").display());
     let count = |sql: &'static str| -> i64 {
         rt.block_on(async {
-            let mut db = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+            let mut db = sqlx::AnyConnection::connect(db_url).await.unwrap();
             sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
         })
     };
@@ -175,7 +187,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     drop(server.lock().unwrap().take());
 
     let (stored, per_key, requested) = rt.block_on(async {
-        let mut db = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+        let mut db = sqlx::AnyConnection::connect(db_url).await.unwrap();
         let stored: BTreeSet<String> = sqlx::query("SELECT fingerprint FROM alerts")
             .fetch_all(&mut db)
             .await
@@ -207,7 +219,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let jobs = |table: &str| -> (i64, i64) {
         let sql = format!("SELECT count(*), count(DISTINCT target) FROM {table}");
         rt.block_on(async {
-            let mut db = sqlx::SqliteConnection::connect(&db_url).await.unwrap();
+            let mut db = sqlx::AnyConnection::connect(db_url).await.unwrap();
             sqlx::query_as(&sql).fetch_one(&mut db).await.unwrap()
         })
     };

@@ -25,6 +25,11 @@ pub fn workspace() -> PathBuf {
 /// `root/eventpulse.db` and the plugins in `root/dist`, admin token `t`,
 /// with `extra` (TOML) appended; returns the port.
 pub fn write_config(root: &Path, extra: &str) -> u16 {
+    write_config_on(root, "sqlite://eventpulse.db", extra)
+}
+
+/// [`write_config`] over the database at `database_url`.
+pub fn write_config_on(root: &Path, database_url: &str, extra: &str) -> u16 {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,7 +39,7 @@ pub fn write_config(root: &Path, extra: &str) -> u16 {
     std::fs::write(
         root.join("eventpulse.toml"),
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://eventpulse.db\"\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t\"\n{extra}"
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = {database_url:?}\nplugin_dir = \"dist\"\ncache_dir = {cache:?}\n\n[admin]\ntoken = \"t\"\n{extra}"
         ),
     )
     .unwrap();
@@ -81,4 +86,33 @@ pub fn build_pipeline(root: &Path, action: &str, rule_config: &str) {
         format!("[config]\naction = \"{action}\"\nchannels = \"notifier-log\"\n{rule_config}"),
     )
     .unwrap();
+}
+
+/// A fresh, empty PostgreSQL database on the test server
+/// (`EP_TEST_POSTGRES_URL`, which `.ci/run` starts): its URL. Fails, never
+/// skips, when the server is not there.
+pub fn postgres_database() -> String {
+    use sqlx::{Connection, Executor};
+    let base = std::env::var("EP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into());
+    let name = format!(
+        "ep_host_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {base} is required (EP_TEST_POSTGRES_URL): {e}")
+            });
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+    });
+    let (prefix, _) = base.rsplit_once('/').expect("URL has a database part");
+    format!("{prefix}/{name}")
 }
