@@ -2,7 +2,7 @@
 //! enable/disable persisted across restarts, reload, dry runs, and errors
 //! that say what went wrong.
 
-use eventpulse::runtime::types::AlertStatus;
+use eventpulse::model::AlertStatus;
 use eventpulse_tests::{Host, TOKEN, alert_event};
 
 const CPU: &str = "[limits]\ntimeout_ms = 500\n\n[config]\ncooldown_secs = \"60\"\n";

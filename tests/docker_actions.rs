@@ -225,7 +225,8 @@ async fn calls_outside_the_grant_are_denied_audited_and_change_nothing() {
     let host = Host::start().await;
     host.install_now("action-docker-probe", "action-docker-probe", &mine.grant())
         .await;
-    let event = eventpulse_tests::alert_event("HighCPU", types::AlertStatus::Firing, &[]);
+    let event =
+        eventpulse_tests::alert_event("HighCPU", eventpulse::model::AlertStatus::Firing, &[]);
     let labels = serde_json::json!({ "service": mine.name });
     let other_id = other_before[0].0.clone();
     let cases = [
@@ -511,7 +512,8 @@ async fn container_restart_brings_a_stopped_container_back_healthy() {
         &format!("[limits]\ntimeout_ms = 28000\n\n{}", svc.grant()),
     )
     .await;
-    let event = eventpulse_tests::alert_event("ContainerDown", types::AlertStatus::Firing, &[]);
+    let event =
+        eventpulse_tests::alert_event("ContainerDown", eventpulse::model::AlertStatus::Firing, &[]);
     let request = eventpulse_tests::action_request("action-container-restart", &svc.name, "{}");
     let r = host
         .registry
@@ -545,7 +547,8 @@ async fn an_unreachable_engine_is_a_retryable_failure() {
         "[grants.docker]\nselector = { service = \"app\" }\nimages = [\"eventpulse-demo-app:*\"]\n",
     )
     .await;
-    let event = eventpulse_tests::alert_event("HighCPU", types::AlertStatus::Firing, &[]);
+    let event =
+        eventpulse_tests::alert_event("HighCPU", eventpulse::model::AlertStatus::Firing, &[]);
     let request =
         eventpulse_tests::action_request("action-docker-scale", "app", r#"{"replicas": 2}"#);
     let err = host

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use eventpulse::runtime::{Error, types::AlertStatus};
+use eventpulse::model::AlertStatus;
+use eventpulse::runtime::Error;
 use eventpulse_tests::{Host, alert_event, eventually, hostile_manifest};
 
 const WAIT: Duration = Duration::from_secs(20);

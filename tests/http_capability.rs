@@ -57,7 +57,11 @@ async fn granted_host_is_reached() {
         &manifest(&format!("http://{addr}/hook"), &format!("{addr:?}")),
     )
     .await;
-    let event = alert_event("HighCPU", types::AlertStatus::Firing, &[("service", "app")]);
+    let event = alert_event(
+        "HighCPU",
+        eventpulse::model::AlertStatus::Firing,
+        &[("service", "app")],
+    );
 
     let delivery = host
         .registry
@@ -102,7 +106,11 @@ async fn ungranted_hosts_are_denied() {
         &manifest(&url, &format!("\"https://{addr}\"")),
     )
     .await;
-    let event = alert_event("HighCPU", types::AlertStatus::Firing, &[("service", "app")]);
+    let event = alert_event(
+        "HighCPU",
+        eventpulse::model::AlertStatus::Firing,
+        &[("service", "app")],
+    );
 
     for name in ["nogrant", "otherport", "bare", "httpsonly"] {
         let err = host
@@ -179,7 +187,11 @@ async fn responses_are_capped_in_size_and_time() {
         )
         .await;
     }
-    let event = alert_event("HighCPU", types::AlertStatus::Firing, &[("service", "app")]);
+    let event = alert_event(
+        "HighCPU",
+        eventpulse::model::AlertStatus::Firing,
+        &[("service", "app")],
+    );
     let err = host
         .registry
         .deliver("big", &event, &notification())
@@ -217,7 +229,11 @@ async fn server_errors_come_back_as_retryable() {
         ),
     )
     .await;
-    let event = alert_event("HighCPU", types::AlertStatus::Firing, &[("service", "app")]);
+    let event = alert_event(
+        "HighCPU",
+        eventpulse::model::AlertStatus::Firing,
+        &[("service", "app")],
+    );
     let err = host
         .registry
         .deliver("probe", &event, &notification())

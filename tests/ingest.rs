@@ -3,7 +3,6 @@
 //! retries and duplicates add no events, and every bad body gets a 4xx that
 //! names the problem while nothing is written.
 
-use eventpulse::runtime::types;
 use eventpulse_tests::Host;
 use serde_json::{Value, json};
 
@@ -41,7 +40,7 @@ async fn post(host: &Host, body: impl Into<reqwest::Body>) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn outbox(host: &Host) -> Vec<types::Event> {
+async fn outbox(host: &Host) -> Vec<eventpulse::model::Event> {
     host.store
         .outbox_after(0, 1_000)
         .await
@@ -77,7 +76,7 @@ async fn alerts_become_durable_events_once() {
     let alert = e.alert.as_ref().unwrap();
     assert_eq!(
         (alert.name.as_str(), alert.status),
-        ("HighCPU", types::AlertStatus::Firing)
+        ("HighCPU", eventpulse::model::AlertStatus::Firing)
     );
     assert_ne!(events[0].id, events[1].id);
 
@@ -101,7 +100,7 @@ async fn alerts_become_durable_events_once() {
     let events = outbox(&host).await;
     assert_eq!(events.len(), 3);
     let alert = events[2].alert.as_ref().unwrap();
-    assert_eq!(alert.status, types::AlertStatus::Resolved);
+    assert_eq!(alert.status, eventpulse::model::AlertStatus::Resolved);
     assert_eq!(alert.ends_at, Some(1_795_474_800_000));
 }
 

@@ -222,7 +222,7 @@ kube_token = {{ file = "{kube}" }}
     )
     .await;
     assert_eq!(signals(&blocked), ["ScaleDownBlocked"]);
-    assert_eq!(blocked.incident.severity, "info");
+    assert_eq!(blocked.incident.severity.as_str(), "info");
 
     // The join token and the API token appear in no API output and no
     // stored event.
@@ -282,7 +282,7 @@ async fn a_wrong_api_token_fails_before_any_worker_is_added() {
     .await;
     let event = eventpulse_tests::alert_event(
         "K3sWorkersBelowMinimum",
-        eventpulse::runtime::types::AlertStatus::Firing,
+        eventpulse::model::AlertStatus::Firing,
         &[],
     );
     let request = eventpulse_tests::action_request("action-k3s-node-add", &pool, r#"{"add": 1}"#);

@@ -2,7 +2,8 @@
 //! sandbox: its decisions for firing, resolved, flapping and failed-action
 //! inputs, and its cooldown state surviving a host restart.
 
-use eventpulse::runtime::types::{self, AlertStatus, IncidentDirective, IncidentStatus};
+use eventpulse::model::AlertStatus;
+use eventpulse::runtime::types::{self, IncidentDirective, IncidentStatus};
 use eventpulse_tests::{Host, alert_event};
 
 const MANIFEST: &str = "[limits]\nfuel = 10_000_000\ntimeout_ms = 500\nmemory_mb = 16\n\n\

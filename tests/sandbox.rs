@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use eventpulse::model::AlertStatus;
 use eventpulse::registry;
-use eventpulse::runtime::{Error, types::AlertStatus};
+use eventpulse::runtime::Error;
 use eventpulse_tests::{Captured, Host, alert_event, hostile_manifest};
 
 const CPU: &str = "[limits]\ntimeout_ms = 500\n";

@@ -355,30 +355,30 @@ pub fn action_request(action: &str, target: &str, params: &str) -> types::Action
 /// An `alert.raised` event as ingest will build it.
 pub fn alert_event(
     name: &str,
-    status: types::AlertStatus,
+    status: eventpulse::model::AlertStatus,
     labels: &[(&str, &str)],
-) -> types::Event {
+) -> eventpulse::model::Event {
     let mut all: Vec<(String, String)> = vec![("alertname".into(), name.into())];
     all.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    types::Event {
+    eventpulse::model::Event {
         id: format!("evt-{name}"),
         kind: "alert.raised".into(),
         source: "test".into(),
         time: 0,
         trace_id: "trace-1".into(),
         key: "app".into(),
-        correlation: types::Correlation {
+        correlation: eventpulse::model::Correlation {
             alert_id: Some(format!("alert-{name}")),
             incident_id: None,
             action_id: None,
         },
         labels: vec![],
         annotations: vec![],
-        alert: Some(types::Alert {
+        alert: Some(eventpulse::model::Alert {
             fingerprint: format!("fp-{name}"),
             name: name.into(),
             status,
-            severity: Some(types::Severity::Critical),
+            severity: Some(eventpulse::model::Severity::Critical),
             labels: all,
             annotations: vec![("summary".into(), "CPU above 90%".into())],
             starts_at: 0,

@@ -3,60 +3,16 @@
 //! bytes. It must never panic; whatever it accepts must normalise into
 //! events that hold the invariants ingest relies on.
 //!
-//! The parser is pure and only names `crate::runtime::types`; this crate
-//! supplies plain stand-ins for those generated types, so the fuzz build
-//! does not compile (and instrument) wasmtime.
+//! The parser is pure and names only `crate::model`, the host's domain
+//! model, which has no I/O and no wasmtime: both are compiled here from
+//! the host's own sources, so the fuzz build does not compile (and
+//! instrument) the rest of the host.
 
 #![no_main]
 
-mod runtime {
-    pub mod types {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        pub enum AlertStatus {
-            Firing,
-            Resolved,
-        }
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        pub enum Severity {
-            Info,
-            Warning,
-            Error,
-            Critical,
-        }
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-        pub struct Alert {
-            pub fingerprint: String,
-            pub name: String,
-            pub status: AlertStatus,
-            pub severity: Option<Severity>,
-            pub labels: Vec<(String, String)>,
-            pub annotations: Vec<(String, String)>,
-            pub starts_at: u64,
-            pub ends_at: Option<u64>,
-            pub generator_url: Option<String>,
-        }
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-        pub struct Correlation {
-            pub alert_id: Option<String>,
-            pub incident_id: Option<String>,
-            pub action_id: Option<String>,
-        }
-        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-        pub struct Event {
-            pub id: String,
-            pub kind: String,
-            pub source: String,
-            pub time: u64,
-            pub trace_id: String,
-            pub key: String,
-            pub correlation: Correlation,
-            pub labels: Vec<(String, String)>,
-            pub annotations: Vec<(String, String)>,
-            pub alert: Option<Alert>,
-            pub data: String,
-        }
-    }
-}
+#[path = "../../host/src/model/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod model;
 
 #[path = "../../host/src/ingest/alertmanager.rs"]
 #[allow(dead_code)]

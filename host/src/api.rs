@@ -17,8 +17,9 @@ use serde_json::json;
 use crate::config::IngestConfig;
 use crate::ingest::group_commit::{CommitError, GroupCommit};
 use crate::ingest::{alertmanager, cloudevents, kubernetes};
+use crate::model;
 use crate::registry::{self, Registry};
-use crate::runtime::{self, types};
+use crate::runtime;
 use crate::store::{IngestWrite, Ingested, Store};
 
 /// What the handlers share.
@@ -248,7 +249,7 @@ async fn dry_run(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let event: types::Event = serde_json::from_slice(&body)
+    let event: model::Event = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid event: {e}")))?;
     // Dry runs are for trying rules out, including disabled ones.
     let decision = s.registry.dry_run(&name, &event).await?;

@@ -6,11 +6,15 @@
 //!
 //! ## Layout
 //!
+//! - [`model`]: the domain model (events and kinds, alerts, incidents and
+//!   their lifecycle, jobs); no I/O.
 //! - [`config`]: the one typed configuration (file + `EVENTPULSE_*` env).
 //! - [`store`]: everything persisted; all SQL lives here.
 //! - [`runtime`]: wasmtime engine, capabilities lent to plugins, limits,
-//!   circuit breaker, invocation.
-//! - [`ingest`]: parsing and validating incoming alerts (Alertmanager v4).
+//!   circuit breaker, invocation; the plugin contract's types stop here.
+//! - [`ingest`]: parsing and validating what arrives (Alertmanager v4,
+//!   CloudEvents, Kubernetes Warning events) and committing it in groups.
+//! - [`pipeline`]: the stages and work queues an event travels through.
 //! - [`registry`]: the plugin directory as the registry (hot reload,
 //!   enable/disable).
 //! - [`api`]: the admin HTTP API.
@@ -21,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod ingest;
+pub mod model;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;

@@ -327,12 +327,11 @@ async fn demo(config: Config, store: eventpulse::store::Store) -> anyhow::Result
             Some(i) => store.incident_detail(&i.id).await?,
             None => None,
         };
-        let done = |s: &str| !matches!(s, "pending" | "running");
         let settled = detail.as_ref().is_some_and(|d| {
-            d.incident.status != "open"
+            d.incident.status != eventpulse::model::IncidentStatus::Open
                 && !d.actions.is_empty()
-                && d.actions.iter().all(|a| done(&a.status))
-                && d.notifications.iter().all(|n| done(&n.status))
+                && d.actions.iter().all(|a| !a.status.is_active())
+                && d.notifications.iter().all(|n| !n.status.is_active())
         });
         if settled || tokio::time::Instant::now() > deadline {
             break detail;

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RuntimeConfig;
+use crate::model;
 use crate::runtime::manifest::Limits;
 use crate::runtime::{
     self, Breaker, BreakerState, Clock, Manifest, Plugin, PluginKind, Runtime, StateMap, types,
@@ -351,7 +352,7 @@ impl Registry {
     }
 
     /// Enabled rules subscribed to `event`, in name order.
-    pub fn rules_for(&self, event: &types::Event) -> Vec<Arc<Plugin>> {
+    pub fn rules_for(&self, event: &model::Event) -> Vec<Arc<Plugin>> {
         let slots = self.slots.read().expect("registry lock");
         slots
             .values()
@@ -382,7 +383,7 @@ impl Registry {
     }
 
     /// Ask enabled rule `name` about `event`; its state writes are persisted.
-    pub async fn decide(&self, name: &str, event: &types::Event) -> Result<types::Decision, Error> {
+    pub async fn decide(&self, name: &str, event: &model::Event) -> Result<types::Decision, Error> {
         let plugin = self.get(name)?;
         let result = plugin.decide(event).await;
         self.finish(&plugin, "decide", result, true).await
@@ -393,7 +394,7 @@ impl Registry {
     pub async fn dry_run(
         &self,
         name: &str,
-        event: &types::Event,
+        event: &model::Event,
     ) -> Result<types::Decision, Error> {
         let plugin = self.loaded(name)?;
         let result = plugin.decide(event).await;
@@ -404,7 +405,7 @@ impl Registry {
     pub async fn run_action(
         &self,
         name: &str,
-        event: &types::Event,
+        event: &model::Event,
         request: &types::ActionRequest,
     ) -> Result<types::ActionResult, Error> {
         let plugin = self.get(name)?;
@@ -416,7 +417,7 @@ impl Registry {
     pub async fn deliver(
         &self,
         name: &str,
-        event: &types::Event,
+        event: &model::Event,
         request: &types::NotificationRequest,
     ) -> Result<types::Delivery, Error> {
         let plugin = self.get(name)?;

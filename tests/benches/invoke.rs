@@ -29,10 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventpulse::config::RuntimeConfig;
+use eventpulse::model::{self, AlertStatus};
 use eventpulse::registry::Registry;
-use eventpulse::runtime::{
-    Clock, Plugin, Runtime, RuntimeOptions, Tuning, types, types::AlertStatus,
-};
+use eventpulse::runtime::{Clock, Plugin, Runtime, RuntimeOptions, Tuning};
 use eventpulse::store::Store;
 use eventpulse_sdk::Rule;
 use eventpulse_sdk::testing::FakeHost;
@@ -68,7 +67,7 @@ const ROUNDS: usize = 10;
 /// the wall time of the whole round.
 async fn round(
     plugin: &Arc<Plugin>,
-    event: &types::Event,
+    event: &model::Event,
     calls: usize,
     tasks: usize,
 ) -> (Vec<Duration>, Duration) {

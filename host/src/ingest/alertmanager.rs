@@ -1,5 +1,5 @@
 //! The Alertmanager webhook (version 4), parsed and normalised into the
-//! [`types::Alert`]s rules see. Pure: no I/O, so it can be fuzzed and so the
+//! [`model::Alert`]s rules see. Pure: no I/O, so it can be fuzzed and so the
 //! ingest handler can reject a bad body before touching the store.
 //!
 //! Every error names the field and the reason (`alerts[2].startsAt: ...`).
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::runtime::types;
+use crate::model;
 
 /// Upper bounds that keep one webhook from exhausting the host.
 pub const MAX_ALERTS: usize = 1_000;
@@ -92,7 +92,7 @@ pub struct Notification {
     /// Alerts Alertmanager dropped because of `max_alerts`.
     pub truncated_alerts: u64,
     /// The alerts, normalised.
-    pub alerts: Vec<types::Alert>,
+    pub alerts: Vec<model::Alert>,
 }
 
 /// Parse and validate a webhook body.
@@ -207,7 +207,7 @@ fn timestamp(path: &str, text: &str) -> Result<Option<u64>, WebhookError> {
     Ok((ms > 0).then_some(ms as u64))
 }
 
-fn alert(i: usize, a: WebhookAlert) -> Result<types::Alert, WebhookError> {
+fn alert(i: usize, a: WebhookAlert) -> Result<model::Alert, WebhookError> {
     let at = |field: &str| format!("alerts[{i}].{field}");
     if a.fingerprint.is_empty() {
         return Err(invalid(at("fingerprint"), "must not be empty"));
@@ -225,12 +225,12 @@ fn alert(i: usize, a: WebhookAlert) -> Result<types::Alert, WebhookError> {
         None => None,
     };
     let severity = a.labels.get("severity").and_then(|s| severity(s));
-    Ok(types::Alert {
+    Ok(model::Alert {
         fingerprint: a.fingerprint,
         name,
         status: match a.status {
-            Status::Firing => types::AlertStatus::Firing,
-            Status::Resolved => types::AlertStatus::Resolved,
+            Status::Firing => model::AlertStatus::Firing,
+            Status::Resolved => model::AlertStatus::Resolved,
         },
         severity,
         labels: pairs(&at("labels"), a.labels)?,
@@ -242,7 +242,7 @@ fn alert(i: usize, a: WebhookAlert) -> Result<types::Alert, WebhookError> {
 }
 
 /// The `alert.raised` envelope for one alert of `n`.
-pub fn alert_raised(n: &Notification, alert: &types::Alert, now_ms: u64) -> types::Event {
+pub fn alert_raised(n: &Notification, alert: &model::Alert, now_ms: u64) -> model::Event {
     let label = |k: &str| {
         alert
             .labels
@@ -250,9 +250,9 @@ pub fn alert_raised(n: &Notification, alert: &types::Alert, now_ms: u64) -> type
             .find(|(lk, _)| lk == k)
             .map(|(_, v)| v.clone())
     };
-    types::Event {
+    model::Event {
         id: uuid::Uuid::now_v7().to_string(),
-        kind: "alert.raised".into(),
+        kind: model::EventKind::AlertRaised.as_str().into(),
         source: format!("alertmanager/{}", n.receiver),
         time: now_ms,
         // A new trace per alert instance and status: W3C trace-id format.
@@ -260,7 +260,7 @@ pub fn alert_raised(n: &Notification, alert: &types::Alert, now_ms: u64) -> type
         key: label("service")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| alert.name.clone()),
-        correlation: types::Correlation {
+        correlation: model::Correlation {
             alert_id: Some(format!("{}:{}", alert.fingerprint, alert.starts_at)),
             incident_id: None,
             action_id: None,
@@ -272,12 +272,12 @@ pub fn alert_raised(n: &Notification, alert: &types::Alert, now_ms: u64) -> type
     }
 }
 
-fn severity(label: &str) -> Option<types::Severity> {
+fn severity(label: &str) -> Option<model::Severity> {
     match label.to_ascii_lowercase().as_str() {
-        "info" | "informational" | "none" => Some(types::Severity::Info),
-        "warning" | "warn" => Some(types::Severity::Warning),
-        "error" | "major" | "high" => Some(types::Severity::Error),
-        "critical" | "page" | "fatal" => Some(types::Severity::Critical),
+        "info" | "informational" | "none" => Some(model::Severity::Info),
+        "warning" | "warn" => Some(model::Severity::Warning),
+        "error" | "major" | "high" => Some(model::Severity::Error),
+        "critical" | "page" | "fatal" => Some(model::Severity::Critical),
         _ => None,
     }
 }
@@ -383,13 +383,13 @@ mod tests {
         assert_eq!(n.alerts.len(), 2);
         let high = &n.alerts[0];
         assert_eq!(high.name, "HighCPU");
-        assert_eq!(high.status, types::AlertStatus::Firing);
-        assert_eq!(high.severity, Some(types::Severity::Critical));
+        assert_eq!(high.status, model::AlertStatus::Firing);
+        assert_eq!(high.severity, Some(model::Severity::Critical));
         assert_eq!(high.starts_at, 1_795_474_477_123);
         assert_eq!(high.ends_at, None, "the zero time means not resolved");
         assert!(high.labels.contains(&("service".into(), "app".into())));
         let low = &n.alerts[1];
-        assert_eq!(low.status, types::AlertStatus::Resolved);
+        assert_eq!(low.status, model::AlertStatus::Resolved);
         assert_eq!(low.ends_at, Some(1_795_474_500_000));
         assert_eq!(low.generator_url, None);
     }

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::runtime::types;
+use crate::model;
 
 /// Why an event was refused; the message names the attribute.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,7 +57,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// Parse and normalise one CloudEvent into an `event.received` envelope.
-pub fn parse(body: &[u8], now_ms: u64) -> Result<types::Event, Invalid> {
+pub fn parse(body: &[u8], now_ms: u64) -> Result<model::Event, Invalid> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         if e.classify() == serde_json::error::Category::Data {
             Invalid(format!("body: {e}"))
@@ -143,16 +143,16 @@ pub fn parse(body: &[u8], now_ms: u64) -> Result<types::Event, Invalid> {
         .chain_update(id.as_bytes())
         .finalize();
     let bytes: [u8; 16] = digest[..16].try_into().expect("16 bytes");
-    Ok(types::Event {
+    Ok(model::Event {
         id: uuid::Builder::from_custom_bytes(bytes)
             .into_uuid()
             .to_string(),
-        kind: crate::pipeline::kinds::EVENT_RECEIVED.into(),
+        kind: model::EventKind::EventReceived.as_str().into(),
         source: source.to_owned(),
         time,
         trace_id: hex::encode(rand::random::<[u8; 16]>()),
         key: subject.unwrap_or_else(|| ty.to_owned()),
-        correlation: types::Correlation {
+        correlation: model::Correlation {
             alert_id: None,
             incident_id: None,
             action_id: None,
@@ -168,7 +168,7 @@ pub fn parse(body: &[u8], now_ms: u64) -> Result<types::Event, Invalid> {
 mod tests {
     use super::*;
 
-    fn ok(body: &str) -> types::Event {
+    fn ok(body: &str) -> model::Event {
         parse(body.as_bytes(), 1).unwrap()
     }
 

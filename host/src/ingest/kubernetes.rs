@@ -15,7 +15,7 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::runtime::types;
+use crate::model;
 
 /// The `type` label of the events made here.
 pub const EVENT_TYPE: &str = "kubernetes.event";
@@ -63,32 +63,8 @@ struct ObjectRef {
     name: String,
 }
 
-/// One Warning event, normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    /// The cluster it came from.
-    pub cluster: String,
-    /// Involved object kind (`Pod`, `Node`, ...).
-    pub kind: String,
-    /// Involved object namespace; empty for cluster-scoped objects.
-    pub namespace: String,
-    /// Involved object name.
-    pub name: String,
-    /// `OOMKilled`, `BackOff`, ...
-    pub reason: String,
-    /// Kubernetes' message.
-    pub message: String,
-    /// Kubernetes' own count (1 when absent).
-    pub count: i64,
-    /// firstTimestamp, ms since the epoch.
-    pub first_seen: i64,
-    /// lastTimestamp, ms since the epoch.
-    pub last_seen: i64,
-    /// `md5(cluster + kind + namespace + name + reason)`, hex.
-    pub dedup_key: String,
-    /// The event's identity: key, object uid, count and last timestamp.
-    pub event_id: String,
-}
+/// One Warning event, normalised (the model's [`model::KubeWarning`]).
+pub use crate::model::KubeWarning as Warning;
 
 /// The parsed body: Warning events and how many others were ignored.
 #[derive(Debug)]
@@ -218,7 +194,7 @@ pub fn parse(body: &[u8], cluster: &str, now_ms: i64) -> Result<Batch, Invalid> 
 
 impl Warning {
     /// The `event.received` envelope, with `occurrences` of its key so far.
-    pub fn event(&self, occurrences: i64, now_ms: u64) -> types::Event {
+    pub fn event(&self, occurrences: i64, now_ms: u64) -> model::Event {
         let rfc3339 = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -231,14 +207,14 @@ impl Warning {
                 .collect()
         };
         let source = format!("kubernetes/{}", self.cluster);
-        types::Event {
+        model::Event {
             id: self.event_id.clone(),
-            kind: crate::pipeline::kinds::EVENT_RECEIVED.into(),
+            kind: model::EventKind::EventReceived.as_str().into(),
             source: source.clone(),
             time: now_ms,
             trace_id: hex::encode(rand::random::<[u8; 16]>()),
             key: self.dedup_key.clone(),
-            correlation: types::Correlation {
+            correlation: model::Correlation {
                 alert_id: Some(self.dedup_key.clone()),
                 incident_id: None,
                 action_id: None,

@@ -1,13 +1,5 @@
-//! The incident lifecycle and the incident stage.
-//!
-//! ```text
-//! open ──▶ mitigating ──▶ resolved
-//!   │           └───────▶ failed
-//!   └──▶ resolved | failed
-//! ```
-//!
-//! `resolved` and `failed` are final; a later alert with the same dedup
-//! key opens a new incident. Every transition is appended to
+//! Incident transitions and the incident stage. The lifecycle itself is
+//! [`IncidentStatus`]'s (in the model). Every transition is appended to
 //! `incident_events` with its cause and the event that caused it, in the
 //! same transaction as the change. Rules drive transitions (through the
 //! rule stage); this stage records what happened to the incident's
@@ -18,27 +10,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::kinds::*;
-use super::{ActionData, NotificationData, Stage};
+use super::{Payload, Received, Stage};
+use crate::model::{EventKind, Incident, IncidentStatus, TimelineEntry};
 use crate::runtime::types;
-use crate::store::{self, Incident, Store, TimelineEntry, Tx, now_ms};
-
-/// Lower-case status name, as stored.
-pub fn status_name(s: types::IncidentStatus) -> &'static str {
-    match s {
-        types::IncidentStatus::Open => "open",
-        types::IncidentStatus::Mitigating => "mitigating",
-        types::IncidentStatus::Resolved => "resolved",
-        types::IncidentStatus::Failed => "failed",
-    }
-}
-
-/// Whether the lifecycle allows `from → to`.
-pub fn allowed(from: &str, to: &str) -> bool {
-    matches!(
-        (from, to),
-        ("open", "mitigating" | "resolved" | "failed") | ("mitigating", "resolved" | "failed")
-    )
-}
+use crate::store::{self, Store, Tx, now_ms};
 
 /// `data` of `incident.opened` and `incident.updated`.
 #[derive(Debug, Serialize)]
@@ -54,16 +29,15 @@ pub struct IncidentData<'a> {
 pub async fn transition(
     tx: &mut Tx,
     incident: &mut Incident,
-    to: &str,
+    to: IncidentStatus,
     cause: &str,
     event_id: &str,
 ) -> Result<bool, store::Error> {
-    if !allowed(&incident.status, to) {
+    if !incident.status.allows(to) {
         return Ok(false);
     }
-    let closed = matches!(to, "resolved" | "failed");
     if !tx
-        .set_incident_status(&incident.id, &incident.status, to, closed)
+        .set_incident_status(&incident.id, incident.status, to)
         .await?
     {
         return Ok(false);
@@ -74,17 +48,17 @@ pub async fn transition(
         &TimelineEntry {
             at: now,
             kind: "transition".into(),
-            from_status: Some(incident.status.clone()),
-            to_status: Some(to.to_owned()),
+            from_status: Some(incident.status),
+            to_status: Some(to),
             cause: cause.to_owned(),
             event_id: event_id.to_owned(),
             ref_id: None,
         },
     )
     .await?;
-    incident.status = to.to_owned();
+    incident.status = to;
     incident.updated_at = now;
-    if closed {
+    if to.is_closed() {
         incident.closed_at = Some(now);
     }
     Ok(true)
@@ -112,19 +86,20 @@ impl Stage for IncidentStage {
         SIGNAL_EMITTED,
     ];
 
-    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
-        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    async fn handle(&self, events: &[Received]) -> Result<(), store::Error> {
+        let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
         let mut tx = self.store.begin().await?;
         let new = tx.inbox_many(Self::NAME, &ids).await?;
         let mut notified: HashMap<&str, i64> = HashMap::new();
-        for event in events.iter().filter(|e| new.contains(&e.id)) {
+        for received in events.iter().filter(|r| new.contains(&r.event.id)) {
+            let event = &received.event;
             // Not about an incident: nothing to record beyond the inbox row.
             let Some(incident_id) = &event.correlation.incident_id else {
                 continue;
             };
-            let (cause, ref_id) = describe(event);
+            let (cause, ref_id) = describe(received);
             let now = now_ms();
-            let kind = event.kind.split('.').next().unwrap_or("event").to_owned();
+            let kind = received.kind.family().to_owned();
             tx.timeline(
                 incident_id,
                 &TimelineEntry {
@@ -138,7 +113,7 @@ impl Stage for IncidentStage {
                 },
             )
             .await?;
-            if event.kind == NOTIFICATION_DELIVERED {
+            if received.kind == EventKind::NotificationDelivered {
                 notified.insert(incident_id, now);
             }
         }
@@ -150,77 +125,43 @@ impl Stage for IncidentStage {
 }
 
 /// Timeline text for an outcome event, and the id it is about.
-fn describe(event: &types::Event) -> (String, Option<String>) {
-    let kind = event.kind.as_str();
-    match kind {
-        ACTION_COMPLETED | ACTION_FAILED => match serde_json::from_str::<ActionData>(&event.data) {
-            Ok(d) => {
-                let what = format!("{} on {}", d.request.action, d.request.target);
-                let text = match (&d.result, &d.error) {
-                    (Some(r), _) => format!(
-                        "action completed: {what} after {} attempt(s): {}",
-                        d.attempts, r.summary
+fn describe(received: &Received) -> (String, Option<String>) {
+    let (kind, event) = (received.kind, &received.event);
+    match &received.payload {
+        Payload::Action(d) => {
+            let what = format!("{} on {}", d.request.action, d.request.target);
+            let text = match (&d.result, &d.error) {
+                (Some(r), _) => format!(
+                    "action completed: {what} after {} attempt(s): {}",
+                    d.attempts, r.summary
+                ),
+                (
+                    _,
+                    Some(
+                        types::PluginError::Retryable(e)
+                        | types::PluginError::Permanent(e)
+                        | types::PluginError::RetryAfter(types::RetryLater { message: e, .. }),
                     ),
-                    (
-                        _,
-                        Some(
-                            types::PluginError::Retryable(e)
-                            | types::PluginError::Permanent(e)
-                            | types::PluginError::RetryAfter(types::RetryLater {
-                                message: e, ..
-                            }),
-                        ),
-                    ) => {
-                        format!("action failed: {what} after {} attempt(s): {e}", d.attempts)
-                    }
-                    _ => format!("{kind}: {what}"),
-                };
-                (text, event.correlation.action_id.clone())
-            }
-            Err(e) => (format!("{kind} (unreadable data: {e})"), None),
-        },
-        NOTIFICATION_DELIVERED | NOTIFICATION_FAILED => {
-            match serde_json::from_str::<NotificationData>(&event.data) {
-                Ok(d) => {
-                    let text = match (&d.delivery, &d.error) {
-                        (Some(dl), _) => format!(
-                            "notification delivered via {}: {}",
-                            d.request.channel, dl.detail
-                        ),
-                        (_, Some(e)) => format!(
-                            "notification via {} failed after {} attempt(s): {e}",
-                            d.request.channel, d.attempts
-                        ),
-                        _ => format!("{kind} via {}", d.request.channel),
-                    };
-                    (text, Some(d.notification_id))
-                }
-                Err(e) => (format!("{kind} (unreadable data: {e})"), None),
-            }
+                ) => format!("action failed: {what} after {} attempt(s): {e}", d.attempts),
+                _ => format!("{kind}: {what}"),
+            };
+            (text, event.correlation.action_id.clone())
         }
-        SIGNAL_EMITTED => {
-            let name = serde_json::from_str::<serde_json::Value>(&event.data)
-                .ok()
-                .and_then(|v| v["signal"]["name"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "signal".into());
-            (format!("signal {name}"), None)
+        Payload::Notification(d) => {
+            let text = match (&d.delivery, &d.error) {
+                (Some(dl), _) => format!(
+                    "notification delivered via {}: {}",
+                    d.request.channel, dl.detail
+                ),
+                (_, Some(e)) => format!(
+                    "notification via {} failed after {} attempt(s): {e}",
+                    d.request.channel, d.attempts
+                ),
+                _ => format!("{kind} via {}", d.request.channel),
+            };
+            (text, Some(d.notification_id.clone()))
         }
-        _ => (kind.to_owned(), None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lifecycle() {
-        assert!(allowed("open", "mitigating"));
-        assert!(allowed("open", "resolved"));
-        assert!(allowed("mitigating", "failed"));
-        assert!(!allowed("mitigating", "open"));
-        assert!(!allowed("resolved", "open"));
-        assert!(!allowed("failed", "resolved"));
-        assert!(!allowed("open", "open"));
+        Payload::Signal(d) => (format!("signal {}", d.signal.name), None),
+        Payload::Alert | Payload::Received | Payload::Incident => (kind.to_string(), None),
     }
 }

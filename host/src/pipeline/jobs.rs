@@ -27,13 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::kinds::*;
-use super::{
-    ActionData, NotificationData, Stage, derive, event_span, sleep_or_cancel, store_backoff,
-};
+use super::{Payload, Received, Stage, derive, event_span, sleep_or_cancel, store_backoff};
 use crate::config::PipelineConfig;
+use crate::model;
+use crate::model::{Job, JobStatus, TimelineEntry};
 use crate::registry::{self, Registry};
 use crate::runtime::{self, BreakerState, types};
-use crate::store::{self, Dedup, Job, JobEnd, Queue, Store, TimelineEntry, now_ms};
+use crate::store::{self, Dedup, JobEnd, Queue, Store, now_ms};
 
 /// The longest a plugin's Retry-After may hold a job back (15 minutes).
 const MAX_RETRY_AFTER_MS: u64 = 15 * 60 * 1000;
@@ -51,9 +51,9 @@ struct Finished {
     job: Job,
     end: JobEnd,
     /// The outcome event to announce with it.
-    outcome: Option<types::Event>,
+    outcome: Option<model::Event>,
     /// The requesting event, when the job is dead-lettered.
-    dead: Option<types::Event>,
+    dead: Option<model::Event>,
 }
 
 /// Runs the jobs of one queue.
@@ -121,11 +121,12 @@ impl Executor {
         &self,
         tx: &mut store::Tx,
         job: &mut Job,
-        event: &types::Event,
+        received: &Received,
     ) -> Result<Option<String>, store::Error> {
-        let Ok(mut data) = serde_json::from_str::<NotificationData>(&event.data) else {
+        let Payload::Notification(data) = &received.payload else {
             return Ok(None);
         };
+        let (mut data, event) = (data.clone(), &received.event);
         let Some(key) = data.request.dedup_key.clone() else {
             return Ok(None);
         };
@@ -145,7 +146,7 @@ impl Executor {
                     fields.retain(|(k, _)| k != "suppressed" && k != "dedup_seen");
                     fields.push(("suppressed".into(), suppressed.to_string()));
                     fields.push(("dedup_seen".into(), seen.to_string()));
-                    let event = types::Event {
+                    let event = model::Event {
                         data: serde_json::to_string(&data).expect("data serialises"),
                         ..event.clone()
                     };
@@ -299,8 +300,8 @@ impl Executor {
     /// One attempt of `job` (already claimed): how it ended.
     async fn attempt(&self, job: Job) -> Finished {
         let attempts = job.attempts as u32 + 1;
-        let event: types::Event = match serde_json::from_str(&job.request) {
-            Ok(e) => e,
+        let received = match Received::parse(&job.request) {
+            Ok(r) => r,
             Err(e) => {
                 let end = JobEnd::Failed {
                     error: format!("unreadable request: {e}"),
@@ -313,11 +314,11 @@ impl Executor {
                 };
             }
         };
-        let span = event_span(self.queue_name(), &event);
+        let span = event_span(self.queue_name(), &received.event);
         let limit = Duration::from_millis(self.config.attempt_timeout_ms);
         let (end, outcome) = async {
             tracing::info!(plugin = %job.plugin, attempt = attempts, "attempt started");
-            let (end, outcome) = self.call_plugin(&event, attempts, limit).await;
+            let (end, outcome) = self.call_plugin(&received, attempts, limit).await;
             match &end {
                 JobEnd::Succeeded { .. } => tracing::info!(plugin = %job.plugin, attempt = attempts, "attempt succeeded"),
                 JobEnd::Retry { error, at } => tracing::warn!(plugin = %job.plugin, attempt = attempts, error, retry_in_ms = at - now_ms(), "attempt failed; will retry"),
@@ -332,7 +333,7 @@ impl Executor {
             job,
             end,
             outcome,
-            dead: dead.then_some(event),
+            dead: dead.then_some(received.event),
         }
     }
 
@@ -382,10 +383,10 @@ impl Executor {
     /// it will be retried).
     async fn call_plugin(
         &self,
-        event: &types::Event,
+        received: &Received,
         attempts: u32,
         limit: Duration,
-    ) -> (JobEnd, Option<types::Event>) {
+    ) -> (JobEnd, Option<model::Event>) {
         async fn deadline<T>(
             limit: Duration,
             call: impl Future<Output = Result<T, registry::Error>>,
@@ -394,15 +395,16 @@ impl Executor {
                 .await
                 .unwrap_or_else(|_| Err(runtime::Error::Timeout(limit.as_millis() as u64).into()))
         }
-        let unreadable = |e: serde_json::Error| {
-            let error = format!("{} data unreadable: {e}", event.kind);
+        let event = &received.event;
+        let wrong_kind = || {
+            let error = format!("a {} is not a request for this queue", received.kind);
             (JobEnd::Failed { error }, None)
         };
         match self.queue {
             Queue::Actions => {
-                let mut data: ActionData = match serde_json::from_str(&event.data) {
-                    Ok(d) => d,
-                    Err(e) => return unreadable(e),
+                let mut data = match &received.payload {
+                    Payload::Action(d) => d.clone(),
+                    _ => return wrong_kind(),
                 };
                 data.attempts = attempts;
                 let source = format!("eventpulse/action/{}", data.request.action);
@@ -429,7 +431,7 @@ impl Executor {
                             serde_json::json!({ "summary": r.summary, "details": details });
                         data.result = Some(r);
                         let end = JobEnd::Succeeded {
-                            status: "completed",
+                            status: JobStatus::Completed,
                             result: result.to_string(),
                         };
                         (
@@ -464,9 +466,9 @@ impl Executor {
                 }
             }
             Queue::Notifications => {
-                let mut data: NotificationData = match serde_json::from_str(&event.data) {
-                    Ok(d) => d,
-                    Err(e) => return unreadable(e),
+                let mut data = match &received.payload {
+                    Payload::Notification(d) => d.clone(),
+                    _ => return wrong_kind(),
                 };
                 data.attempts = attempts;
                 let source = format!("eventpulse/notifier/{}", data.request.channel);
@@ -478,7 +480,7 @@ impl Executor {
                         let result = serde_json::to_string(&d).expect("delivery serialises");
                         data.delivery = Some(d);
                         let end = JobEnd::Succeeded {
-                            status: "delivered",
+                            status: JobStatus::Delivered,
                             result,
                         };
                         (
@@ -564,14 +566,14 @@ pub struct NotificationIntake(pub Arc<Executor>);
 async fn intake(
     executor: &Executor,
     consumer: &str,
-    events: &[types::Event],
-    job_of: fn(&types::Event) -> Option<Job>,
+    events: &[Received],
+    job_of: fn(&Received) -> Option<Job>,
 ) -> Result<(), store::Error> {
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
     let mut tx = executor.store.begin().await?;
     let new = tx.inbox_many(consumer, &ids).await?;
-    for event in events.iter().filter(|e| new.contains(&e.id)) {
-        intake_one(executor, &mut tx, consumer, event, job_of(event)).await?;
+    for received in events.iter().filter(|r| new.contains(&r.event.id)) {
+        intake_one(executor, &mut tx, consumer, received, job_of(received)).await?;
     }
     tx.commit().await?;
     executor.wake();
@@ -584,18 +586,19 @@ async fn intake_one(
     executor: &Executor,
     tx: &mut store::Tx,
     consumer: &str,
-    event: &types::Event,
+    received: &Received,
     job: Option<Job>,
 ) -> Result<(), store::Error> {
+    let event = &received.event;
     match job {
         Some(mut job) if executor.queue == Queue::Notifications => {
-            match executor.dedup(tx, &mut job, event).await? {
+            match executor.dedup(tx, &mut job, received).await? {
                 None => {
                     tx.enqueue(executor.queue, &job).await?;
                 }
                 Some(why) => {
                     tracing::info!(plugin = %job.plugin, "{why}");
-                    tx.set_aside(executor.queue, &job, "suppressed", &why)
+                    tx.set_aside(executor.queue, &job, JobStatus::Suppressed, &why)
                         .await?;
                     if let Some(incident) = &job.incident_id {
                         let entry = TimelineEntry {
@@ -618,9 +621,10 @@ async fn intake_one(
             }
             Some(error) => {
                 tracing::warn!(plugin = %job.plugin, target = %job.target, "{error}");
-                tx.set_aside(executor.queue, &job, "refused", &error)
+                tx.set_aside(executor.queue, &job, JobStatus::Refused, &error)
                     .await?;
-                if let Ok(mut data) = serde_json::from_str::<ActionData>(&event.data) {
+                if let Payload::Action(data) = &received.payload {
+                    let mut data = data.clone();
                     data.error = Some(types::PluginError::Permanent(error));
                     let source = format!("eventpulse/action/{}", job.plugin);
                     let failed = derive(
@@ -635,7 +639,7 @@ async fn intake_one(
             }
         },
         None => {
-            tx.dead_letter(consumer, event, "request data unreadable", 0)
+            tx.dead_letter(consumer, event, "not a request for this queue", 0)
                 .await?;
         }
     }
@@ -646,75 +650,78 @@ impl Stage for ActionIntake {
     const NAME: &'static str = "actions";
     const KINDS: &'static [&'static str] = &[ACTION_REQUESTED];
 
-    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+    async fn handle(&self, events: &[Received]) -> Result<(), store::Error> {
         intake(&self.0, Self::NAME, events, action_job).await
     }
 }
 
-/// The job an `action.requested` asks for (`None`: unreadable data).
-fn action_job(event: &types::Event) -> Option<Job> {
-    serde_json::from_str::<ActionData>(&event.data)
-        .ok()
-        .map(|d| Job {
-            id: event
-                .correlation
-                .action_id
-                .clone()
-                .unwrap_or_else(|| event.id.clone()),
-            incident_id: event.correlation.incident_id.clone(),
-            rule: d.rule,
-            plugin: d.request.action.clone(),
-            target: d.request.target.clone(),
-            status: "pending".into(),
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-            result: None,
-            request: serde_json::to_string(event).expect("event serialises"),
-        })
+/// The job an `action.requested` asks for.
+fn action_job(received: &Received) -> Option<Job> {
+    let (Payload::Action(d), event) = (&received.payload, &received.event) else {
+        return None;
+    };
+    Some(Job {
+        id: event
+            .correlation
+            .action_id
+            .clone()
+            .unwrap_or_else(|| event.id.clone()),
+        incident_id: event.correlation.incident_id.clone(),
+        rule: d.rule.clone(),
+        plugin: d.request.action.clone(),
+        target: d.request.target.clone(),
+        status: JobStatus::Pending,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        result: None,
+        request: serde_json::to_string(event).expect("event serialises"),
+    })
 }
 
 impl Stage for NotificationIntake {
     const NAME: &'static str = "notifications";
     const KINDS: &'static [&'static str] = &[NOTIFICATION_REQUESTED];
 
-    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+    async fn handle(&self, events: &[Received]) -> Result<(), store::Error> {
         intake(&self.0, Self::NAME, events, notification_job).await
     }
 }
 
-/// The job a `notification.requested` asks for (`None`: unreadable data).
-fn notification_job(event: &types::Event) -> Option<Job> {
-    serde_json::from_str::<NotificationData>(&event.data)
-        .ok()
-        .map(|d| Job {
-            id: d.notification_id.clone(),
-            incident_id: event.correlation.incident_id.clone(),
-            rule: d.rule,
-            plugin: d.request.channel.clone(),
-            target: d
-                .request
-                .dedup_key
-                .clone()
-                .unwrap_or_else(|| d.request.title.clone()),
-            status: "pending".into(),
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-            result: None,
-            request: serde_json::to_string(event).expect("event serialises"),
-        })
+/// The job a `notification.requested` asks for.
+fn notification_job(received: &Received) -> Option<Job> {
+    let (Payload::Notification(d), event) = (&received.payload, &received.event) else {
+        return None;
+    };
+    Some(Job {
+        id: d.notification_id.clone(),
+        incident_id: event.correlation.incident_id.clone(),
+        rule: d.rule.clone(),
+        plugin: d.request.channel.clone(),
+        target: d
+            .request
+            .dedup_key
+            .clone()
+            .unwrap_or_else(|| d.request.title.clone()),
+        status: JobStatus::Pending,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        result: None,
+        request: serde_json::to_string(event).expect("event serialises"),
+    })
 }
 
 /// The job a dead letter of the action or notification stage is about:
 /// its queue and id (taken from the requesting event in the letter).
 pub fn dead_letter_job(consumer: &str, payload: &str) -> Option<(Queue, String)> {
-    let event: types::Event = serde_json::from_str(payload).ok()?;
-    match consumer {
-        ActionIntake::NAME => Some((Queue::Actions, event.correlation.action_id?)),
-        NotificationIntake::NAME => {
-            let data: NotificationData = serde_json::from_str(&event.data).ok()?;
-            Some((Queue::Notifications, data.notification_id))
+    let received = Received::parse(payload).ok()?;
+    match (consumer, received.payload) {
+        (ActionIntake::NAME, Payload::Action(_)) => {
+            Some((Queue::Actions, received.event.correlation.action_id?))
+        }
+        (NotificationIntake::NAME, Payload::Notification(d)) => {
+            Some((Queue::Notifications, d.notification_id))
         }
         _ => None,
     }

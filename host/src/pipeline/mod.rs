@@ -18,6 +18,7 @@
 pub mod incidents;
 pub mod jobs;
 pub mod kafka;
+pub mod payload;
 pub mod rules;
 pub mod transport;
 
@@ -26,43 +27,46 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::PipelineConfig;
+use crate::model;
 use crate::registry::Registry;
-use crate::runtime::types;
 use crate::store::{self, Store};
 use transport::{Subscription, Transport};
 
-/// Event kinds (one topic each in a Kafka deployment).
+/// Event kind names, as stages subscribe to them (the kinds themselves
+/// are [`model::EventKind`]).
 pub mod kinds {
-    /// An alert was ingested (new, or its status changed).
-    pub const ALERT_RAISED: &str = "alert.raised";
-    /// A rule opened an incident.
-    pub const INCIDENT_OPENED: &str = "incident.opened";
-    /// An incident changed (status, attached alert).
-    pub const INCIDENT_UPDATED: &str = "incident.updated";
-    /// A rule asked for an action.
-    pub const ACTION_REQUESTED: &str = "action.requested";
-    /// An action finished.
-    pub const ACTION_COMPLETED: &str = "action.completed";
-    /// An action failed for good.
-    pub const ACTION_FAILED: &str = "action.failed";
-    /// A rule asked for a notification.
-    pub const NOTIFICATION_REQUESTED: &str = "notification.requested";
-    /// A notifier delivered.
-    pub const NOTIFICATION_DELIVERED: &str = "notification.delivered";
-    /// A notification failed for good.
-    pub const NOTIFICATION_FAILED: &str = "notification.failed";
-    /// A rule emitted a named domain event.
-    pub const SIGNAL_EMITTED: &str = "signal.emitted";
-    /// A generic event posted to `/api/v1/events`.
-    pub const EVENT_RECEIVED: &str = "event.received";
+    use crate::model::EventKind;
 
-    /// Every kind above.
+    /// An alert was ingested (new, or its status changed).
+    pub const ALERT_RAISED: &str = EventKind::AlertRaised.as_str();
+    /// A rule opened an incident.
+    pub const INCIDENT_OPENED: &str = EventKind::IncidentOpened.as_str();
+    /// An incident changed (status, attached alert).
+    pub const INCIDENT_UPDATED: &str = EventKind::IncidentUpdated.as_str();
+    /// A rule asked for an action.
+    pub const ACTION_REQUESTED: &str = EventKind::ActionRequested.as_str();
+    /// An action finished.
+    pub const ACTION_COMPLETED: &str = EventKind::ActionCompleted.as_str();
+    /// An action failed for good.
+    pub const ACTION_FAILED: &str = EventKind::ActionFailed.as_str();
+    /// A rule asked for a notification.
+    pub const NOTIFICATION_REQUESTED: &str = EventKind::NotificationRequested.as_str();
+    /// A notifier delivered.
+    pub const NOTIFICATION_DELIVERED: &str = EventKind::NotificationDelivered.as_str();
+    /// A notification failed for good.
+    pub const NOTIFICATION_FAILED: &str = EventKind::NotificationFailed.as_str();
+    /// A rule emitted a named domain event.
+    pub const SIGNAL_EMITTED: &str = EventKind::SignalEmitted.as_str();
+    /// A generic event posted to `/api/v1/events`.
+    pub const EVENT_RECEIVED: &str = EventKind::EventReceived.as_str();
+
+    /// Every kind.
     pub const ALL: &[&str] = &[
         ALERT_RAISED,
         INCIDENT_OPENED,
@@ -78,53 +82,17 @@ pub mod kinds {
     ];
 }
 
-/// `data` of `action.requested`, `action.completed` and `action.failed`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActionData {
-    /// The rule that asked (it hears the outcome).
-    pub rule: String,
-    /// What it asked for.
-    pub request: types::ActionRequest,
-    /// On `action.completed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<types::ActionResult>,
-    /// On `action.failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<types::PluginError>,
-    /// Attempts made (outcomes only).
-    #[serde(default)]
-    pub attempts: u32,
-}
-
-/// `data` of `notification.requested`, `.delivered` and `.failed`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NotificationData {
-    /// The rule that asked.
-    pub rule: String,
-    /// The notification's id.
-    pub notification_id: String,
-    /// What to send.
-    pub request: types::NotificationRequest,
-    /// On `notification.delivered`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<types::Delivery>,
-    /// On `notification.failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Attempts made (outcomes only).
-    #[serde(default)]
-    pub attempts: u32,
-}
+pub use payload::{ActionData, NotificationData, Payload, Received, SignalData, Unreadable};
 
 /// A new event caused by `parent`: same trace, key, labels and alert.
 pub fn derive(
-    parent: &types::Event,
+    parent: &model::Event,
     kind: &str,
     source: &str,
-    correlation: types::Correlation,
+    correlation: model::Correlation,
     data: &impl Serialize,
-) -> types::Event {
-    types::Event {
+) -> model::Event {
+    model::Event {
         id: uuid::Uuid::now_v7().to_string(),
         kind: kind.to_owned(),
         source: source.to_owned(),
@@ -141,7 +109,7 @@ pub fn derive(
 
 /// The span every piece of work on an event runs in: correlation ids are
 /// on every log line.
-pub fn event_span(stage: &'static str, event: &types::Event) -> tracing::Span {
+pub fn event_span(stage: &'static str, event: &model::Event) -> tracing::Span {
     let c = &event.correlation;
     tracing::info_span!(
         "event",
@@ -178,10 +146,7 @@ pub trait Stage: Send + Sync + 'static {
     /// rows in one transaction. An error means nothing was committed; the
     /// events will be handed over again (alone, if the error was in the
     /// data rather than the database).
-    fn handle(
-        &self,
-        events: &[types::Event],
-    ) -> impl Future<Output = Result<(), store::Error>> + Send;
+    fn handle(&self, events: &[Received]) -> impl Future<Output = Result<(), store::Error>> + Send;
 }
 
 /// Feed `stage` from `transport` until `cancel` fires, a batch (what the
@@ -219,11 +184,11 @@ pub async fn run_stage<S: Stage>(
         let mut events = Vec::with_capacity(batch.len());
         let mut ids = std::collections::HashSet::with_capacity(batch.len());
         for d in &batch {
-            match serde_json::from_str::<types::Event>(&d.payload) {
+            match Received::parse(&d.payload) {
                 // A redelivered copy inside one batch is handled once.
-                Ok(e) if !ids.insert(e.id.clone()) => {}
-                Ok(e) => events.push(e),
-                Err(e) => poison(&store, S::NAME, d, &e.to_string(), &cancel).await,
+                Ok(r) if !ids.insert(r.event.id.clone()) => {}
+                Ok(r) => events.push(r),
+                Err(e) => poison(&store, S::NAME, d, &e, &cancel).await,
             }
         }
         if !handle_batch(&*stage, &store, &events, attempts.max(1), &cancel).await {
@@ -251,7 +216,7 @@ pub async fn run_stage<S: Stage>(
 async fn handle_batch<S: Stage>(
     stage: &S,
     store: &Store,
-    events: &[types::Event],
+    events: &[Received],
     attempts: u32,
     cancel: &CancellationToken,
 ) -> bool {
@@ -288,16 +253,17 @@ async fn handle_batch<S: Stage>(
 async fn handle_alone<S: Stage>(
     stage: &S,
     store: &Store,
-    event: &types::Event,
+    received: &Received,
     attempts: u32,
     cancel: &CancellationToken,
 ) -> bool {
+    let event = &received.event;
     let span = event_span(S::NAME, event);
     let mut wait = store_backoff();
     let mut failures = 0;
     loop {
         let error = match stage
-            .handle(std::slice::from_ref(event))
+            .handle(std::slice::from_ref(received))
             .instrument(span.clone())
             .await
         {
@@ -323,7 +289,7 @@ async fn handle_alone<S: Stage>(
 async fn dead_letter_event(
     store: &Store,
     consumer: &str,
-    event: &types::Event,
+    event: &model::Event,
     why: &str,
     attempts: u32,
     cancel: &CancellationToken,
@@ -350,27 +316,36 @@ async fn dead_letter_event(
     }
 }
 
-/// Park a payload that is not an event (it cannot be processed, ever).
+/// Park what `consumer` cannot read, ever: not an envelope (kept under
+/// its log position, kind `unreadable`), an unknown kind, or data its kind
+/// does not carry (kept under its id and kind, and marked processed).
 async fn poison(
     store: &Store,
     consumer: &str,
     d: &transport::Delivery,
-    error: &str,
+    error: &Unreadable,
     cancel: &CancellationToken,
 ) {
+    let error = error.to_string();
     tracing::error!(
         stage = consumer,
         position = d.position,
         error,
         "unreadable event dead-lettered"
     );
+    let envelope = serde_json::from_str::<model::Event>(&d.payload).ok();
+    let (id, kind) = match &envelope {
+        Some(e) => (e.id.clone(), e.kind.clone()),
+        None => (format!("position:{}", d.position), "unreadable".to_owned()),
+    };
     let mut wait = store_backoff();
     loop {
         let parked = async {
             let mut tx = store.begin().await?;
-            let id = format!("position:{}", d.position);
-            tx.dead_letter_raw(consumer, &id, "unreadable", &d.payload, error, 1)
-                .await?;
+            if envelope.is_none() || tx.inbox(consumer, &id).await? {
+                tx.dead_letter_raw(consumer, &id, &kind, &d.payload, &error, 1)
+                    .await?;
+            }
             tx.commit().await
         };
         match parked.await {

@@ -11,12 +11,14 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::incidents::{IncidentData, status_name, transition};
+use super::incidents::{IncidentData, transition};
 use super::kinds::*;
-use super::{ActionData, NotificationData, Stage, derive};
+use super::{ActionData, NotificationData, Payload, Received, SignalData, Stage, derive};
+use crate::model;
+use crate::model::{EventKind, Incident, IncidentStatus, Severity, StateWrite, TimelineEntry};
 use crate::registry::Registry;
 use crate::runtime::{self, Invocation, Plugin, StateOverlay, types};
-use crate::store::{self, DecisionRecord, Incident, StateWrite, Store, TimelineEntry, Tx, now_ms};
+use crate::store::{self, DecisionRecord, Store, Tx, now_ms};
 
 /// The rule stage.
 pub struct RuleStage {
@@ -52,15 +54,15 @@ impl RuleStage {
     /// state its lane's earlier decisions wrote; lanes run at once across
     /// the cores, as partitions do on Kafka. (Each invocation still gets
     /// its own fresh sandbox.)
-    async fn decide_all(&self, events: &[&types::Event]) -> Vec<Vec<Call>> {
+    async fn decide_all(&self, events: &[&Received]) -> Vec<Vec<Call>> {
         if events.len() == 1 {
             let lane = decide_lane(&self.registry, self.attempts, vec![(0, events[0].clone())]);
             return lane.await.into_iter().map(|(_, calls)| calls).collect();
         }
-        let mut lanes: Vec<Vec<(usize, types::Event)>> = Vec::new();
+        let mut lanes: Vec<Vec<(usize, Received)>> = Vec::new();
         let mut lane_of: HashMap<&str, usize> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
-            let lane = *lane_of.entry(event.key.as_str()).or_insert_with(|| {
+            let lane = *lane_of.entry(event.event.key.as_str()).or_insert_with(|| {
                 lanes.push(Vec::new());
                 lanes.len() - 1
             });
@@ -88,7 +90,7 @@ impl RuleStage {
     async fn record(
         &self,
         tx: &mut Tx,
-        event: &types::Event,
+        event: &model::Event,
         calls: Vec<Call>,
         committed: &mut Vec<(Arc<Plugin>, Vec<StateWrite>)>,
     ) -> Result<(), store::Error> {
@@ -141,14 +143,14 @@ impl RuleStage {
 async fn decide_lane(
     registry: &Registry,
     attempts: u32,
-    lane: Vec<(usize, types::Event)>,
+    lane: Vec<(usize, Received)>,
 ) -> Vec<(usize, Vec<Call>)> {
     let mut overlays = Overlays::new();
     let mut answers = Vec::with_capacity(lane.len());
     let many = lane.len() > 1;
-    for (i, event) in lane {
-        let calls = decide(registry, attempts, &event, &overlays)
-            .instrument(super::event_span(RuleStage::NAME, &event))
+    for (i, received) in lane {
+        let calls = decide(registry, attempts, &received, &overlays)
+            .instrument(super::event_span(RuleStage::NAME, &received.event))
             .await;
         if many {
             for call in &calls {
@@ -201,62 +203,55 @@ where
     }
 }
 
-/// Ask the rules about `event`, over the lane's uncommitted writes.
+/// Ask the rules about an event, over the lane's uncommitted writes: a
+/// new alert or event goes to every rule subscribed to it, an action's
+/// outcome to the rule that asked for the action.
 async fn decide(
     registry: &Registry,
     attempts: u32,
-    event: &types::Event,
+    received: &Received,
     overlays: &Overlays,
 ) -> Vec<Call> {
+    let event = &received.event;
     let overlay = |rule: &str| overlays.get(rule).cloned();
-    if event.kind == ALERT_RAISED || event.kind == EVENT_RECEIVED {
-        let mut calls = Vec::new();
-        for plugin in registry.rules_for(event) {
-            let o = overlay(plugin.name());
-            calls.push(
-                call(registry, attempts, plugin, "decide", |p| {
-                    let o = o.clone();
-                    async move { p.decide_after(event, o).await }
-                })
-                .await,
-            );
+    let data = match (&received.payload, received.kind) {
+        (Payload::Alert | Payload::Received, _) => {
+            let mut calls = Vec::new();
+            for plugin in registry.rules_for(event) {
+                let o = overlay(plugin.name());
+                calls.push(
+                    call(registry, attempts, plugin, "decide", |p| {
+                        let o = o.clone();
+                        async move { p.decide_after(event, o).await }
+                    })
+                    .await,
+                );
+            }
+            return calls;
         }
-        return calls;
-    }
-    // An action outcome goes to the rule that asked for the action.
-    let data: ActionData = match serde_json::from_str(&event.data) {
-        Ok(d) => d,
-        Err(e) => {
-            return vec![Call {
-                rule: "?".into(),
-                plugin: None,
-                result: Err(runtime::Error::InvalidOutput(format!(
-                    "{} data is not an action outcome: {e}",
-                    event.kind
-                ))),
-                attempts: 0,
-            }];
-        }
+        (Payload::Action(data), EventKind::ActionCompleted | EventKind::ActionFailed) => data,
+        // Not a kind this stage subscribes to.
+        _ => return Vec::new(),
     };
     let plugin = match registry.get(&data.rule) {
         Ok(p) => p,
         Err(e) => {
             return vec![Call {
-                rule: data.rule,
+                rule: data.rule.clone(),
                 plugin: None,
                 result: Err(e),
                 attempts: 0,
             }];
         }
     };
-    let result = match (data.result, data.error) {
-        (Some(r), _) => Ok(r),
-        (None, Some(e)) => Err(e),
+    let result = match (&data.result, &data.error) {
+        (Some(r), _) => Ok(r.clone()),
+        (None, Some(e)) => Err(e.clone()),
         (None, None) => Err(types::PluginError::Permanent("no result recorded".into())),
     };
     let outcome = types::ActionOutcome {
         action_id: event.correlation.action_id.clone().unwrap_or_default(),
-        request: data.request,
+        request: data.request.clone(),
         result,
         attempts: data.attempts,
     };
@@ -284,25 +279,29 @@ impl Stage for RuleStage {
         ACTION_FAILED,
     ];
 
-    async fn handle(&self, events: &[types::Event]) -> Result<(), store::Error> {
+    async fn handle(&self, events: &[Received]) -> Result<(), store::Error> {
         // Rules are called outside the transaction (never hold the write
         // lock across a sandbox call); the inbox check is repeated inside.
-        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
         let seen = self.store.inbox_seen(Self::NAME, &ids).await?;
-        let fresh: Vec<&types::Event> = events.iter().filter(|e| !seen.contains(&e.id)).collect();
+        let fresh: Vec<&Received> = events
+            .iter()
+            .filter(|r| !seen.contains(&r.event.id))
+            .collect();
         if fresh.is_empty() {
             return Ok(());
         }
         let answers = self.decide_all(&fresh).await;
 
         let mut tx = self.store.begin().await?;
-        let fresh_ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
+        let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.event.id.as_str()).collect();
         let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
         let mut committed = Vec::new();
-        for (event, calls) in fresh.into_iter().zip(answers) {
+        for (received, calls) in fresh.into_iter().zip(answers) {
             // Another instance got there first: its effects stand.
-            if new.contains(&event.id) {
-                self.record(&mut tx, event, calls, &mut committed).await?;
+            if new.contains(&received.event.id) {
+                self.record(&mut tx, &received.event, calls, &mut committed)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -314,19 +313,9 @@ impl Stage for RuleStage {
     }
 }
 
-/// Lower-case severity name, as stored.
-pub fn severity_name(s: types::Severity) -> &'static str {
-    match s {
-        types::Severity::Info => "info",
-        types::Severity::Warning => "warning",
-        types::Severity::Error => "error",
-        types::Severity::Critical => "critical",
-    }
-}
-
 /// The incident `event` already belongs to: its correlation, else the
 /// newest incident its alert series was linked to.
-async fn current(tx: &mut Tx, event: &types::Event) -> Result<Option<Incident>, store::Error> {
+async fn current(tx: &mut Tx, event: &model::Event) -> Result<Option<Incident>, store::Error> {
     if let Some(id) = &event.correlation.incident_id {
         return tx.incident(id).await;
     }
@@ -340,7 +329,7 @@ async fn current(tx: &mut Tx, event: &types::Event) -> Result<Option<Incident>, 
 async fn link(
     tx: &mut Tx,
     incident: &Incident,
-    event: &types::Event,
+    event: &model::Event,
 ) -> Result<bool, store::Error> {
     let Some(a) = &event.alert else {
         return Ok(false);
@@ -370,7 +359,7 @@ async fn link(
 /// Apply one rule's decision inside `tx`; returns the incident it concerned.
 async fn apply(
     tx: &mut Tx,
-    event: &types::Event,
+    event: &model::Event,
     rule: &str,
     decision: &types::Decision,
 ) -> Result<Option<String>, store::Error> {
@@ -391,8 +380,8 @@ async fn apply(
                     dedup_key: o.dedup_key.clone(),
                     title: o.title.clone(),
                     service: o.service.clone(),
-                    severity: severity_name(o.severity).into(),
-                    status: "open".into(),
+                    severity: Severity::from(o.severity),
+                    status: IncidentStatus::Open,
                     summary: o.summary.clone(),
                     rule: rule.to_owned(),
                     trace_id: event.trace_id.clone(),
@@ -408,7 +397,7 @@ async fn apply(
                         at: now,
                         kind: "opened".into(),
                         from_status: None,
-                        to_status: Some("open".into()),
+                        to_status: Some(IncidentStatus::Open),
                         cause: format!("opened by {rule}: {}", o.title),
                         event_id: event.id.clone(),
                         ref_id: None,
@@ -423,7 +412,7 @@ async fn apply(
         Some(types::IncidentDirective::Transition(t)) => {
             let mut current = current(tx, event).await?;
             if let Some(i) = &mut current {
-                let (from, to) = (i.status.clone(), status_name(t.status));
+                let (from, to) = (i.status, IncidentStatus::from(t.status));
                 let cause = format!("{rule}: {}", t.note);
                 if transition(tx, i, to, &cause, &event.id).await? {
                     announce.push((INCIDENT_UPDATED, format!("{from} → {to}: {}", t.note)));
@@ -434,16 +423,18 @@ async fn apply(
         None => current(tx, event).await?,
     };
     if !decision.actions.is_empty()
-        && let Some(i) = incident.as_mut().filter(|i| i.status == "open")
+        && let Some(i) = incident
+            .as_mut()
+            .filter(|i| i.status == IncidentStatus::Open)
     {
         let cause = format!("{rule} requested {} action(s)", decision.actions.len());
-        if transition(tx, i, "mitigating", &cause, &event.id).await? {
+        if transition(tx, i, IncidentStatus::Mitigating, &cause, &event.id).await? {
             announce.push((INCIDENT_UPDATED, "open → mitigating".into()));
         }
     }
 
     let incident_id = incident.as_ref().map(|i| i.id.clone());
-    let correlation = |action_id: Option<String>| types::Correlation {
+    let correlation = |action_id: Option<String>| model::Correlation {
         alert_id: event.correlation.alert_id.clone(),
         incident_id: incident_id.clone(),
         action_id,
@@ -513,7 +504,10 @@ async fn apply(
         .await?;
     }
     for signal in &decision.signals {
-        let data = serde_json::json!({ "rule": rule, "signal": signal });
+        let data = SignalData {
+            rule: rule.to_owned(),
+            signal: signal.clone(),
+        };
         tx.append(&derive(
             event,
             SIGNAL_EMITTED,

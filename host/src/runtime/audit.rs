@@ -4,24 +4,7 @@
 
 use tokio::sync::mpsc;
 
-/// One capability call worth keeping.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditRecord {
-    /// Milliseconds since the epoch (host clock).
-    pub at: i64,
-    /// The plugin that made the call.
-    pub plugin: String,
-    /// `docker`, `kube`, ...
-    pub capability: String,
-    /// `create`, `remove`, ...
-    pub operation: String,
-    /// The container, image or selector it was about.
-    pub target: String,
-    /// Whether the call was allowed.
-    pub allowed: bool,
-    /// Why it was refused or failed; empty when it went through.
-    pub detail: String,
-}
+pub use crate::model::AuditRecord;
 
 /// Where records go. Cloning shares the channel.
 #[derive(Debug, Clone)]

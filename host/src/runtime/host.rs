@@ -19,7 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use super::Clock;
 use super::bindings::eventpulse::plugin::{clock, config, log, state, types};
 use super::manifest::Manifest;
-use crate::store::StateWrite;
+use crate::model::StateWrite;
 
 /// A plugin's state as the host keeps it in memory: `key → (value, expires_at)`.
 pub type StateMap = Mutex<HashMap<String, (String, Option<u64>)>>;

@@ -8,6 +8,7 @@
 pub mod audit;
 mod bindings;
 mod breaker;
+mod conversions;
 mod docker;
 mod host;
 mod kube;

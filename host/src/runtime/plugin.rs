@@ -17,7 +17,7 @@ use super::host::{HostState, PluginEnv, StateMap, StateOverlay};
 use super::manifest::Manifest;
 use super::{Clock, Error, PluginKind, Runtime};
 use crate::config::RuntimeConfig;
-use crate::store::StateWrite;
+use crate::model::{self, StateWrite};
 
 /// A plugin's exported functions, found once at load. An invocation then
 /// looks up and type-checks only the one function it calls.
@@ -219,7 +219,7 @@ impl Plugin {
     }
 
     /// Whether this plugin wants `event` (kind and labels).
-    pub fn subscribes_to(&self, event: &types::Event) -> bool {
+    pub fn subscribes_to(&self, event: &model::Event) -> bool {
         let labels = event.alert.as_ref().map(|a| &a.labels);
         self.info.subscriptions.iter().any(|s| {
             s.event_kind == event.kind
@@ -330,7 +330,7 @@ impl Plugin {
     }
 
     /// Ask a rule what `event` means.
-    pub async fn decide(&self, event: &types::Event) -> Result<Invocation<types::Decision>, Error> {
+    pub async fn decide(&self, event: &model::Event) -> Result<Invocation<types::Decision>, Error> {
         self.decide_after(event, None).await
     }
 
@@ -338,10 +338,11 @@ impl Plugin {
     /// not committed yet) before the committed state.
     pub async fn decide_after(
         &self,
-        event: &types::Event,
+        event: &model::Event,
         overlay: Option<Arc<StateOverlay>>,
     ) -> Result<Invocation<types::Decision>, Error> {
         self.require(PluginKind::Rule)?;
+        let event = &types::Event::from(event);
         self.invoke(
             "decide",
             overlay,
@@ -356,7 +357,7 @@ impl Plugin {
     /// Hand a rule the outcome of an action it asked for.
     pub async fn on_action_outcome(
         &self,
-        event: &types::Event,
+        event: &model::Event,
         outcome: &types::ActionOutcome,
     ) -> Result<Invocation<types::Decision>, Error> {
         self.on_action_outcome_after(event, outcome, None).await
@@ -365,11 +366,12 @@ impl Plugin {
     /// [`Plugin::on_action_outcome`] over `overlay` (see [`Plugin::decide_after`]).
     pub async fn on_action_outcome_after(
         &self,
-        event: &types::Event,
+        event: &model::Event,
         outcome: &types::ActionOutcome,
         overlay: Option<Arc<StateOverlay>>,
     ) -> Result<Invocation<types::Decision>, Error> {
         self.require(PluginKind::Rule)?;
+        let event = &types::Event::from(event);
         let (completed, failed) = self.exports.outcomes.as_ref().expect("rules have them");
         let (op, func) = match outcome.result {
             Ok(_) => ("on-action-completed", completed),
@@ -389,10 +391,11 @@ impl Plugin {
     /// Run an action.
     pub async fn run(
         &self,
-        event: &types::Event,
+        event: &model::Event,
         request: &types::ActionRequest,
     ) -> Result<Invocation<types::ActionResult>, Error> {
         self.require(PluginKind::Action)?;
+        let event = &types::Event::from(event);
         self.invoke(
             "run",
             None,
@@ -409,10 +412,11 @@ impl Plugin {
     /// Deliver a notification.
     pub async fn deliver(
         &self,
-        event: &types::Event,
+        event: &model::Event,
         request: &types::NotificationRequest,
     ) -> Result<Invocation<types::Delivery>, Error> {
         self.require(PluginKind::Notifier)?;
+        let event = &types::Event::from(event);
         self.invoke(
             "deliver",
             None,

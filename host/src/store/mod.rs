@@ -20,9 +20,12 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::Notify;
 
 use crate::config::Durability;
-use crate::runtime::types;
+use crate::model;
 
 pub use pipeline::*;
+
+/// The model types the store returns.
+pub use crate::model::{Incident, Job, StateWrite, TimelineEntry};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +73,6 @@ impl Error {
     }
 }
 
-/// A state write from one successful invocation: `None` deletes the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateWrite {
-    /// The key.
-    pub key: String,
-    /// The new value and its expiry (ms since epoch), or `None` to delete.
-    pub value: Option<(String, Option<u64>)>,
-}
-
 /// What one ingest transaction changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct IngestOutcome {
@@ -98,12 +92,12 @@ pub enum IngestWrite {
         /// Alertmanager's group key.
         group_key: String,
         /// The alerts.
-        alerts: Vec<types::Alert>,
+        alerts: Vec<model::Alert>,
         /// `events[i]` announces `alerts[i]`.
-        events: Vec<types::Event>,
+        events: Vec<model::Event>,
     },
     /// A received event, appended unless its id is already stored.
-    Event(types::Event),
+    Event(model::Event),
 }
 
 /// What [`Store::ingest`] did with one [`IngestWrite`].
@@ -118,11 +112,8 @@ pub enum Ingested {
     },
 }
 
-fn alert_status(a: &types::Alert) -> &'static str {
-    match a.status {
-        types::AlertStatus::Firing => "firing",
-        types::AlertStatus::Resolved => "resolved",
-    }
+fn alert_status(a: &model::Alert) -> &'static str {
+    a.status.as_str()
 }
 
 /// A recorded sandbox failure.
@@ -417,8 +408,8 @@ impl Store {
     pub async fn ingest_alerts(
         &self,
         group_key: &str,
-        alerts: &[types::Alert],
-        event_for: impl FnMut(&types::Alert) -> types::Event,
+        alerts: &[model::Alert],
+        event_for: impl FnMut(&model::Alert) -> model::Event,
     ) -> Result<IngestOutcome, Error> {
         let write = IngestWrite::Alerts {
             group_key: group_key.to_owned(),
@@ -433,7 +424,7 @@ impl Store {
 
     /// Store a received event unless it is already stored; `false` if it
     /// was. Durable when this returns.
-    pub async fn ingest_event(&self, event: &types::Event) -> Result<bool, Error> {
+    pub async fn ingest_event(&self, event: &model::Event) -> Result<bool, Error> {
         match self
             .ingest(&[IngestWrite::Event(event.clone())])
             .await?
@@ -452,7 +443,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.begin().await?;
         // Every alert of the group, in order, inserted where new.
-        let rows: Vec<(&str, &types::Alert, &types::Event)> = writes
+        let rows: Vec<(&str, &model::Alert, &model::Event)> = writes
             .iter()
             .filter_map(|w| match w {
                 IngestWrite::Alerts {
@@ -484,7 +475,7 @@ impl Store {
                     .bind(a.starts_at as i64)
                     .bind(&a.name)
                     .bind(alert_status(a))
-                    .bind(a.severity.map(|s| format!("{s:?}").to_lowercase()))
+                    .bind(a.severity.map(model::Severity::as_str))
                     .bind(serde_json::to_string(&a.labels).expect("labels serialise"))
                     .bind(serde_json::to_string(&a.annotations).expect("annotations serialise"))
                     .bind(a.ends_at.map(|t| t as i64))

@@ -5,12 +5,16 @@
 //! Writes that must commit together go through [`Tx`]; reads that stand
 //! alone are on [`Store`].
 
-use crate::ingest::kubernetes::Warning;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use std::collections::HashSet;
+
+use crate::model;
+use crate::model::{
+    Incident, IncidentStatus, Job, JobStatus, KubeWarning, Severity, TimelineEntry,
+};
 
 use super::*;
 
@@ -113,50 +117,46 @@ pub enum Dedup {
     },
 }
 
-/// A unit of work in a queue: one action or one notification.
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    /// `action_id` or notification id.
-    pub id: String,
-    /// The incident it belongs to.
-    pub incident_id: Option<String>,
-    /// The rule that asked for it.
-    pub rule: String,
-    /// The action or notifier plugin.
-    pub plugin: String,
-    /// What it acts on (action target, notification dedup key or title).
-    pub target: String,
-    /// `pending`, `running`, `completed`/`delivered` or `failed`.
-    pub status: String,
-    /// Attempts started so far.
-    pub attempts: i64,
-    /// When the next attempt is due (ms).
-    pub next_attempt_at: i64,
-    /// The last attempt's error.
-    pub last_error: Option<String>,
-    /// What the plugin reported (JSON).
-    pub result: Option<String>,
-    /// The requesting event (JSON).
-    #[serde(skip)]
-    pub request: String,
+/// A job row, by column name.
+fn job_from(r: &AnyRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: r.try_get("id")?,
+        incident_id: r.try_get("incident_id")?,
+        rule: r.try_get("rule")?,
+        plugin: r.try_get("plugin")?,
+        target: r.try_get("target")?,
+        status: parsed(r, "status", JobStatus::parse)?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        result: r.try_get("result")?,
+        request: r.try_get("request")?,
+    })
 }
 
-impl Job {
-    fn from_row(r: &AnyRow) -> Job {
-        Job {
-            id: r.get(0),
-            incident_id: r.get(1),
-            rule: r.get(2),
-            plugin: r.get(3),
-            target: r.get(4),
-            status: r.get(5),
-            attempts: r.get(6),
-            next_attempt_at: r.get(7),
-            last_error: r.get(8),
-            result: r.get(9),
-            request: r.get(10),
-        }
-    }
+/// A text column holding a model enum's name.
+fn parsed<T>(r: &AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, sqlx::Error> {
+    let text: String = r.try_get(column)?;
+    parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("unknown value `{text}`").into(),
+    })
+}
+
+/// An optional text column holding a model enum's name.
+fn parsed_opt<T>(
+    r: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, sqlx::Error> {
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| {
+        parse(&t).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: format!("unknown value `{t}`").into(),
+        })
+    })
+    .transpose()
 }
 
 const JOB_COLUMNS: &str = "id, incident_id, rule, plugin, target, status, attempts, \
@@ -167,8 +167,8 @@ const JOB_COLUMNS: &str = "id, incident_id, rule, plugin, target, status, attemp
 pub enum JobEnd {
     /// Done: `completed` (actions) or `delivered` (notifications).
     Succeeded {
-        /// The terminal status name.
-        status: &'static str,
+        /// The terminal status.
+        status: JobStatus,
         /// What the plugin reported (JSON).
         result: String,
     },
@@ -186,77 +186,26 @@ pub enum JobEnd {
     },
 }
 
-/// An incident.
-#[derive(Debug, Clone, Serialize)]
-pub struct Incident {
-    /// UUIDv7.
-    pub id: String,
-    /// Incidents with the same key while active are one incident.
-    pub dedup_key: String,
-    /// One line.
-    pub title: String,
-    /// The affected service.
-    pub service: String,
-    /// `info`, `warning`, `error`, `critical`.
-    pub severity: String,
-    /// `open`, `mitigating`, `resolved`, `failed`.
-    pub status: String,
-    /// Longer text.
-    pub summary: String,
-    /// The rule that opened it.
-    pub rule: String,
-    /// The trace of the event that opened it.
-    pub trace_id: String,
-    /// When it opened (ms).
-    pub opened_at: i64,
-    /// Last change (ms).
-    pub updated_at: i64,
-    /// When it reached `resolved` or `failed`.
-    pub closed_at: Option<i64>,
-    /// When a notification about it was last delivered.
-    pub last_notified_at: Option<i64>,
-}
-
 const INCIDENT_COLUMNS: &str = "id, dedup_key, title, service, severity, status, summary, rule, \
                                 trace_id, opened_at, updated_at, closed_at, last_notified_at";
 
-impl Incident {
-    fn from_row(r: &AnyRow) -> Incident {
-        Incident {
-            id: r.get(0),
-            dedup_key: r.get(1),
-            title: r.get(2),
-            service: r.get(3),
-            severity: r.get(4),
-            status: r.get(5),
-            summary: r.get(6),
-            rule: r.get(7),
-            trace_id: r.get(8),
-            opened_at: r.get(9),
-            updated_at: r.get(10),
-            closed_at: r.get(11),
-            last_notified_at: r.get(12),
-        }
-    }
-}
-
-/// One line of an incident's timeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimelineEntry {
-    /// When (ms).
-    pub at: i64,
-    /// `opened`, `transition`, `alert`, `action`, `notification`, `signal`.
-    pub kind: String,
-    /// Status before (transitions).
-    pub from_status: Option<String>,
-    /// Status after (transitions, openings).
-    pub to_status: Option<String>,
-    /// What caused it.
-    pub cause: String,
-    /// The event that caused it.
-    pub event_id: String,
-    /// The alert, action or notification it is about.
-    pub ref_id: Option<String>,
+/// An incident row, by column name.
+fn incident_from(r: &AnyRow) -> Result<Incident, sqlx::Error> {
+    Ok(Incident {
+        id: r.try_get("id")?,
+        dedup_key: r.try_get("dedup_key")?,
+        title: r.try_get("title")?,
+        service: r.try_get("service")?,
+        severity: parsed(r, "severity", Severity::parse)?,
+        status: parsed(r, "status", IncidentStatus::parse)?,
+        summary: r.try_get("summary")?,
+        rule: r.try_get("rule")?,
+        trace_id: r.try_get("trace_id")?,
+        opened_at: r.try_get("opened_at")?,
+        updated_at: r.try_get("updated_at")?,
+        closed_at: r.try_get("closed_at")?,
+        last_notified_at: r.try_get("last_notified_at")?,
+    })
 }
 
 /// An incident with everything linked to it.
@@ -279,7 +228,7 @@ pub struct IncidentDetail {
 #[derive(Debug, Clone)]
 pub struct DecisionRecord<'a> {
     /// The event decided on.
-    pub event: &'a types::Event,
+    pub event: &'a model::Event,
     /// The rule.
     pub rule: &'a str,
     /// The incident it applied to.
@@ -312,17 +261,17 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// From `id, consumer, event_id, kind, error, attempts, at, replayed_at`.
+    /// A `dead_letters` row, by column name.
     fn from_row(r: &AnyRow) -> Self {
         DeadLetter {
-            id: r.get(0),
-            consumer: r.get(1),
-            event_id: r.get(2),
-            kind: r.get(3),
-            error: r.get(4),
-            attempts: r.get(5),
-            at: r.get(6),
-            replayed_at: r.get(7),
+            id: r.get("id"),
+            consumer: r.get("consumer"),
+            event_id: r.get("event_id"),
+            kind: r.get("kind"),
+            error: r.get("error"),
+            attempts: r.get("attempts"),
+            at: r.get("at"),
+            replayed_at: r.get("replayed_at"),
         }
     }
 }
@@ -425,8 +374,8 @@ impl Tx {
                     .bind(incident)
                     .bind(e.at)
                     .bind(&e.kind)
-                    .bind(&e.from_status)
-                    .bind(&e.to_status)
+                    .bind(e.from_status.map(IncidentStatus::as_str))
+                    .bind(e.to_status.map(IncidentStatus::as_str))
                     .bind(&e.cause)
                     .bind(&e.event_id)
                     .bind(&e.ref_id);
@@ -464,7 +413,7 @@ impl Tx {
     /// one writer, so this holds already.)
     ///
     /// The row is written at commit, with the transaction's other appends.
-    pub async fn append(&mut self, event: &types::Event) -> Result<(), Error> {
+    pub async fn append(&mut self, event: &model::Event) -> Result<(), Error> {
         self.pending.outbox.push((
             event.id.clone(),
             event.kind.clone(),
@@ -496,7 +445,7 @@ impl Tx {
 
     /// Append `event` unless an event with its id is already in the outbox;
     /// `false` if it was (a retried delivery).
-    pub async fn append_new(&mut self, event: &types::Event) -> Result<bool, Error> {
+    pub async fn append_new(&mut self, event: &model::Event) -> Result<bool, Error> {
         // Locked before the check, so two deliveries of one event at once
         // cannot both pass it.
         if self.event_known(&event.id).await? {
@@ -624,7 +573,7 @@ impl Tx {
         .bind(dedup_key)
         .fetch_optional(self.conn())
         .await?;
-        Ok(row.as_ref().map(Incident::from_row))
+        Ok(row.as_ref().map(incident_from).transpose()?)
     }
 
     /// An incident by id.
@@ -635,7 +584,7 @@ impl Tx {
         .bind(id)
         .fetch_optional(self.conn())
         .await?;
-        Ok(row.as_ref().map(Incident::from_row))
+        Ok(row.as_ref().map(incident_from).transpose()?)
     }
 
     /// The newest incident an alert series (fingerprint) is linked to.
@@ -651,7 +600,7 @@ impl Tx {
         .bind(fingerprint)
         .fetch_optional(self.conn())
         .await?;
-        Ok(row.as_ref().map(Incident::from_row))
+        Ok(row.as_ref().map(incident_from).transpose()?)
     }
 
     /// Insert a new incident.
@@ -664,8 +613,8 @@ impl Tx {
         .bind(&i.dedup_key)
         .bind(&i.title)
         .bind(&i.service)
-        .bind(&i.severity)
-        .bind(&i.status)
+        .bind(i.severity.as_str())
+        .bind(i.status.as_str())
         .bind(&i.summary)
         .bind(&i.rule)
         .bind(&i.trace_id)
@@ -678,13 +627,13 @@ impl Tx {
         Ok(())
     }
 
-    /// Move an incident from `from` to `to`; `false` if it was not in `from`.
+    /// Move an incident from `from` to `to` (closing it if `to` is final);
+    /// `false` if it was not in `from`. The lifecycle check is the caller's.
     pub async fn set_incident_status(
         &mut self,
         id: &str,
-        from: &str,
-        to: &str,
-        closed: bool,
+        from: IncidentStatus,
+        to: IncidentStatus,
     ) -> Result<bool, Error> {
         let now = now_ms();
         let done = sqlx::query(
@@ -693,10 +642,10 @@ impl Tx {
              WHERE id = $1 AND status = $2",
         )
         .bind(id)
-        .bind(from)
-        .bind(to)
+        .bind(from.as_str())
+        .bind(to.as_str())
         .bind(now)
-        .bind(closed as i64)
+        .bind(to.is_closed() as i64)
         .execute(self.conn())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -741,7 +690,7 @@ impl Tx {
 
     /// Add a job to a queue, due now; `false` if the id was already there.
     pub async fn enqueue(&mut self, queue: Queue, job: &Job) -> Result<bool, Error> {
-        self.insert_job(queue, job, "pending", None).await
+        self.insert_job(queue, job, JobStatus::Pending, None).await
     }
 
     /// Actions of `plugin` on `target` requested since `since_ms` that
@@ -770,7 +719,7 @@ impl Tx {
         &mut self,
         queue: Queue,
         job: &Job,
-        status: &str,
+        status: JobStatus,
         why: &str,
     ) -> Result<bool, Error> {
         self.insert_job(queue, job, status, Some(why)).await
@@ -829,7 +778,7 @@ impl Tx {
 
     /// Count one Kubernetes Warning event under its dedup key; returns how
     /// many have been received with that key, this one included.
-    pub async fn count_kube_event(&mut self, e: &Warning) -> Result<i64, Error> {
+    pub async fn count_kube_event(&mut self, e: &KubeWarning) -> Result<i64, Error> {
         let row = sqlx::query(
             "INSERT INTO kube_events (dedup_key, cluster, kind, namespace, name, reason, message,
                                       occurrences, reported_count, first_seen, last_seen, updated_at)
@@ -859,7 +808,7 @@ impl Tx {
         &mut self,
         queue: Queue,
         job: &Job,
-        status: &str,
+        status: JobStatus,
         error: Option<&str>,
     ) -> Result<bool, Error> {
         let now = now_ms();
@@ -876,7 +825,7 @@ impl Tx {
         .bind(&job.target)
         .bind(now)
         .bind(&job.request)
-        .bind(status)
+        .bind(status.as_str())
         .bind(error)
         .execute(self.conn())
         .await?;
@@ -910,10 +859,10 @@ impl Tx {
     /// Record how a running job's attempt ended.
     pub async fn finish(&mut self, queue: Queue, id: &str, end: &JobEnd) -> Result<(), Error> {
         let now = now_ms();
-        let (status, result, error, next): (&str, Option<&str>, Option<&str>, i64) = match end {
-            JobEnd::Succeeded { status, result } => (status, Some(result), None, now),
-            JobEnd::Retry { error, at } => ("pending", None, Some(error), *at),
-            JobEnd::Failed { error } => ("failed", None, Some(error), now),
+        let (status, result, error, next) = match end {
+            JobEnd::Succeeded { status, result } => (*status, Some(result), None, now),
+            JobEnd::Retry { error, at } => (JobStatus::Pending, None, Some(error), *at),
+            JobEnd::Failed { error } => (JobStatus::Failed, None, Some(error), now),
         };
         sqlx::query(&format!(
             "UPDATE {} SET status = $2, result = $3, last_error = $4, next_attempt_at = $5, updated_at = $6
@@ -921,7 +870,7 @@ impl Tx {
             queue.table()
         ))
         .bind(id)
-        .bind(status)
+        .bind(status.as_str())
         .bind(result)
         .bind(error)
         .bind(next)
@@ -935,7 +884,7 @@ impl Tx {
     pub async fn dead_letter(
         &mut self,
         consumer: &str,
-        event: &types::Event,
+        event: &model::Event,
         error: &str,
         attempts: i64,
     ) -> Result<(), Error> {
@@ -976,7 +925,7 @@ impl Tx {
     /// updates it and returns `true` (announce it); a repeat only counts.
     pub(super) async fn update_seen_alert(
         &mut self,
-        a: &types::Alert,
+        a: &model::Alert,
         now: i64,
     ) -> Result<bool, Error> {
         let annotations = serde_json::to_string(&a.annotations).expect("annotations serialise");
@@ -1017,8 +966,8 @@ impl Store {
     /// appended again. Returns (new events, duplicates).
     pub async fn ingest_kube_events(
         &self,
-        warnings: &[Warning],
-        event_for: impl Fn(&Warning, i64) -> types::Event,
+        warnings: &[KubeWarning],
+        event_for: impl Fn(&KubeWarning, i64) -> model::Event,
     ) -> Result<(usize, usize), Error> {
         let mut tx = self.begin().await?;
         let (mut new, mut duplicates) = (0, 0);
@@ -1186,7 +1135,7 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(Job::from_row).collect())
+        Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
     }
 
     /// When the earliest pending job is due.
@@ -1209,7 +1158,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(Job::from_row))
+        Ok(row.as_ref().map(job_from).transpose()?)
     }
 
     /// The newest incidents, newest first.
@@ -1220,7 +1169,7 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(Incident::from_row).collect())
+        Ok(rows.iter().map(incident_from).collect::<Result<_, _>>()?)
     }
 
     /// An incident with its timeline, alerts, actions and notifications.
@@ -1242,16 +1191,18 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| TimelineEntry {
-            at: r.get(0),
-            kind: r.get(1),
-            from_status: r.get(2),
-            to_status: r.get(3),
-            cause: r.get(4),
-            event_id: r.get(5),
-            ref_id: r.get(6),
+        .map(|r| {
+            Ok(TimelineEntry {
+                at: r.try_get("at")?,
+                kind: r.try_get("kind")?,
+                from_status: parsed_opt(r, "from_status", IncidentStatus::parse)?,
+                to_status: parsed_opt(r, "to_status", IncidentStatus::parse)?,
+                cause: r.try_get("cause")?,
+                event_id: r.try_get("event_id")?,
+                ref_id: r.try_get("ref_id")?,
+            })
         })
-        .collect();
+        .collect::<Result<_, sqlx::Error>>()?;
         let alerts = sqlx::query(
             "SELECT fingerprint, starts_at FROM incident_alerts WHERE incident_id = $1
              ORDER BY starts_at, fingerprint",
@@ -1265,7 +1216,7 @@ impl Store {
         let actions = self.jobs_of(Queue::Actions, id).await?;
         let notifications = self.jobs_of(Queue::Notifications, id).await?;
         Ok(Some(IncidentDetail {
-            incident: Incident::from_row(&row),
+            incident: incident_from(&row)?,
             timeline,
             alerts,
             actions,
@@ -1282,7 +1233,7 @@ impl Store {
         .bind(incident_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(Job::from_row).collect())
+        Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
     }
 
     /// The newest dead letters.
@@ -1344,7 +1295,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| (DeadLetter::from_row(&r), r.get(8))))
+        Ok(row.map(|r| (DeadLetter::from_row(&r), r.get("payload"))))
     }
 
     /// Row counts of the pipeline's tables.
@@ -1378,7 +1329,7 @@ impl Store {
 
 impl Store {
     /// Append capability audit records.
-    pub async fn audit(&self, records: &[crate::runtime::AuditRecord]) -> Result<(), Error> {
+    pub async fn audit(&self, records: &[crate::model::AuditRecord]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         for r in records {
             sqlx::query(
@@ -1404,7 +1355,7 @@ impl Store {
         &self,
         plugin: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<crate::runtime::AuditRecord>, Error> {
+    ) -> Result<Vec<crate::model::AuditRecord>, Error> {
         let rows = sqlx::query(
             "SELECT at, plugin, capability, operation, target, allowed, detail
              FROM audit_log WHERE ($1 = '' OR plugin = $1) ORDER BY id DESC LIMIT $2",
@@ -1415,7 +1366,7 @@ impl Store {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| crate::runtime::AuditRecord {
+            .map(|r| crate::model::AuditRecord {
                 at: r.get(0),
                 plugin: r.get(1),
                 capability: r.get(2),

@@ -24,6 +24,7 @@ pub fn workspace() -> PathBuf {
 /// Write `root/eventpulse.toml` for a host on a free 127.0.0.1 port, over
 /// `root/eventpulse.db` and the plugins in `root/dist`, admin token `t`,
 /// with `extra` (TOML) appended; returns the port.
+#[allow(dead_code)] // not every test binary uses it
 pub fn write_config(root: &Path, extra: &str) -> u16 {
     write_config_on(root, "sqlite://eventpulse.db", extra)
 }
@@ -91,6 +92,7 @@ pub fn build_pipeline(root: &Path, action: &str, rule_config: &str) {
 /// A fresh, empty PostgreSQL database on the test server
 /// (`EP_TEST_POSTGRES_URL`, which `.ci/run` starts): its URL. Fails, never
 /// skips, when the server is not there.
+#[allow(dead_code)] // not every test binary uses it
 pub fn postgres_database() -> String {
     use sqlx::{Connection, Executor};
     let base = std::env::var("EP_TEST_POSTGRES_URL")
