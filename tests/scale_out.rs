@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use eventpulse::config::{PipelineConfig, TransportKind};
 use eventpulse::ingest::alertmanager::sample;
-use eventpulse::pipeline::jobs::LEASE_GRACE;
 use eventpulse::pipeline::kinds;
+use eventpulse::pipeline::queue::LEASE_GRACE;
 use eventpulse::runtime::Clock;
 use eventpulse::store::Store;
 use eventpulse_tests::{Backend, Host, database_url, post_webhook, test_config, wait_for};

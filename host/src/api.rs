@@ -338,7 +338,7 @@ async fn replay_dead_letter(
         .dead_letter(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
-    let (queue, job) = crate::pipeline::jobs::dead_letter_job(&letter.consumer, &payload)
+    let (queue, job) = crate::pipeline::queue::dead_letter_job(&letter.consumer, &payload)
         .ok_or_else(|| {
             ApiError::Conflict(format!(
                 "dead letter {id} is from the `{}` stage; only action and notification letters can be replayed",

@@ -83,6 +83,42 @@ pub struct PluginStatus {
     pub digest: Option<String>,
 }
 
+/// An invocation's output with its state writes, not yet committed.
+pub struct Pending<T> {
+    /// What the plugin returned.
+    pub output: T,
+    /// Its state writes, for the caller's transaction.
+    pub state: PluginState,
+}
+
+/// State writes of one invocation, to commit and then apply.
+pub struct PluginState {
+    /// The plugin that wrote them.
+    pub plugin: Arc<Plugin>,
+    /// The writes.
+    pub writes: Vec<model::StateWrite>,
+}
+
+impl PluginState {
+    /// After the transaction holding the writes committed: the in-memory
+    /// state follows the store.
+    pub fn committed(&self) {
+        self.plugin.apply_writes(&self.writes);
+    }
+}
+
+impl<T> Pending<T> {
+    fn new(plugin: Arc<Plugin>, inv: runtime::Invocation<T>) -> Self {
+        Pending {
+            output: inv.output,
+            state: PluginState {
+                plugin,
+                writes: inv.writes,
+            },
+        }
+    }
+}
+
 /// The plugin registry.
 pub struct Registry {
     runtime: Arc<Runtime>,
@@ -401,7 +437,7 @@ impl Registry {
         self.finish(&plugin, "decide", result, false).await
     }
 
-    /// Run action `name`.
+    /// Run action `name` and commit its state writes on their own.
     pub async fn run_action(
         &self,
         name: &str,
@@ -413,7 +449,8 @@ impl Registry {
         self.finish(&plugin, "run", result, true).await
     }
 
-    /// Deliver through notifier `name`.
+    /// Deliver through notifier `name` and commit its state writes on
+    /// their own.
     pub async fn deliver(
         &self,
         name: &str,
@@ -423,6 +460,34 @@ impl Registry {
         let plugin = self.get(name)?;
         let result = plugin.deliver(event, request).await;
         self.finish(&plugin, "deliver", result, true).await
+    }
+
+    /// Run action `name`; its state writes are the caller's to commit (the
+    /// action queue commits them with the job's end).
+    pub async fn invoke_action(
+        &self,
+        name: &str,
+        event: &model::Event,
+        request: &types::ActionRequest,
+    ) -> Result<Pending<types::ActionResult>, Error> {
+        let plugin = self.get(name)?;
+        let result = plugin.run(event, request).await;
+        let inv = self.observe(&plugin, "run", result).await?;
+        Ok(Pending::new(plugin, inv))
+    }
+
+    /// Deliver through notifier `name`; its state writes are the caller's
+    /// to commit (the notification queue commits them with the job's end).
+    pub async fn invoke_notifier(
+        &self,
+        name: &str,
+        event: &model::Event,
+        request: &types::NotificationRequest,
+    ) -> Result<Pending<types::Delivery>, Error> {
+        let plugin = self.get(name)?;
+        let result = plugin.deliver(event, request).await;
+        let inv = self.observe(&plugin, "deliver", result).await?;
+        Ok(Pending::new(plugin, inv))
     }
 
     /// Record a sandbox failure of `result`, if it is one, and pass the

@@ -15,10 +15,12 @@
 //! transaction, so a redelivered event is a no-op; the transport's
 //! position is acknowledged after that commit.
 
+pub mod actions;
 pub mod incidents;
-pub mod jobs;
 pub mod kafka;
+pub mod notifications;
 pub mod payload;
+pub mod queue;
 pub mod rules;
 pub mod transport;
 
@@ -36,6 +38,9 @@ use crate::config::PipelineConfig;
 use crate::model;
 use crate::registry::Registry;
 use crate::store::{self, Store};
+use actions::Actions;
+use notifications::Notifications;
+use queue::{Executor, Intake, Work};
 use transport::{Subscription, Transport};
 
 /// Event kind names, as stages subscribe to them (the kinds themselves
@@ -400,17 +405,16 @@ impl Pipeline {
         tasks: &mut JoinSet<anyhow::Result<&'static str>>,
         cancel: &CancellationToken,
     ) {
-        let actions = Arc::new(jobs::Executor::new(
-            store::Queue::Actions,
-            self.store.clone(),
-            self.registry.clone(),
-            self.config.clone(),
+        let (store, registry, config) = (&self.store, &self.registry, &self.config);
+        let actions = Arc::new(Executor::<Actions>::new(
+            store.clone(),
+            registry.clone(),
+            config.clone(),
         ));
-        let notifications = Arc::new(jobs::Executor::new(
-            store::Queue::Notifications,
-            self.store.clone(),
-            self.registry.clone(),
-            self.config.clone(),
+        let notifications = Arc::new(Executor::<Notifications>::new(
+            store.clone(),
+            registry.clone(),
+            config.clone(),
         ));
         let rules = Arc::new(rules::RuleStage::new(
             self.store.clone(),
@@ -418,8 +422,8 @@ impl Pipeline {
             self.config.rule_attempts,
         ));
         let incidents = Arc::new(incidents::IncidentStage::new(self.store.clone()));
-        let action_intake = Arc::new(jobs::ActionIntake(actions.clone()));
-        let notification_intake = Arc::new(jobs::NotificationIntake(notifications.clone()));
+        let action_intake = Arc::new(Intake(actions.clone()));
+        let notification_intake = Arc::new(Intake(notifications.clone()));
 
         macro_rules! stage {
             ($stage:expr, $name:expr) => {{
@@ -432,12 +436,9 @@ impl Pipeline {
         stage!(incidents, "incident stage");
         stage!(action_intake, "action stage");
         stage!(notification_intake, "notification stage");
-        for (executor, name) in [
-            (actions, "action queue"),
-            (notifications, "notification queue"),
-        ] {
-            let c = cancel.clone();
-            tasks.spawn(async move { executor.run(c).await.map(|()| name) });
-        }
+        let c = cancel.clone();
+        tasks.spawn(async move { actions.run(c).await.map(|()| Actions::NAME) });
+        let c = cancel.clone();
+        tasks.spawn(async move { notifications.run(c).await.map(|()| Notifications::NAME) });
     }
 }
