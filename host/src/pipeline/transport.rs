@@ -80,6 +80,8 @@ impl Transport for EmbeddedLog {
             consumer,
             kinds,
             offset: None,
+            unsaved: None,
+            saved_at: None,
         }))
     }
 }
@@ -90,6 +92,29 @@ struct EmbeddedSubscription {
     kinds: &'static [&'static str],
     /// Fetched up to here (in memory); the store holds what was acknowledged.
     offset: Option<i64>,
+    /// Acknowledged but not yet saved (see [`ACK_EVERY`]).
+    unsaved: Option<i64>,
+    /// When an acknowledgement was last saved.
+    saved_at: Option<std::time::Instant>,
+}
+
+/// How often a busy consumer saves its acknowledged offset. Saving is a
+/// commit of its own (an fsync with the default durability), so it is not
+/// done per batch: after a crash at most this much is read again, and the
+/// inbox skips it. An idle consumer saves before it waits.
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl EmbeddedSubscription {
+    async fn save(&mut self) -> anyhow::Result<()> {
+        if let Some(position) = self.unsaved.take() {
+            self.log
+                .store
+                .set_consumer_offset(self.consumer, position)
+                .await?;
+            self.saved_at = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
 }
 
 impl Subscription for EmbeddedSubscription {
@@ -98,7 +123,7 @@ impl Subscription for EmbeddedSubscription {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, anyhow::Result<Vec<Delivery>>> {
         Box::pin(async move {
-            let store = &self.log.store;
+            let store = self.log.store.clone();
             let offset = match self.offset {
                 Some(o) => o,
                 None => {
@@ -123,6 +148,7 @@ impl Subscription for EmbeddedSubscription {
                         .map(|(position, payload)| Delivery { position, payload })
                         .collect());
                 }
+                self.save().await?;
                 tokio::select! {
                     () = &mut appended => {}
                     () = cancel.cancelled() => return Ok(Vec::new()),
@@ -133,11 +159,11 @@ impl Subscription for EmbeddedSubscription {
 
     fn ack(&mut self, position: i64) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            Ok(self
-                .log
-                .store
-                .set_consumer_offset(self.consumer, position)
-                .await?)
+            self.unsaved = Some(position);
+            if self.saved_at.is_none_or(|at| at.elapsed() >= ACK_EVERY) {
+                self.save().await?;
+            }
+            Ok(())
         })
     }
 }

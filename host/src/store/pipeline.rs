@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::model;
 use crate::model::{
@@ -42,6 +42,19 @@ pub(super) struct Pending {
     /// `(incident_id, entry)`.
     timeline: Vec<(String, TimelineEntry)>,
     decisions: Vec<DecisionRow>,
+    /// New jobs: `(queue, job, status, error)`.
+    jobs: Vec<(Queue, Job, JobStatus, Option<String>)>,
+    /// Attempt ends: `(queue, id, status, result, error, next_attempt_at)`.
+    ends: Vec<(
+        Queue,
+        String,
+        JobStatus,
+        Option<String>,
+        Option<String>,
+        i64,
+    )>,
+    /// Plugin state, last write per `(plugin, key)` wins.
+    state: BTreeMap<(String, String), Option<(String, Option<u64>)>>,
 }
 
 struct DecisionRow {
@@ -59,8 +72,9 @@ struct DecisionRow {
 /// bound parameters (SQLite 32,766; PostgreSQL 65,535) at 8 columns.
 const ROWS_PER_INSERT: usize = 200;
 
-/// `INSERT INTO table (columns) VALUES ($1, ..), (..), ..` for `rows` rows.
-pub(super) fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
+/// `INSERT INTO table (columns) VALUES (p, ..), (..), ..` for `rows` rows,
+/// parameters bound in order (see [`params`]).
+pub(super) fn multi_insert(backend: Backend, head: &str, columns: usize, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * columns * 5);
     sql.push_str(head);
     sql.push_str(" VALUES ");
@@ -69,16 +83,32 @@ pub(super) fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
             sql.push_str(", ");
         }
         sql.push('(');
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(r * columns + c + 1).to_string());
-        }
+        sql.push_str(&params(backend, r * columns + 1, columns));
         sql.push(')');
     }
     sql
+}
+
+/// `n` parameters, the first numbered `first`, comma-separated. SQLite gets
+/// anonymous `?`s, bound in order: sqlx looks each numbered parameter up by
+/// name, a linear scan of the statement's names, which is quadratic in a
+/// multi-row statement (it was most of the database thread's time).
+/// PostgreSQL needs `$N`.
+pub(super) fn params(backend: Backend, first: usize, n: usize) -> String {
+    let mut out = String::with_capacity(n * 5);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match backend {
+            Backend::Sqlite => out.push('?'),
+            Backend::Postgres => {
+                out.push('$');
+                out.push_str(&(first + i).to_string());
+            }
+        }
+    }
+    out
 }
 
 /// One of the two work queues.
@@ -350,6 +380,7 @@ impl Tx {
             self.lock_outbox().await?;
             for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
                 let sql = multi_insert(
+                    self.backend,
                     "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)",
                     5,
                     chunk.len(),
@@ -364,6 +395,7 @@ impl Tx {
         }
         for chunk in pending.timeline.chunks(ROWS_PER_INSERT) {
             let sql = multi_insert(
+                self.backend,
                 "INSERT INTO incident_events (incident_id, at, kind, from_status, to_status, cause, event_id, ref_id)",
                 8,
                 chunk.len(),
@@ -384,6 +416,7 @@ impl Tx {
         }
         for chunk in pending.decisions.chunks(ROWS_PER_INSERT) {
             let sql = multi_insert(
+                self.backend,
                 "INSERT INTO decisions_log (event_id, event_kind, rule, trace_id, incident_id, decision, error, at)",
                 8,
                 chunk.len(),
@@ -401,6 +434,99 @@ impl Tx {
                     .bind(d.at);
             }
             q.execute(self.conn()).await?;
+        }
+        let now = now_ms();
+        for queue in [Queue::Actions, Queue::Notifications] {
+            let jobs: Vec<_> = pending.jobs.iter().filter(|j| j.0 == queue).collect();
+            for chunk in jobs.chunks(ROWS_PER_INSERT / 2) {
+                let head = format!(
+                    "INSERT INTO {} (id, incident_id, rule, plugin, target, status, attempts, \
+                     next_attempt_at, last_error, result, request, created_at, updated_at)",
+                    queue.table()
+                );
+                let sql = multi_insert(self.backend, &head, 13, chunk.len())
+                    + " ON CONFLICT (id) DO NOTHING";
+                let mut q = sqlx::query(&sql);
+                for (_, job, status, error) in chunk {
+                    q = q
+                        .bind(&job.id)
+                        .bind(&job.incident_id)
+                        .bind(&job.rule)
+                        .bind(&job.plugin)
+                        .bind(&job.target)
+                        .bind(status.as_str())
+                        .bind(0_i64)
+                        .bind(now)
+                        .bind(error)
+                        .bind(None::<String>)
+                        .bind(&job.request)
+                        .bind(now)
+                        .bind(now);
+                }
+                q.execute(self.conn()).await?;
+            }
+            let ends: Vec<_> = pending.ends.iter().filter(|e| e.0 == queue).collect();
+            for chunk in ends.chunks(ROWS_PER_INSERT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|r| {
+                        let p: Vec<String> = params(self.backend, r * 5 + 1, 5)
+                            .split(", ")
+                            .map(str::to_owned)
+                            .collect();
+                        format!(
+                            "({}, {}, {}, {}, CAST({} AS BIGINT))",
+                            p[0], p[1], p[2], p[3], p[4]
+                        )
+                    })
+                    .collect();
+                let n = chunk.len() * 5 + 1;
+                let sql = format!(
+                    "WITH v (id, status, result, last_error, next_attempt_at) AS (VALUES {})
+                     UPDATE {t} SET status = v.status, result = v.result, last_error = v.last_error,
+                            next_attempt_at = v.next_attempt_at, updated_at = CAST({} AS BIGINT)
+                     FROM v WHERE {t}.id = v.id",
+                    rows.join(", "),
+                    params(self.backend, n, 1),
+                    t = queue.table(),
+                );
+                let mut q = sqlx::query(&sql);
+                for (_, id, status, result, error, next) in chunk {
+                    q = q
+                        .bind(id)
+                        .bind(status.as_str())
+                        .bind(result)
+                        .bind(error)
+                        .bind(*next);
+                }
+                q.bind(now).execute(self.conn()).await?;
+            }
+        }
+        let (set, deleted): (Vec<_>, Vec<_>) = pending.state.iter().partition(|(_, v)| v.is_some());
+        for chunk in set.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert(
+                self.backend,
+                "INSERT INTO plugin_state (plugin, key, value, expires_at)",
+                4,
+                chunk.len(),
+            ) + " ON CONFLICT (plugin, key) DO UPDATE
+                  SET value = excluded.value, expires_at = excluded.expires_at";
+            let mut q = sqlx::query(&sql);
+            for ((plugin, key), value) in chunk {
+                let (value, expires) = value.as_ref().expect("partitioned on is_some");
+                q = q
+                    .bind(plugin)
+                    .bind(key)
+                    .bind(value)
+                    .bind(expires.map(|e| e as i64));
+            }
+            q.execute(self.conn()).await?;
+        }
+        for ((plugin, key), _) in deleted {
+            sqlx::query("DELETE FROM plugin_state WHERE plugin = $1 AND key = $2")
+                .bind(plugin)
+                .bind(key)
+                .execute(self.conn())
+                .await?;
         }
         Ok(())
     }
@@ -500,6 +626,7 @@ impl Tx {
         let mut new = HashSet::with_capacity(event_ids.len());
         for chunk in event_ids.chunks(ROWS_PER_INSERT) {
             let sql = multi_insert(
+                self.backend,
                 "INSERT INTO inbox_events (consumer, event_id, processed_at, processed_by)",
                 4,
                 chunk.len(),
@@ -515,40 +642,21 @@ impl Tx {
         Ok(new)
     }
 
-    /// Apply a plugin's state writes in this transaction.
+    /// Apply a plugin's state writes in this transaction (written at
+    /// commit; a later write of the same key in the transaction wins).
     pub async fn write_plugin_state(
         &mut self,
         plugin: &str,
         writes: &[StateWrite],
     ) -> Result<(), Error> {
         for w in writes {
-            match &w.value {
-                Some((value, expires)) => {
-                    sqlx::query(
-                        "INSERT INTO plugin_state (plugin, key, value, expires_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (plugin, key) DO UPDATE
-                         SET value = excluded.value, expires_at = excluded.expires_at",
-                    )
-                    .bind(plugin)
-                    .bind(&w.key)
-                    .bind(value)
-                    .bind(expires.map(|e| e as i64))
-                    .execute(self.conn())
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM plugin_state WHERE plugin = $1 AND key = $2")
-                        .bind(plugin)
-                        .bind(&w.key)
-                        .execute(self.conn())
-                        .await?;
-                }
-            }
+            self.pending
+                .state
+                .insert((plugin.to_owned(), w.key.clone()), w.value.clone());
         }
         Ok(())
     }
 
-    /// Log one rule invocation.
     /// Log one rule invocation (written at commit).
     pub async fn log_decision(&mut self, d: &DecisionRecord<'_>) -> Result<(), Error> {
         self.pending.decisions.push(DecisionRow {
@@ -688,9 +796,11 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Add a job to a queue, due now; `false` if the id was already there.
-    pub async fn enqueue(&mut self, queue: Queue, job: &Job) -> Result<bool, Error> {
-        self.insert_job(queue, job, JobStatus::Pending, None).await
+    /// Add a job to a queue, due now (written at commit; an id already
+    /// there is left as it is).
+    pub async fn enqueue(&mut self, queue: Queue, job: &Job) -> Result<(), Error> {
+        self.insert_job(queue, job, JobStatus::Pending, None);
+        Ok(())
     }
 
     /// Actions of `plugin` on `target` requested since `since_ms` that
@@ -701,6 +811,8 @@ impl Tx {
         target: &str,
         since_ms: i64,
     ) -> Result<i64, Error> {
+        // It counts jobs this transaction enqueued too.
+        self.flush().await?;
         let row = sqlx::query(
             "SELECT COUNT(*) FROM actions
              WHERE plugin = $1 AND target = $2 AND created_at >= $3 AND status <> 'refused'",
@@ -721,8 +833,9 @@ impl Tx {
         job: &Job,
         status: JobStatus,
         why: &str,
-    ) -> Result<bool, Error> {
-        self.insert_job(queue, job, status, Some(why)).await
+    ) -> Result<(), Error> {
+        self.insert_job(queue, job, status, Some(why));
+        Ok(())
     }
 
     /// Count one notification request for (`channel`, `key`) at `now` and
@@ -804,32 +917,10 @@ impl Tx {
         Ok(row.get(0))
     }
 
-    async fn insert_job(
-        &mut self,
-        queue: Queue,
-        job: &Job,
-        status: JobStatus,
-        error: Option<&str>,
-    ) -> Result<bool, Error> {
-        let now = now_ms();
-        let done = sqlx::query(&format!(
-            "INSERT INTO {} ({JOB_COLUMNS}, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $8, 0, $6, $9, NULL, $7, $6, $6)
-             ON CONFLICT (id) DO NOTHING",
-            queue.table()
-        ))
-        .bind(&job.id)
-        .bind(&job.incident_id)
-        .bind(&job.rule)
-        .bind(&job.plugin)
-        .bind(&job.target)
-        .bind(now)
-        .bind(&job.request)
-        .bind(status.as_str())
-        .bind(error)
-        .execute(self.conn())
-        .await?;
-        Ok(done.rows_affected() == 1)
+    fn insert_job(&mut self, queue: Queue, job: &Job, status: JobStatus, error: Option<&str>) {
+        self.pending
+            .jobs
+            .push((queue, job.clone(), status, error.map(str::to_owned)));
     }
 
     /// Claim pending jobs for an attempt each: `running`, attempts + 1.
@@ -837,13 +928,12 @@ impl Tx {
     pub async fn claim(&mut self, queue: Queue, ids: &[&str]) -> Result<HashSet<String>, Error> {
         let mut claimed = HashSet::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_INSERT) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
-                "UPDATE {} SET status = 'running', attempts = attempts + 1, updated_at = $1
+                "UPDATE {} SET status = 'running', attempts = attempts + 1, updated_at = {}
                  WHERE status = 'pending' AND id IN ({}) RETURNING id",
                 queue.table(),
-                placeholders.join(", ")
+                params(self.backend, 1, 1),
+                params(self.backend, 2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(now_ms());
             for id in chunk {
@@ -856,27 +946,17 @@ impl Tx {
         Ok(claimed)
     }
 
-    /// Record how a running job's attempt ended.
+    /// Record how a running job's attempt ended (written at commit).
     pub async fn finish(&mut self, queue: Queue, id: &str, end: &JobEnd) -> Result<(), Error> {
         let now = now_ms();
         let (status, result, error, next) = match end {
-            JobEnd::Succeeded { status, result } => (*status, Some(result), None, now),
-            JobEnd::Retry { error, at } => (JobStatus::Pending, None, Some(error), *at),
-            JobEnd::Failed { error } => (JobStatus::Failed, None, Some(error), now),
+            JobEnd::Succeeded { status, result } => (*status, Some(result.clone()), None, now),
+            JobEnd::Retry { error, at } => (JobStatus::Pending, None, Some(error.clone()), *at),
+            JobEnd::Failed { error } => (JobStatus::Failed, None, Some(error.clone()), now),
         };
-        sqlx::query(&format!(
-            "UPDATE {} SET status = $2, result = $3, last_error = $4, next_attempt_at = $5, updated_at = $6
-             WHERE id = $1",
-            queue.table()
-        ))
-        .bind(id)
-        .bind(status.as_str())
-        .bind(result)
-        .bind(error)
-        .bind(next)
-        .bind(now)
-        .execute(self.conn())
-        .await?;
+        self.pending
+            .ends
+            .push((queue, id.to_owned(), status, result, error, next));
         Ok(())
     }
 
@@ -992,11 +1072,10 @@ impl Store {
     ) -> Result<HashSet<String>, Error> {
         let mut seen = HashSet::new();
         for chunk in event_ids.chunks(ROWS_PER_INSERT) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
-                "SELECT event_id FROM inbox_events WHERE consumer = $1 AND event_id IN ({})",
-                placeholders.join(", ")
+                "SELECT event_id FROM inbox_events WHERE consumer = {} AND event_id IN ({})",
+                params(self.backend, 1, 1),
+                params(self.backend, 2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(consumer);
             for id in chunk {
