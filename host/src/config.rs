@@ -195,7 +195,7 @@ impl Default for PipelineConfig {
             backoff_max_ms: 60_000,
             attempt_timeout_ms: 30_000,
             rule_attempts: 3,
-            concurrency: 16,
+            concurrency: 64,
             notification_dedup_secs: 600,
         }
     }

@@ -101,6 +101,9 @@ async fn hosts(setup: &Setup, brokers: &str, run: usize) -> Vec<Host> {
         let mut config = test_config(dir.path());
         config.database_url = url.clone();
         config.pipeline.batch = setup.batch;
+        if let Ok(n) = std::env::var("BENCH_CONCURRENCY") {
+            config.pipeline.concurrency = n.parse().expect("BENCH_CONCURRENCY is a number");
+        }
         if std::env::var("BENCH_DURABILITY").is_ok_and(|v| v == "process-crash") {
             config.store.durability = eventpulse::config::Durability::ProcessCrash;
         }

@@ -340,20 +340,21 @@ async fn link(
     {
         return Ok(false);
     }
-    tx.timeline(
-        &incident.id,
-        &TimelineEntry {
-            at: now_ms(),
-            kind: "alert".into(),
-            from_status: None,
-            to_status: None,
-            cause: format!("alert {} attached", a.name),
-            event_id: event.id.clone(),
-            ref_id: event.correlation.alert_id.clone(),
-        },
-    )
-    .await?;
+    tx.timeline(&incident.id, &alert_attached(event, a)).await?;
     Ok(true)
+}
+
+/// The timeline entry for `alert` joining an incident.
+fn alert_attached(event: &model::Event, alert: &model::Alert) -> TimelineEntry {
+    TimelineEntry {
+        at: now_ms(),
+        kind: "alert".into(),
+        from_status: None,
+        to_status: None,
+        cause: format!("alert {} attached", alert.name),
+        event_id: event.id.clone(),
+        ref_id: event.correlation.alert_id.clone(),
+    }
 }
 
 /// Apply one rule's decision inside `tx`; returns the incident it concerned.
@@ -375,7 +376,7 @@ async fn apply(
             }
             None => {
                 let now = now_ms();
-                let new = Incident {
+                let mut new = Incident {
                     id: uuid::Uuid::now_v7().to_string(),
                     dedup_key: o.dedup_key.clone(),
                     title: o.title.clone(),
@@ -390,22 +391,38 @@ async fn apply(
                     closed_at: None,
                     last_notified_at: None,
                 };
-                tx.insert_incident(&new).await?;
+                let entry = |kind: &str, from, to, cause: String| TimelineEntry {
+                    at: now,
+                    kind: kind.into(),
+                    from_status: from,
+                    to_status: Some(to),
+                    cause,
+                    event_id: event.id.clone(),
+                    ref_id: None,
+                };
+                let opened = format!("opened by {rule}: {}", o.title);
                 tx.timeline(
                     &new.id,
-                    &TimelineEntry {
-                        at: now,
-                        kind: "opened".into(),
-                        from_status: None,
-                        to_status: Some(IncidentStatus::Open),
-                        cause: format!("opened by {rule}: {}", o.title),
-                        event_id: event.id.clone(),
-                        ref_id: None,
-                    },
+                    &entry("opened", None, IncidentStatus::Open, opened),
                 )
                 .await?;
-                link(tx, &new, event).await?;
+                if let Some(a) = &event.alert {
+                    // New, so its alert link is too.
+                    tx.link_new_alert(&new.id, &a.fingerprint, a.starts_at);
+                    tx.timeline(&new.id, &alert_attached(event, a)).await?;
+                }
                 announce.push((INCIDENT_OPENED, "opened".into()));
+                // Asked for actions: mitigating from the start, recorded as
+                // the transition it is, and written once.
+                if !decision.actions.is_empty() {
+                    let (open, mitigating) = (IncidentStatus::Open, IncidentStatus::Mitigating);
+                    let cause = format!("{rule} requested {} action(s)", decision.actions.len());
+                    let moved = entry("transition", Some(open), mitigating, cause);
+                    tx.timeline(&new.id, &moved).await?;
+                    new.status = mitigating;
+                    announce.push((INCIDENT_UPDATED, "open → mitigating".into()));
+                }
+                tx.insert_incident(&new).await?;
                 Some(new)
             }
         },

@@ -167,7 +167,13 @@ impl Default for StoreOptions {
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Writes (and reads that must see the writer's connection). SQLite:
+    /// one connection, the one writer.
     pool: AnyPool,
+    /// Reads that stand alone. SQLite in WAL mode lets readers run beside
+    /// the writer, so the stages' reads (the log, the inbox, due jobs) do
+    /// not queue behind its transactions; PostgreSQL: the same pool.
+    reads: AnyPool,
     backend: Backend,
     /// Woken after a commit that appended to the outbox.
     appended: Arc<Notify>,
@@ -176,6 +182,9 @@ pub struct Store {
     /// [`StoreOptions::instance`].
     instance: Arc<str>,
 }
+
+/// Read-only SQLite connections beside the writer.
+const SQLITE_READERS: u32 = 4;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -278,8 +287,33 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
+        let reads = match backend {
+            // An in-memory database exists once per connection.
+            Backend::Sqlite if !url.contains(":memory:") => {
+                AnyPoolOptions::new()
+                    .max_connections(SQLITE_READERS)
+                    .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                format!(
+                                    "PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -8192;
+                                     PRAGMA query_only = ON;"
+                                )
+                                .as_str(),
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            _ => pool.clone(),
+        };
         Ok(Store {
             pool,
+            reads,
             backend,
             appended: Arc::new(Notify::new()),
             requeued: Arc::new(Notify::new()),
@@ -348,7 +382,7 @@ impl Store {
     /// (the registry treats them as enabled).
     pub async fn plugin_enablement(&self) -> Result<HashMap<String, bool>, Error> {
         let rows = sqlx::query("SELECT name, enabled FROM plugins")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows
             .into_iter()
@@ -383,7 +417,7 @@ impl Store {
         )
         .bind(plugin)
         .bind(now_ms as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .into_iter()
@@ -533,7 +567,7 @@ impl Store {
         )
         .bind(seq)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .into_iter()
@@ -552,7 +586,7 @@ impl Store {
         )
         .bind(fingerprint)
         .bind(starts_at as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
@@ -563,7 +597,7 @@ impl Store {
             "SELECT status FROM alerts WHERE name = $1 ORDER BY starts_at DESC LIMIT 1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -601,7 +635,7 @@ impl Store {
         )
         .bind(plugin)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .into_iter()

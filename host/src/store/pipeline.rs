@@ -53,6 +53,9 @@ pub(super) struct Pending {
         Option<String>,
         i64,
     )>,
+    /// Alert links of incidents opened in this transaction:
+    /// `(incident_id, fingerprint, starts_at)`.
+    links: Vec<(String, String, i64)>,
     /// Plugin state, last write per `(plugin, key)` wins.
     state: BTreeMap<(String, String), Option<(String, Option<u64>)>>,
 }
@@ -435,6 +438,19 @@ impl Tx {
             }
             q.execute(self.conn()).await?;
         }
+        for chunk in pending.links.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert(
+                self.backend,
+                "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at)",
+                3,
+                chunk.len(),
+            ) + " ON CONFLICT (incident_id, fingerprint, starts_at) DO NOTHING";
+            let mut q = sqlx::query(&sql);
+            for (incident, fingerprint, starts_at) in chunk {
+                q = q.bind(incident).bind(fingerprint).bind(*starts_at);
+            }
+            q.execute(self.conn()).await?;
+        }
         let now = now_ms();
         for queue in [Queue::Actions, Queue::Notifications] {
             let jobs: Vec<_> = pending.jobs.iter().filter(|j| j.0 == queue).collect();
@@ -700,6 +716,10 @@ impl Tx {
         &mut self,
         fingerprint: &str,
     ) -> Result<Option<Incident>, Error> {
+        // It must see links buffered by this transaction.
+        if !self.pending.links.is_empty() {
+            self.flush().await?;
+        }
         let row = sqlx::query(&format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = (
                  SELECT incident_id FROM incident_alerts WHERE fingerprint = $1
@@ -777,6 +797,16 @@ impl Tx {
         Ok(())
     }
 
+    /// Link an alert instance to an incident opened in this transaction
+    /// (so the link is new; written at commit).
+    pub fn link_new_alert(&mut self, incident_id: &str, fingerprint: &str, starts_at: u64) {
+        self.pending.links.push((
+            incident_id.to_owned(),
+            fingerprint.to_owned(),
+            starts_at as i64,
+        ));
+    }
+
     /// Link an alert instance to an incident; `false` if it already was.
     pub async fn link_alert(
         &mut self,
@@ -784,6 +814,10 @@ impl Tx {
         fingerprint: &str,
         starts_at: u64,
     ) -> Result<bool, Error> {
+        // It must see links buffered by this transaction.
+        if !self.pending.links.is_empty() {
+            self.flush().await?;
+        }
         let done = sqlx::query(
             "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at) VALUES ($1, $2, $3)
              ON CONFLICT (incident_id, fingerprint, starts_at) DO NOTHING",
@@ -1081,7 +1115,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(*id);
             }
-            for row in q.fetch_all(&self.pool).await? {
+            for row in q.fetch_all(&self.reads).await? {
                 seen.insert(row.get::<String, _>(0));
             }
         }
@@ -1092,7 +1126,7 @@ impl Store {
     pub async fn consumer_offset(&self, consumer: &str) -> Result<i64, Error> {
         let row = sqlx::query("SELECT seq FROM consumer_offsets WHERE consumer = $1")
             .bind(consumer)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         Ok(row.map(|r| r.get(0)).unwrap_or(0))
     }
@@ -1131,7 +1165,7 @@ impl Store {
         for k in kinds {
             q = q.bind(*k);
         }
-        Ok(q.fetch_all(&self.pool)
+        Ok(q.fetch_all(&self.reads)
             .await?
             .into_iter()
             .map(|r| (r.get(0), r.get(1)))
@@ -1177,7 +1211,7 @@ impl Store {
              WHERE published_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .iter()
@@ -1212,7 +1246,7 @@ impl Store {
         ))
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
     }
@@ -1223,7 +1257,7 @@ impl Store {
             "SELECT MIN(next_attempt_at) FROM {} WHERE status = 'pending'",
             queue.table()
         ))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(row.get(0))
     }
@@ -1235,7 +1269,7 @@ impl Store {
             queue.table()
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.as_ref().map(job_from).transpose()?)
     }
@@ -1246,7 +1280,7 @@ impl Store {
             "SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at DESC, id DESC LIMIT $1"
         ))
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(incident_from).collect::<Result<_, _>>()?)
     }
@@ -1257,7 +1291,7 @@ impl Store {
             "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         else {
             return Ok(None);
@@ -1267,7 +1301,7 @@ impl Store {
              FROM incident_events WHERE incident_id = $1 ORDER BY id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?
         .iter()
         .map(|r| {
@@ -1287,7 +1321,7 @@ impl Store {
              ORDER BY starts_at, fingerprint",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?
         .iter()
         .map(|r| format!("{}:{}", r.get::<String, _>(0), r.get::<i64, _>(1)))
@@ -1310,7 +1344,7 @@ impl Store {
             queue.table()
         ))
         .bind(incident_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
     }
@@ -1322,7 +1356,7 @@ impl Store {
              FROM dead_letters ORDER BY id DESC LIMIT $1",
         )
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(DeadLetter::from_row).collect())
     }
@@ -1372,7 +1406,7 @@ impl Store {
              FROM dead_letters WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|r| (DeadLetter::from_row(&r), r.get("payload"))))
     }
@@ -1389,7 +1423,7 @@ impl Store {
                     (SELECT COUNT(*) FROM notifications WHERE status = 'delivered'),
                     (SELECT COUNT(*) FROM dead_letters)",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(Counts {
             alerts: row.get(0),
@@ -1441,7 +1475,7 @@ impl Store {
         )
         .bind(plugin.unwrap_or_default())
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .iter()
