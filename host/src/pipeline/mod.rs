@@ -6,14 +6,17 @@
 //!   `action.requested`, `notification.requested`, `signal.emitted`.
 //! - [`incidents`] puts outcomes (`action.*`, `notification.*`, `signal.emitted`)
 //!   → the incident timeline.
-//! - [`jobs`] turns `action.requested` / `notification.requested` → the
-//!   `actions` / `notifications` work queues → action and notifier plugins
-//!   with per-attempt timeouts, backoff and dead letters →
+//! - [`queue`] turns `action.requested` / `notification.requested` → the
+//!   `actions` / `notifications` work queues ([`actions`]: rate limit and
+//!   target breaker; [`notifications`]: dedup) → action and notifier
+//!   plugins with per-attempt timeouts, backoff and dead letters →
 //!   `action.completed`/`failed`, `notification.delivered`/`failed`.
 //!
-//! A stage's effects, its outbox appends and its inbox row commit in one
-//! transaction, so a redelivered event is a no-op; the transport's
-//! position is acknowledged after that commit.
+//! Every event enters a stage as a [`Received`] ([`payload`]): its payload
+//! is parsed there, once. A stage takes a batch (what the transport has
+//! ready, up to `pipeline.batch`) and commits the batch's effects, outbox
+//! appends and inbox rows in one transaction, so a redelivered event is a
+//! no-op; the transport's position is acknowledged after that commit.
 
 pub mod actions;
 pub mod incidents;
