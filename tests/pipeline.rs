@@ -187,11 +187,12 @@ async fn retries_and_dead_letters(backend: Backend) {
         .unwrap()
         .as_millis() as u64;
 
-    // Flaky for 100 ms: retried with backoff (the 5th attempt is at least
+    // Flaky for 200 ms after the post (the first attempt comes well before,
+    // even on a loaded machine): retried with backoff (the 5th attempt is at least
     // 240 ms after the first), then completes.
     let flaky = scripted(
         "flaky",
-        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 100),
+        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 200),
     );
     assert_eq!(post_webhook(&host.url, &flaky).await.0, 200);
     // Never succeeds: 5 attempts (max_attempts), then failed + dead letter.

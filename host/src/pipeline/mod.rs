@@ -159,7 +159,8 @@ pub trait Stage: Send + Sync + 'static {
 
 /// Feed `stage` from `transport` until `cancel` fires, a batch (what the
 /// transport has ready, up to `pipeline.batch`) per transaction. A payload
-/// that is not an event is dead-lettered; see [`handle_batch`] for failures.
+/// that is not an event is dead-lettered; `handle_batch` says what happens
+/// when a batch fails.
 pub async fn run_stage<S: Stage>(
     stage: Arc<S>,
     store: Store,

@@ -5,24 +5,47 @@
 //! `migrations/<backend>/` with the same numbering and run on connect.
 //!
 //! SQL here uses `$N` placeholders, `BIGINT`-compatible integers and text
-//! JSON, so the one code path serves both. This module owns no policy:
-//! callers decide what to write and when.
+//! JSON, so the one code path serves both. Callers decide what to write and
+//! when; the few rules kept here are the ones that must be atomic in SQL
+//! (notification dedup, the rate-limit count, which statuses are active,
+//! dead-letter replay).
+//!
+//! By table group: `tx.rs` the write transaction and what it buffers;
+//! `log.rs` the outbox as the log, the inbox and consumer offsets;
+//! `incidents.rs`; `queues.rs` the two work queues; `dead_letters.rs`;
+//! `alerts.rs`; `kube_events.rs`; `audit.rs`; `counts.rs`; `rows.rs` reads
+//! rows into model types by column name. This file: connecting, migrating, plugin state and
+//! failures, and the ingest transaction.
 
-mod pipeline;
+mod alerts;
+mod audit;
+mod counts;
+mod dead_letters;
+mod incidents;
+mod kube_events;
+mod log;
+mod queues;
+mod rows;
+mod tx;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::Notify;
 
 use crate::config::Durability;
 use crate::model;
 
-pub use pipeline::*;
+pub use counts::Counts;
+pub use dead_letters::DeadLetter;
+pub use incidents::IncidentDetail;
+pub use log::{OutboxRow, RelayLease};
+pub use queues::{Dedup, JobEnd, Queue};
+use tx::multi_insert;
+pub use tx::{DecisionRecord, Tx};
 
 /// The model types the store returns.
 pub use crate::model::{Incident, Job, StateWrite, TimelineEntry};
@@ -349,7 +372,7 @@ impl Store {
             locked: false,
             notify: self.appended.clone(),
             instance: self.instance.clone(),
-            pending: pipeline::Pending::default(),
+            pending: tx::Pending::default(),
         })
     }
 

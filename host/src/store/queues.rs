@@ -1,0 +1,281 @@
+//! The two work queues (`actions`, `notifications`): jobs, claims, attempt
+//! ends, the rate-limit count and notification dedup.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Error, Store, now_ms};
+use crate::model::{Job, JobStatus};
+
+use super::rows::job_from;
+use super::tx::{ROWS_PER_INSERT, Tx, params};
+
+/// One of the two work queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Queue {
+    /// `actions`: each requested action, recorded before it runs.
+    Actions,
+    /// `notifications`.
+    Notifications,
+}
+
+impl Queue {
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            Queue::Actions => "actions",
+            Queue::Notifications => "notifications",
+        }
+    }
+}
+
+/// What notification deduplication decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// Send it; `suppressed` requests were held back since the last one.
+    Send {
+        /// Requests with this key so far, this one included.
+        seen: i64,
+        /// Held back since the last one that went out.
+        suppressed: i64,
+    },
+    /// Hold it back: one went out within the TTL.
+    Suppress {
+        /// Requests with this key so far, this one included.
+        seen: i64,
+    },
+}
+
+pub(super) const JOB_COLUMNS: &str = "id, incident_id, rule, plugin, target, status, attempts, \
+                           next_attempt_at, last_error, result, request";
+
+/// How an attempt ended, as the queue records it.
+#[derive(Debug, Clone)]
+pub enum JobEnd {
+    /// Done: `completed` (actions) or `delivered` (notifications).
+    Succeeded {
+        /// The terminal status.
+        status: JobStatus,
+        /// What the plugin reported (JSON).
+        result: String,
+    },
+    /// Try again at `at`.
+    Retry {
+        /// The error of this attempt.
+        error: String,
+        /// When (ms).
+        at: i64,
+    },
+    /// Gave up.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+impl Tx {
+    /// Add a job to a queue, due now (written at commit; an id already
+    /// there is left as it is).
+    pub async fn enqueue(&mut self, queue: Queue, job: &Job) -> Result<(), Error> {
+        self.insert_job(queue, job, JobStatus::Pending, None);
+        Ok(())
+    }
+
+    /// Actions of `plugin` on `target` requested since `since_ms` that
+    /// were not refused (what a rate limit counts).
+    pub async fn recent_actions(
+        &mut self,
+        plugin: &str,
+        target: &str,
+        since_ms: i64,
+    ) -> Result<i64, Error> {
+        // It counts jobs this transaction enqueued too.
+        self.flush().await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM actions
+             WHERE plugin = $1 AND target = $2 AND created_at >= $3 AND status <> 'refused'",
+        )
+        .bind(plugin)
+        .bind(target)
+        .bind(since_ms)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Record a job that will never run: `refused` (rate limit) or
+    /// `suppressed` (duplicate notification), with why.
+    pub async fn set_aside(
+        &mut self,
+        queue: Queue,
+        job: &Job,
+        status: JobStatus,
+        why: &str,
+    ) -> Result<(), Error> {
+        self.insert_job(queue, job, status, Some(why));
+        Ok(())
+    }
+
+    /// Count one notification request for (`channel`, `key`) at `now` and
+    /// decide: suppressed if one went out less than `ttl_ms` ago, else
+    /// send, with how many were suppressed since the last one.
+    pub async fn notification_dedup(
+        &mut self,
+        channel: &str,
+        key: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Dedup, Error> {
+        // One statement decides "inside the TTL", so concurrent instances
+        // (row lock on PostgreSQL) cannot both let the same key through.
+        let held = sqlx::query(
+            "UPDATE notification_dedup SET seen = seen + 1, suppressed = suppressed + 1
+             WHERE channel = $1 AND dedup_key = $2 AND last_sent_at > $3
+             RETURNING seen",
+        )
+        .bind(channel)
+        .bind(key)
+        .bind(now - ttl_ms)
+        .fetch_optional(self.conn())
+        .await?;
+        if let Some(row) = held {
+            return Ok(Dedup::Suppress { seen: row.get(0) });
+        }
+        let before = sqlx::query(
+            "SELECT suppressed FROM notification_dedup WHERE channel = $1 AND dedup_key = $2",
+        )
+        .bind(channel)
+        .bind(key)
+        .fetch_optional(self.conn())
+        .await?
+        .map_or(0, |r| r.get::<i64, _>(0));
+        let row = sqlx::query(
+            "INSERT INTO notification_dedup (channel, dedup_key, last_sent_at, seen, suppressed)
+             VALUES ($1, $2, $3, 1, 0)
+             ON CONFLICT (channel, dedup_key) DO UPDATE
+                 SET last_sent_at = $3, seen = notification_dedup.seen + 1, suppressed = 0
+             RETURNING seen",
+        )
+        .bind(channel)
+        .bind(key)
+        .bind(now)
+        .fetch_one(self.conn())
+        .await?;
+        Ok(Dedup::Send {
+            seen: row.get(0),
+            suppressed: before,
+        })
+    }
+
+    fn insert_job(&mut self, queue: Queue, job: &Job, status: JobStatus, error: Option<&str>) {
+        self.pending
+            .jobs
+            .push((queue, job.clone(), status, error.map(str::to_owned)));
+    }
+
+    /// Claim pending jobs for an attempt each: `running`, attempts + 1.
+    /// Returns the ids claimed (others were taken by someone else).
+    pub async fn claim(&mut self, queue: Queue, ids: &[&str]) -> Result<HashSet<String>, Error> {
+        let mut claimed = HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "UPDATE {} SET status = 'running', attempts = attempts + 1, updated_at = {}
+                 WHERE status = 'pending' AND id IN ({}) RETURNING id",
+                queue.table(),
+                params(self.backend, 1, 1),
+                params(self.backend, 2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now_ms());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.conn()).await? {
+                claimed.insert(row.get::<String, _>(0));
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Record how a running job's attempt ended (written at commit).
+    pub async fn finish(&mut self, queue: Queue, id: &str, end: &JobEnd) -> Result<(), Error> {
+        let now = now_ms();
+        let (status, result, error, next) = match end {
+            JobEnd::Succeeded { status, result } => (*status, Some(result.clone()), None, now),
+            JobEnd::Retry { error, at } => (JobStatus::Pending, None, Some(error.clone()), *at),
+            JobEnd::Failed { error } => (JobStatus::Failed, None, Some(error.clone()), now),
+        };
+        self.pending
+            .ends
+            .push((queue, id.to_owned(), status, result, error, next));
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Jobs `running` since before `claimed_before` (ms) go back to
+    /// `pending`: their attempt was cut off by a crash. Actions are
+    /// convergent, so running one again is safe. Returns how many.
+    pub async fn requeue_running(&self, queue: Queue, claimed_before: i64) -> Result<u64, Error> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET status = 'pending', updated_at = $1
+             WHERE status = 'running' AND updated_at < $2",
+            queue.table()
+        ))
+        .bind(now_ms())
+        .bind(claimed_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Pending jobs due at `now`, oldest first.
+    pub async fn due(&self, queue: Queue, now: i64, limit: u32) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM {} WHERE status = 'pending' AND next_attempt_at <= $1
+             ORDER BY next_attempt_at, id LIMIT $2",
+            queue.table()
+        ))
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
+    }
+
+    /// When the earliest pending job is due.
+    pub async fn next_due(&self, queue: Queue) -> Result<Option<i64>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT MIN(next_attempt_at) FROM {} WHERE status = 'pending'",
+            queue.table()
+        ))
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// A job by id.
+    pub async fn job(&self, queue: Queue, id: &str) -> Result<Option<Job>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM {} WHERE id = $1",
+            queue.table()
+        ))
+        .bind(id)
+        .fetch_optional(&self.reads)
+        .await?;
+        Ok(row.as_ref().map(job_from).transpose()?)
+    }
+
+    /// An incident's jobs in `queue`, oldest first.
+    pub(super) async fn jobs_of(&self, queue: Queue, incident_id: &str) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM {} WHERE incident_id = $1 ORDER BY created_at, id",
+            queue.table()
+        ))
+        .bind(incident_id)
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,71 @@
+//! Rows read back into model types, by column name.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::model::{Incident, IncidentStatus, Job, JobStatus, Severity};
+
+/// A job row, by column name.
+pub(super) fn job_from(r: &AnyRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: r.try_get("id")?,
+        incident_id: r.try_get("incident_id")?,
+        rule: r.try_get("rule")?,
+        plugin: r.try_get("plugin")?,
+        target: r.try_get("target")?,
+        status: parsed(r, "status", JobStatus::parse)?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        result: r.try_get("result")?,
+        request: r.try_get("request")?,
+    })
+}
+
+/// A text column holding a model enum's name.
+pub(super) fn parsed<T>(
+    r: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    let text: String = r.try_get(column)?;
+    parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("unknown value `{text}`").into(),
+    })
+}
+
+/// An optional text column holding a model enum's name.
+pub(super) fn parsed_opt<T>(
+    r: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, sqlx::Error> {
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| {
+        parse(&t).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: format!("unknown value `{t}`").into(),
+        })
+    })
+    .transpose()
+}
+
+/// An incident row, by column name.
+pub(super) fn incident_from(r: &AnyRow) -> Result<Incident, sqlx::Error> {
+    Ok(Incident {
+        id: r.try_get("id")?,
+        dedup_key: r.try_get("dedup_key")?,
+        title: r.try_get("title")?,
+        service: r.try_get("service")?,
+        severity: parsed(r, "severity", Severity::parse)?,
+        status: parsed(r, "status", IncidentStatus::parse)?,
+        summary: r.try_get("summary")?,
+        rule: r.try_get("rule")?,
+        trace_id: r.try_get("trace_id")?,
+        opened_at: r.try_get("opened_at")?,
+        updated_at: r.try_get("updated_at")?,
+        closed_at: r.try_get("closed_at")?,
+        last_notified_at: r.try_get("last_notified_at")?,
+    })
+}
