@@ -196,7 +196,7 @@ async fn a_replica_that_never_gets_healthy_is_compensated() {
         "opened",
         "action requested: action-docker-scale",
         "did not become healthy",
-        "mitigating\")->Some(\"failed",
+        "Some(Mitigating)->Some(Failed)",
         "compensate failed scale-out",
         "action completed",
     ] {
