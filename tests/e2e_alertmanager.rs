@@ -5,6 +5,7 @@
 //! out (action-noop), the notification goes out (notifier-log), and when
 //! the metric drops the resolved notification resolves the incident.
 //! Everything listens on 127.0.0.1; `.ci/run` installs both binaries.
+//! The [`observability`] module has Prometheus scrape the host itself.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 use eventpulse::store::IncidentDetail;
 use eventpulse_tests::{Backend, Host, wait_for};
+
+mod observability;
 
 /// A child process killed when the test ends, however it ends.
 struct Daemon(Child);

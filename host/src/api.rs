@@ -1,5 +1,6 @@
 //! The admin HTTP API. Every `/api/v1` route needs `Authorization: Bearer
-//! <token>`; `/healthz` does not. Errors are JSON `{"error": "..."}` with a
+//! <token>`; `/metrics` takes the admin or the metrics token; `/healthz`
+//! (liveness) and `/readyz` (readiness) need none. Errors are JSON `{"error": "..."}` with a
 //! status code that says whose fault it was; database text never leaks.
 
 use std::sync::Arc;
@@ -18,9 +19,11 @@ use crate::config::IngestConfig;
 use crate::ingest::group_commit::{CommitError, GroupCommit};
 use crate::ingest::{alertmanager, cloudevents, kubernetes};
 use crate::model;
+use crate::pipeline::transport::Transport;
 use crate::registry::{self, Registry};
 use crate::runtime;
 use crate::store::{IngestWrite, Ingested, Store};
+use crate::telemetry;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,6 +38,10 @@ pub struct ApiState {
     pub ingest: Arc<IngestConfig>,
     /// Where ingest writes are committed.
     pub commits: GroupCommit,
+    /// The stages' transport, when the pipeline runs here (lag, readiness).
+    pub transport: Option<Arc<dyn Transport>>,
+    /// The token that may read `/metrics` (besides the admin token).
+    pub metrics_token: Option<Arc<SecretString>>,
 }
 
 /// The API's routes.
@@ -59,28 +66,119 @@ pub fn router(state: ApiState) -> Router {
         .route("/events", post(ingest_event))
         .route("/events/kubernetes", post(ingest_kubernetes))
         .layer(DefaultBodyLimit::max(state.ingest.max_body_bytes));
+    let metrics =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_metrics_token,
+            ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(metrics)
         .nest("/api/v1", admin.merge(ingest))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
 }
 
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let presented = request
+/// Count every answered request by its route pattern (never the raw
+/// path, so ids do not become label values).
+async fn count_request(State(s): State<ApiState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    s.registry.metrics().http_request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t)
-            if constant_time_eq::constant_time_eq(
-                t.as_bytes(),
-                state.token.expose_secret().as_bytes(),
-            ) =>
-        {
-            next.run(request).await
-        }
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn matches(presented: &str, token: &SecretString) -> bool {
+    constant_time_eq::constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes())
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match bearer(&request) {
+        Some(t) if matches(t, &state.token) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn require_metrics_token(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = bearer(&request).is_some_and(|t| {
+        matches(t, &state.token) || state.metrics_token.as_ref().is_some_and(|m| matches(t, m))
+    });
+    if allowed {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// The Prometheus exposition, with the sampled gauges read now.
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let metrics = s.registry.metrics();
+    telemetry::sample(metrics, &s.store, &s.registry, s.transport.as_deref()).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// 200 when the store takes writes, the transport is connected and the
+/// plugin directory has been loaded; otherwise 503 naming what is not.
+async fn readyz(State(s): State<ApiState>) -> Response {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let store = match tokio::time::timeout(WAIT, s.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("store: {e}")),
+        Err(_) => Err(format!("store: no answer within {}s", WAIT.as_secs())),
+    };
+    let transport = match &s.transport {
+        None => Ok(()),
+        Some(t) => match tokio::time::timeout(WAIT * 2, t.ready()).await {
+            Ok(r) => r.map_err(|e| format!("transport: {e}")),
+            Err(_) => Err("transport: no answer".to_owned()),
+        },
+    };
+    let plugins = if s.registry.has_loaded() {
+        Ok(())
+    } else {
+        Err("plugins: the plugin directory has not been loaded".to_owned())
+    };
+    let failing: Vec<String> = [store, transport, plugins]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failing.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+    } else {
+        let body = json!({"ready": false, "failing": failing});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
@@ -396,8 +494,16 @@ async fn ingest_event(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    check_ingest_token(&s, &headers)?;
-    let body = body_or_error(&s, body)?;
+    rejected(&s, "cloudevents", accept_event(&s, headers, body).await)
+}
+
+async fn accept_event(
+    s: &ApiState,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_ingest_token(s, &headers)?;
+    let body = body_or_error(s, body)?;
     let event = cloudevents::parse(&body, crate::store::now_ms() as u64)
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let id = event.id.clone();
@@ -405,6 +511,8 @@ async fn ingest_event(
         Ingested::Event { new } => new,
         Ingested::Alerts(_) => unreachable!("an event write has an event outcome"),
     };
+    let outcome = if new { "accepted" } else { "deduplicated" };
+    s.registry.metrics().ingested("cloudevents", outcome, 1);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "duplicate": !new })),
@@ -419,8 +527,21 @@ async fn ingest_kubernetes(
     Query(q): Query<ClusterQuery>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    check_ingest_token(&s, &headers)?;
-    let body = body_or_error(&s, body)?;
+    rejected(
+        &s,
+        "kubernetes",
+        accept_kubernetes(&s, headers, q, body).await,
+    )
+}
+
+async fn accept_kubernetes(
+    s: &ApiState,
+    headers: axum::http::HeaderMap,
+    q: ClusterQuery,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_ingest_token(s, &headers)?;
+    let body = body_or_error(s, body)?;
     let now = crate::store::now_ms();
     let batch = kubernetes::parse(&body, q.cluster.as_deref().unwrap_or(""), now)
         .map_err(|e| ApiError::BadRequest(e.0))?;
@@ -430,6 +551,9 @@ async fn ingest_kubernetes(
             w.event(occurrences, now as u64)
         })
         .await?;
+    let metrics = s.registry.metrics();
+    metrics.ingested("kubernetes", "accepted", new);
+    metrics.ingested("kubernetes", "deduplicated", duplicates);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -454,8 +578,28 @@ async fn ingest_alertmanager(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    check_ingest_token(&s, &headers)?;
-    let body = body_or_error(&s, body)?;
+    rejected(
+        &s,
+        "alertmanager",
+        accept_alertmanager(&s, headers, body).await,
+    )
+}
+
+/// Count a refused ingest request.
+fn rejected<T>(s: &ApiState, source: &'static str, r: Result<T, ApiError>) -> Result<T, ApiError> {
+    if r.is_err() {
+        s.registry.metrics().ingested(source, "rejected", 1);
+    }
+    r
+}
+
+async fn accept_alertmanager(
+    s: &ApiState,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_ingest_token(s, &headers)?;
+    let body = body_or_error(s, body)?;
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = crate::store::now_ms() as u64;
@@ -473,6 +617,13 @@ async fn ingest_alertmanager(
         Ingested::Alerts(outcome) => outcome,
         Ingested::Event { .. } => unreachable!("an alerts write has an alerts outcome"),
     };
+    let metrics = s.registry.metrics();
+    metrics.ingested("alertmanager", "accepted", outcome.events);
+    metrics.ingested(
+        "alertmanager",
+        "deduplicated",
+        outcome.alerts.saturating_sub(outcome.events),
+    );
     Ok(Json(
         json!({ "accepted": outcome.alerts, "new_events": outcome.events }),
     ))

@@ -22,6 +22,7 @@ use crate::pipeline::transport::{EmbeddedLog, Transport};
 use crate::registry::Registry;
 use crate::runtime::{Audit, AuditRecord, Clock, Runtime, RuntimeOptions};
 use crate::store::{Store, StoreOptions, redacted_url};
+use crate::telemetry::Metrics;
 
 /// A built host, ready to [`App::run`].
 pub struct App {
@@ -66,7 +67,8 @@ impl App {
                 &config.cache_dir,
                 &RuntimeOptions::new(config.runtime.clone()),
             )?
-            .with_audit(audit),
+            .with_audit(audit)
+            .with_metrics(Metrics::new()),
         );
         let registry = Arc::new(Registry::new(
             runtime,
@@ -87,13 +89,15 @@ impl App {
     }
 
     /// The HTTP routes, committing ingest through `commits`.
-    pub fn router(&self, commits: GroupCommit) -> axum::Router {
+    fn router(&self, commits: GroupCommit, transport: Option<Arc<dyn Transport>>) -> axum::Router {
         api::router(ApiState {
             registry: self.registry.clone(),
             store: self.store.clone(),
             token: self.token.clone(),
             ingest: Arc::new(self.config.ingest.clone()),
             commits,
+            transport,
+            metrics_token: self.config.telemetry.metrics_token.clone().map(Arc::new),
         })
     }
 
@@ -114,7 +118,20 @@ impl App {
             writer.await;
             Ok("ingest writer")
         });
-        let router = self.router(commits);
+        let transport = self.transport(&mut tasks, &shutdown).await?;
+        let router = self.router(commits, transport.clone());
+        let (metrics, stop) = (self.registry.metrics().clone(), shutdown.clone());
+        tasks.spawn(async move {
+            // Histogram samples are folded here as well as on each scrape,
+            // so an unscraped host does not accumulate them.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok("metrics upkeep"),
+                    _ = every.tick() => metrics.upkeep(),
+                }
+            }
+        });
         tasks.spawn(write_audit(
             self.store.clone(),
             self.audit_rx,
@@ -138,24 +155,7 @@ impl App {
                 .map(|()| "plugin watcher")
         });
 
-        if self.config.pipeline.enabled {
-            let batch = self.config.pipeline.batch;
-            let transport: Arc<dyn Transport> = match self.config.transport.kind {
-                TransportKind::Embedded => Arc::new(EmbeddedLog::new(self.store.clone(), batch)),
-                TransportKind::Kafka => {
-                    let log = Arc::new(KafkaLog::new(self.config.transport.kafka.clone(), batch));
-                    if self.config.transport.kafka.create_topics {
-                        log.create_topics().await?;
-                    }
-                    let (store, log2, stop) = (self.store.clone(), log.clone(), shutdown.clone());
-                    tasks.spawn(async move {
-                        kafka::relay(store, log2, stop)
-                            .await
-                            .map(|()| "outbox relay")
-                    });
-                    log
-                }
-            };
+        if let Some(transport) = transport {
             Pipeline::new(
                 self.store.clone(),
                 self.registry.clone(),
@@ -181,6 +181,37 @@ impl App {
             shutdown.cancel();
         }
         result
+    }
+}
+
+impl App {
+    /// The stages' transport when the pipeline runs here (with Kafka, its
+    /// topics created and the outbox relay started on `tasks`).
+    async fn transport(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<&'static str>>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Arc<dyn Transport>>> {
+        if !self.config.pipeline.enabled {
+            return Ok(None);
+        }
+        let batch = self.config.pipeline.batch;
+        Ok(Some(match self.config.transport.kind {
+            TransportKind::Embedded => Arc::new(EmbeddedLog::new(self.store.clone(), batch)),
+            TransportKind::Kafka => {
+                let log = Arc::new(KafkaLog::new(self.config.transport.kafka.clone(), batch));
+                if self.config.transport.kafka.create_topics {
+                    log.create_topics().await?;
+                }
+                let (store, log2, stop) = (self.store.clone(), log.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    kafka::relay(store, log2, stop)
+                        .await
+                        .map(|()| "outbox relay")
+                });
+                log
+            }
+        }))
     }
 }
 

@@ -41,6 +41,21 @@ pub struct Config {
     /// This process's name in a scale-out deployment: recorded with every
     /// event it processes. Empty: `<hostname>-<pid>`.
     pub instance: String,
+    /// Logs and metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Logs and the metrics endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `text` (default) or `json`, one object per line.
+    pub log_format: crate::telemetry::LogFormat,
+    /// A bearer token that may read `GET /metrics` and nothing else (the
+    /// admin token may too), for a Prometheus scrape config's
+    /// `authorization`.
+    #[serde(serialize_with = "redact")]
+    pub metrics_token: Option<SecretString>,
 }
 
 /// Which transport carries events between stages.
@@ -275,6 +290,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             transport: TransportConfig::default(),
             instance: String::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`registry`]: the plugin directory as the registry (hot reload,
 //!   enable/disable).
 //! - [`api`]: the admin HTTP API.
+//! - [`telemetry`]: logs, Prometheus metrics, readiness.
 //! - [`app`]: builds the above from a config and runs their tasks.
 //! - [`scaffold`]: `eventpulse plugin new` and `plugin build`.
 
@@ -31,3 +32,4 @@ pub mod registry;
 pub mod runtime;
 pub mod scaffold;
 pub mod store;
+pub mod telemetry;

@@ -113,13 +113,8 @@ enum KindArg {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EVENTPULSE_LOG")
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .init();
     let config = Config::load(cli.config.as_deref())?;
+    eventpulse::telemetry::init_logging(config.telemetry.log_format);
     match cli.command {
         Command::Plugin { command } => plugin(command, &config),
         Command::Migrate => runtime()?.block_on(async {

@@ -133,6 +133,8 @@ pub struct Registry {
     reloading: tokio::sync::Mutex<()>,
     /// Circuit breakers per (action plugin, target).
     target_breakers: Mutex<BTreeMap<(String, String), Arc<Breaker>>>,
+    /// Set once a reload has scanned the directory.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 /// The breaker of an action plugin on one target, for the admin API.
@@ -147,6 +149,11 @@ pub struct TargetBreaker {
 }
 
 impl Registry {
+    /// Where the host's metrics are counted (the runtime's).
+    pub fn metrics(&self) -> &crate::telemetry::Metrics {
+        self.runtime.metrics()
+    }
+
     /// The clock plugins see (manual in tests); the pipeline times
     /// notification deduplication by it too.
     pub fn clock(&self) -> &Clock {
@@ -171,7 +178,13 @@ impl Registry {
             states: Mutex::new(HashMap::new()),
             reloading: tokio::sync::Mutex::new(()),
             target_breakers: Mutex::default(),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the directory has been loaded at least once.
+    pub fn has_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The breaker of action `plugin` acting on `target`, configured by
@@ -272,6 +285,8 @@ impl Registry {
                 }
             }
         }
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

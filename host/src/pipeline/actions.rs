@@ -38,6 +38,7 @@ impl Work for Actions {
             return Ok(());
         };
         tracing::warn!(plugin = %job.plugin, target = %job.target, "{error}");
+        executor.registry.metrics().rate_limited(&job.plugin);
         tx.set_aside(Queue::Actions, &job, JobStatus::Refused, &error)
             .await?;
         if let Payload::Action(data) = &received.payload {

@@ -12,21 +12,21 @@
 //!   the others. Offsets are committed after the stage's inbox transaction,
 //!   so a crash redelivers and the inbox skips what was done.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::transport::{BoxFuture, Delivery, Subscription, Transport};
+use super::transport::{BoxFuture, Delivery, Lag, Subscription, Transport};
 use super::{kinds, sleep_or_cancel, store_backoff};
 use crate::config::KafkaConfig;
 use crate::store::Store;
@@ -35,16 +35,106 @@ use crate::store::Store;
 pub struct KafkaLog {
     config: KafkaConfig,
     batch: u32,
+    /// (group, topics) of every subscription, for [`Transport::lag`].
+    subscribed: Mutex<Vec<(String, Vec<String>)>>,
+    /// Lag and readiness.
+    monitor: Monitor,
 }
+
+/// Clients that only read metadata and committed offsets, by group
+/// (`""`: no group, for readiness); they never join their group.
+#[derive(Clone)]
+struct Monitor {
+    config: ClientConfig,
+    clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
+}
+
+impl Monitor {
+    /// The monitoring client of `group`, created on first use.
+    fn client(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
+        let mut monitors = self.clients.lock().expect("monitors lock");
+        if let Some(c) = monitors.get(group) {
+            return Ok(c.clone());
+        }
+        let mut config = self.config.clone();
+        if !group.is_empty() {
+            config.set("group.id", group);
+        }
+        config.set("enable.auto.commit", "false");
+        let consumer: Arc<BaseConsumer> = Arc::new(
+            config
+                .create()
+                .context("creating a Kafka client for monitoring")?,
+        );
+        monitors.insert(group.to_owned(), consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Lag of `group` on each partition of `topics` (blocking).
+    fn group_lag(&self, group: &str, topics: &[String]) -> anyhow::Result<Vec<Lag>> {
+        let consumer = self.client(group)?;
+        let metadata = consumer
+            .fetch_metadata(None, MONITOR_TIMEOUT)
+            .context("fetching Kafka metadata")?;
+        let mut partitions = TopicPartitionList::new();
+        for t in metadata
+            .topics()
+            .iter()
+            .filter(|t| topics.iter().any(|n| n == t.name()))
+        {
+            for p in t.partitions() {
+                partitions.add_partition(t.name(), p.id());
+            }
+        }
+        let committed = consumer
+            .committed_offsets(partitions, MONITOR_TIMEOUT)
+            .with_context(|| format!("reading the committed offsets of {group}"))?;
+        let positions: Vec<(String, i32, Offset)> = committed
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition(), e.offset()))
+            .collect();
+        // Dropped before the client may be: a client dropped while a list
+        // it returned is alive hangs on close.
+        drop(committed);
+        let mut lags = Vec::with_capacity(positions.len());
+        for (topic, partition, offset) in positions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, MONITOR_TIMEOUT)
+                .with_context(|| format!("reading the watermarks of {topic}/{partition}"))?;
+            let done = match offset {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            lags.push(Lag {
+                consumer: group.to_owned(),
+                partition: Some((topic, partition)),
+                events: (high - done).max(0),
+                oldest_ms: None,
+            });
+        }
+        Ok(lags)
+    }
+}
+
+/// How long a monitoring call may wait for the brokers.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl KafkaLog {
     /// Consumers fetch at most `batch` events at once; the relay publishes
     /// `batch` rows per round.
     pub fn new(config: KafkaConfig, batch: u32) -> Self {
-        KafkaLog {
+        let mut log = KafkaLog {
             config,
             batch: batch.max(1),
-        }
+            subscribed: Mutex::default(),
+            monitor: Monitor {
+                config: ClientConfig::new(),
+                clients: Arc::default(),
+            },
+        };
+        log.monitor.config = log.client_config();
+        log
     }
 
     /// The topic events of `kind` go to.
@@ -111,17 +201,58 @@ impl Transport for KafkaLog {
             .set("auto.offset.reset", "earliest")
             .create()
             .with_context(|| format!("creating the Kafka consumer for group {group}"))?;
-        let topics: Vec<String> = kinds.iter().map(|k| self.topic(k)).collect();
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let names: Vec<String> = kinds.iter().map(|k| self.topic(k)).collect();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
         kafka
             .subscribe(&topics)
             .with_context(|| format!("subscribing group {group} to {topics:?}"))?;
+        self.subscribed
+            .lock()
+            .expect("subscriptions lock")
+            .push((group, names));
         Ok(Box::new(KafkaSubscription {
             kafka,
             batch: self.batch as usize,
             next_position: 1,
             delivered: VecDeque::new(),
         }))
+    }
+
+    fn lag(&self) -> BoxFuture<'_, anyhow::Result<Vec<Lag>>> {
+        Box::pin(async move {
+            let subscribed = self.subscribed.lock().expect("subscriptions lock").clone();
+            let mut lags = Vec::new();
+            for (group, topics) in subscribed {
+                let monitor = self.monitor.clone();
+                let got = tokio::task::spawn_blocking(move || monitor.group_lag(&group, &topics))
+                    .await
+                    .context("lag task")??;
+                lags.extend(got);
+            }
+            Ok(lags)
+        })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let monitor = self.monitor.clone();
+            tokio::task::spawn_blocking(move || {
+                monitor
+                    .client("")
+                    .and_then(|c| {
+                        c.fetch_metadata(None, MONITOR_TIMEOUT)
+                            .map(drop)
+                            .context("no Kafka broker answered")
+                    })
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+    }
+
+    fn is_embedded(&self) -> bool {
+        false
     }
 }
 

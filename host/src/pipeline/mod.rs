@@ -41,6 +41,7 @@ use crate::config::PipelineConfig;
 use crate::model;
 use crate::registry::Registry;
 use crate::store::{self, Store};
+use crate::telemetry::Metrics;
 use actions::Actions;
 use notifications::Notifications;
 use queue::{Executor, Intake, Work};
@@ -166,8 +167,15 @@ pub async fn run_stage<S: Stage>(
     store: Store,
     transport: Arc<dyn Transport>,
     attempts: u32,
+    metrics: Metrics,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ctx = StageContext {
+        store: &store,
+        metrics: &metrics,
+        attempts: attempts.max(1),
+        cancel: &cancel,
+    };
     let mut sub: Box<dyn Subscription> = transport.subscribe(S::NAME, S::KINDS)?;
     let mut wait = store_backoff();
     tracing::info!(stage = S::NAME, kinds = ?S::KINDS, "stage started");
@@ -197,10 +205,10 @@ pub async fn run_stage<S: Stage>(
                 // A redelivered copy inside one batch is handled once.
                 Ok(r) if !ids.insert(r.event.id.clone()) => {}
                 Ok(r) => events.push(r),
-                Err(e) => poison(&store, S::NAME, d, &e, &cancel).await,
+                Err(e) => poison(&ctx, S::NAME, d, &e).await,
             }
         }
-        if !handle_batch(&*stage, &store, &events, attempts.max(1), &cancel).await {
+        if !handle_batch(&*stage, &ctx, &events).await {
             return Ok(());
         }
         let last = batch.last().expect("batch is not empty").position;
@@ -216,40 +224,62 @@ pub async fn run_stage<S: Stage>(
     }
 }
 
+/// What a stage's batches are handled with.
+struct StageContext<'a> {
+    store: &'a Store,
+    metrics: &'a Metrics,
+    /// Failures caused by an event's data before it is dead-lettered.
+    attempts: u32,
+    cancel: &'a CancellationToken,
+}
+
+impl StageContext<'_> {
+    /// `events` were committed by stage `S` in `started.elapsed()`.
+    fn committed<S: Stage>(&self, events: &[Received], started: std::time::Instant) {
+        self.metrics
+            .stage_batch(S::NAME, events.len(), started.elapsed().as_secs_f64());
+        let now = store::now_ms();
+        for r in events {
+            let delay = (now - r.event.time as i64) as f64 / 1000.0;
+            self.metrics.stage_event(S::NAME, &r.event.kind, delay);
+        }
+    }
+}
+
 /// Commit `events` in one transaction. While the database fails, the
 /// batch is retried with backoff (nothing is dropped because the store is
 /// down). If the batch fails on its data (a constraint one event
 /// violates), its events are handled one by one, so the others commit and
 /// the one at fault is retried alone and then dead-lettered. `false` if
 /// `cancel` fired first.
-async fn handle_batch<S: Stage>(
-    stage: &S,
-    store: &Store,
-    events: &[Received],
-    attempts: u32,
-    cancel: &CancellationToken,
-) -> bool {
+async fn handle_batch<S: Stage>(stage: &S, ctx: &StageContext<'_>, events: &[Received]) -> bool {
     if events.len() > 1 {
         let span = tracing::info_span!("batch", stage = S::NAME, events = events.len());
         let mut wait = store_backoff();
         loop {
+            let started = std::time::Instant::now();
             match stage.handle(events).instrument(span.clone()).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    ctx.committed::<S>(events, started);
+                    return true;
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(parent: &span, error = %e, "stage transaction failed; retrying the batch");
-                    if sleep_or_cancel(wait.next(), cancel).await {
+                    ctx.metrics.stage_retry(S::NAME, "store");
+                    if sleep_or_cancel(wait.next(), ctx.cancel).await {
                         return false;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(parent: &span, error = %e, "batch failed on its data; handling its events one by one");
+                    ctx.metrics.stage_retry(S::NAME, "data");
                     break;
                 }
             }
         }
     }
     for event in events {
-        if !handle_alone(stage, store, event, attempts, cancel).await {
+        if !handle_alone(stage, ctx, event).await {
             return false;
         }
     }
@@ -259,36 +289,39 @@ async fn handle_batch<S: Stage>(
 /// One event in its own transaction, retried with backoff; dead-lettered
 /// (with its inbox row, so it is not handled again) after `attempts`
 /// failures caused by its data.
-async fn handle_alone<S: Stage>(
-    stage: &S,
-    store: &Store,
-    received: &Received,
-    attempts: u32,
-    cancel: &CancellationToken,
-) -> bool {
+async fn handle_alone<S: Stage>(stage: &S, ctx: &StageContext<'_>, received: &Received) -> bool {
     let event = &received.event;
     let span = event_span(S::NAME, event);
     let mut wait = store_backoff();
     let mut failures = 0;
     loop {
-        let error = match stage
-            .handle(std::slice::from_ref(received))
-            .instrument(span.clone())
-            .await
-        {
-            Ok(()) => return true,
+        let started = std::time::Instant::now();
+        let one = std::slice::from_ref(received);
+        let error = match stage.handle(one).instrument(span.clone()).await {
+            Ok(()) => {
+                ctx.committed::<S>(one, started);
+                return true;
+            }
             Err(e) => e,
         };
         if !error.is_transient() {
             failures += 1;
-            if failures >= attempts {
+            if failures >= ctx.attempts {
                 tracing::error!(parent: &span, error = %error, failures, "event dead-lettered");
                 let why = format!("gave up after {failures} attempts: {error}");
-                return dead_letter_event(store, S::NAME, event, &why, failures, cancel).await;
+                ctx.metrics.dead_letter(S::NAME);
+                return dead_letter_event(ctx.store, S::NAME, event, &why, failures, ctx.cancel)
+                    .await;
             }
         }
         tracing::warn!(parent: &span, error = %error, failures, "stage transaction failed; retrying the event");
-        if sleep_or_cancel(wait.next(), cancel).await {
+        let reason = if error.is_transient() {
+            "store"
+        } else {
+            "data"
+        };
+        ctx.metrics.stage_retry(S::NAME, reason);
+        if sleep_or_cancel(wait.next(), ctx.cancel).await {
             return false;
         }
     }
@@ -329,12 +362,13 @@ async fn dead_letter_event(
 /// its log position, kind `unreadable`), an unknown kind, or data its kind
 /// does not carry (kept under its id and kind, and marked processed).
 async fn poison(
-    store: &Store,
+    ctx: &StageContext<'_>,
     consumer: &str,
     d: &transport::Delivery,
     error: &Unreadable,
-    cancel: &CancellationToken,
 ) {
+    let (store, cancel) = (ctx.store, ctx.cancel);
+    ctx.metrics.dead_letter(consumer);
     let error = error.to_string();
     tracing::error!(
         stage = consumer,
@@ -433,7 +467,8 @@ impl Pipeline {
             ($stage:expr, $name:expr) => {{
                 let (t, c, st) = (self.transport.clone(), cancel.clone(), self.store.clone());
                 let (s, n) = ($stage, self.config.event_attempts);
-                tasks.spawn(async move { run_stage(s, st, t, n, c).await.map(|()| $name) });
+                let m = self.registry.metrics().clone();
+                tasks.spawn(async move { run_stage(s, st, t, n, m, c).await.map(|()| $name) });
             }};
         }
         stage!(rules, "rule stage");

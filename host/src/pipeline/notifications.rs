@@ -38,6 +38,10 @@ impl Work for Notifications {
             }
             Some(why) => {
                 tracing::info!(plugin = %job.plugin, "{why}");
+                executor
+                    .registry
+                    .metrics()
+                    .notification_suppressed(&job.plugin);
                 tx.set_aside(Queue::Notifications, &job, JobStatus::Suppressed, &why)
                     .await?;
                 if let Some(incident) = &job.incident_id {

@@ -364,6 +364,25 @@ impl<W: Work> Executor<W> {
         }
     }
 
+    /// Count recorded attempts.
+    fn count(&self, finished: &[Finished]) {
+        let metrics = self.registry.metrics();
+        for f in finished {
+            let outcome = match f.end {
+                JobEnd::Succeeded { .. } => "ok",
+                JobEnd::Retry { .. } => "retry",
+                JobEnd::Failed { .. } => "failed",
+            };
+            metrics.job_attempt(W::CONSUMER, &f.job.plugin, outcome);
+            if outcome == "ok" && W::QUEUE == Queue::Notifications {
+                metrics.notification_sent(&f.job.plugin);
+            }
+            if f.dead.is_some() {
+                metrics.dead_letter(W::CONSUMER);
+            }
+        }
+    }
+
     /// Commit the attempts' ends with their outcome events (and dead
     /// letters) in one transaction, retrying until the store takes them: a
     /// finished attempt is never forgotten while the process lives (and
@@ -399,6 +418,7 @@ impl<W: Work> Executor<W> {
                     for s in finished.iter().filter_map(|f| f.state.as_ref()) {
                         s.committed();
                     }
+                    self.count(finished);
                     return true;
                 }
                 Err(e) => {

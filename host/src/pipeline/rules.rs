@@ -125,6 +125,7 @@ impl RuleStage {
                     })
                     .await?;
                     // Kept for inspection and replay.
+                    self.registry.metrics().dead_letter(RuleStage::NAME);
                     tx.dead_letter(
                         RuleStage::NAME,
                         event,

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,29 @@ pub trait Transport: Send + Sync + 'static {
         consumer: &'static str,
         kinds: &'static [&'static str],
     ) -> anyhow::Result<Box<dyn Subscription>>;
+
+    /// How far each subscribed consumer is behind, for monitoring.
+    fn lag(&self) -> BoxFuture<'_, anyhow::Result<Vec<Lag>>>;
+
+    /// Whether events can flow now (`Err` says why not).
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Whether stage offsets are kept in the store (the outbox is the log).
+    fn is_embedded(&self) -> bool;
+}
+
+/// One consumer's distance from the head of the log (embedded: the whole
+/// consumer; Kafka: one partition of one topic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lag {
+    /// Consumer (embedded) or consumer group (Kafka) name.
+    pub consumer: String,
+    /// Kafka topic and partition; `None` embedded.
+    pub partition: Option<(String, i32)>,
+    /// Events waiting.
+    pub events: i64,
+    /// When the oldest waiting event was appended (ms; embedded only).
+    pub oldest_ms: Option<i64>,
 }
 
 /// One consumer's position in the log.
@@ -52,11 +76,15 @@ pub trait Subscription: Send {
     fn ack(&mut self, position: i64) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
+/// A consumer and the kinds it reads.
+type Subscribed = (&'static str, &'static [&'static str]);
+
 /// The outbox table as the log (the embedded deployment).
 #[derive(Clone)]
 pub struct EmbeddedLog {
     store: Store,
     batch: u32,
+    subscribed: Arc<Mutex<Vec<Subscribed>>>,
 }
 
 impl EmbeddedLog {
@@ -65,6 +93,7 @@ impl EmbeddedLog {
         EmbeddedLog {
             store,
             batch: batch.max(1),
+            subscribed: Arc::default(),
         }
     }
 }
@@ -75,6 +104,10 @@ impl Transport for EmbeddedLog {
         consumer: &'static str,
         kinds: &'static [&'static str],
     ) -> anyhow::Result<Box<dyn Subscription>> {
+        self.subscribed
+            .lock()
+            .expect("subscriptions lock")
+            .push((consumer, kinds));
         Ok(Box::new(EmbeddedSubscription {
             log: self.clone(),
             consumer,
@@ -83,6 +116,32 @@ impl Transport for EmbeddedLog {
             unsaved: None,
             saved_at: None,
         }))
+    }
+
+    fn lag(&self) -> BoxFuture<'_, anyhow::Result<Vec<Lag>>> {
+        Box::pin(async move {
+            let subscribed = self.subscribed.lock().expect("subscriptions lock").clone();
+            let mut lags = Vec::with_capacity(subscribed.len());
+            for (consumer, kinds) in subscribed {
+                let b = self.store.backlog(consumer, kinds).await?;
+                lags.push(Lag {
+                    consumer: consumer.to_owned(),
+                    partition: None,
+                    events: b.events,
+                    oldest_ms: b.oldest_ms,
+                });
+            }
+            Ok(lags)
+        })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        // The log is the store, whose readiness is checked on its own.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn is_embedded(&self) -> bool {
+        true
     }
 }
 

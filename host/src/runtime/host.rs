@@ -49,6 +49,8 @@ pub struct PluginEnv {
     pub docker: super::DockerHost,
     /// Where capability audit records go.
     pub audit: super::Audit,
+    /// Where capability calls are counted.
+    pub metrics: crate::telemetry::Metrics,
 }
 
 impl PluginEnv {
@@ -61,6 +63,7 @@ impl PluginEnv {
         target: &str,
         result: Result<(), &str>,
     ) {
+        self.metrics.capability_call(capability, result.is_ok());
         self.audit.record(super::AuditRecord {
             at: self.clock.now_ms() as i64,
             plugin: self.name.clone(),
@@ -173,6 +176,7 @@ impl HostState {
             capability,
             "denied: capability not granted"
         );
+        self.env.metrics.capability_call(capability, false);
         self.denied.get_or_insert_with(|| capability.to_owned());
         types::CapabilityError::NotGranted(format!(
             "capability `{capability}` is not granted to plugin `{}`",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use super::bindings::eventpulse::plugin::{kube, types};
-use super::host::HostState;
+use super::host::{HostState, PluginEnv};
 
 type CapResult<T> = Result<T, types::CapabilityError>;
 
@@ -90,7 +90,8 @@ fn node(v: &serde_json::Value) -> kube::Node {
 }
 
 impl HostState {
-    /// GET `path` (with `query`) from the granted API server.
+    /// GET `path` (with `query`) from the granted API server; a failure
+    /// is counted as an enrichment failure.
     async fn kube_get_json(
         &mut self,
         path: &str,
@@ -99,51 +100,65 @@ impl HostState {
         let Some(grant) = self.env.manifest.grants.kube.clone() else {
             return Err(self.deny("kube"));
         };
-        let token = match &grant.token_secret {
-            Some(name) => Some(
-                self.env
-                    .secrets
-                    .get(name)
-                    .ok_or_else(|| failed(format!("kube: secret `{name}` is not in [secrets]")))?
-                    .expose_secret()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let url = format!("{}{path}", grant.endpoint.trim_end_matches('/'));
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|e| failed(format!("kube: {e}")))?;
-        let mut request = client.get(&url).query(query);
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
+        self.env.metrics.capability_call("kube", true);
+        let env = self.env.clone();
+        let got = kube_fetch(&env, &grant, path, query).await;
+        if got.is_err() {
+            self.env.metrics.enrichment_failed(&self.env.name);
         }
-        let unavailable = |e: reqwest::Error| {
-            types::CapabilityError::Unavailable(format!("kube: {}", e.without_url()))
-        };
-        let mut response = request.send().await.map_err(unavailable)?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
-            if body.len() + chunk.len() > MAX_RESPONSE {
-                return Err(failed(format!(
-                    "kube: response larger than {MAX_RESPONSE} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if status.is_server_error() {
-            return Err(types::CapabilityError::Unavailable(format!(
-                "kube: GET {path}: {status}"
+        got
+    }
+}
+
+/// GET `path` from the API server `grant` names.
+async fn kube_fetch(
+    env: &PluginEnv,
+    grant: &super::manifest::KubeGrant,
+    path: &str,
+    query: &[(&str, &str)],
+) -> CapResult<serde_json::Value> {
+    let token = match &grant.token_secret {
+        Some(name) => Some(
+            env.secrets
+                .get(name)
+                .ok_or_else(|| failed(format!("kube: secret `{name}` is not in [secrets]")))?
+                .expose_secret()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let url = format!("{}{path}", grant.endpoint.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(|e| failed(format!("kube: {e}")))?;
+    let mut request = client.get(&url).query(query);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let unavailable = |e: reqwest::Error| {
+        types::CapabilityError::Unavailable(format!("kube: {}", e.without_url()))
+    };
+    let mut response = request.send().await.map_err(unavailable)?;
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Err(failed(format!(
+                "kube: response larger than {MAX_RESPONSE} bytes"
             )));
         }
-        if !status.is_success() {
-            return Err(failed(format!("kube: GET {path}: {status}")));
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| failed(format!("kube: GET {path}: not JSON: {e}")))
+        body.extend_from_slice(&chunk);
     }
+    if status.is_server_error() {
+        return Err(types::CapabilityError::Unavailable(format!(
+            "kube: GET {path}: {status}"
+        )));
+    }
+    if !status.is_success() {
+        return Err(failed(format!("kube: GET {path}: {status}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| failed(format!("kube: GET {path}: not JSON: {e}")))
 }
 
 impl kube::Host for HostState {

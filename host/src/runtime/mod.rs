@@ -209,6 +209,7 @@ pub struct Runtime {
     ticker: EpochTicker,
     docker: DockerHost,
     audit: Audit,
+    metrics: crate::telemetry::Metrics,
 }
 
 /// The engine-and-pooling settings the engine was built with.
@@ -318,6 +319,7 @@ impl Runtime {
             tuning: options.tuning,
             docker: DockerHost(limits.docker_host.clone()),
             audit: Audit::log_only(),
+            metrics: crate::telemetry::Metrics::new(),
         })
     }
 
@@ -325,6 +327,18 @@ impl Runtime {
     pub fn with_audit(mut self, audit: Audit) -> Runtime {
         self.audit = audit;
         self
+    }
+
+    /// Count invocations and capability calls in `metrics` (default: a
+    /// registry of its own that nobody reads).
+    pub fn with_metrics(mut self, metrics: crate::telemetry::Metrics) -> Runtime {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where invocations and capability calls are counted.
+    pub fn metrics(&self) -> &crate::telemetry::Metrics {
+        &self.metrics
     }
 
     /// Compile `bytes`, or load the cached compilation. The cache key covers

@@ -139,6 +139,7 @@ impl Plugin {
             clock,
             docker: runtime.docker.clone(),
             audit: runtime.audit.clone(),
+            metrics: runtime.metrics.clone(),
         });
         let mut plugin = Plugin {
             slots: Semaphore::new(env.manifest.limits.max_concurrency.max(1) as usize),
@@ -446,9 +447,12 @@ impl Plugin {
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let limits = &self.env.manifest.limits;
+        let metrics = &self.runtime.metrics;
         if !self.breaker.permits() {
+            metrics.invocation(&self.env.name, operation, "circuit-open", 0.0);
             return Err(Error::CircuitOpen(self.env.name.clone()));
         }
+        let started = std::time::Instant::now();
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
 
         let span = tracing::debug_span!("plugin.invoke", plugin.name = %self.env.name, operation);
@@ -496,6 +500,9 @@ impl Plugin {
             }
             Err(_) => self.breaker.record(false),
         }
+        let seconds = started.elapsed().as_secs_f64();
+        let kind = outcome.as_ref().map_or_else(Error::kind, |_| "ok");
+        metrics.invocation(&self.env.name, operation, kind, seconds);
         outcome
     }
 

@@ -13,7 +13,7 @@
 //! By table group: `tx.rs` the write transaction and what it buffers;
 //! `log.rs` the outbox as the log, the inbox and consumer offsets;
 //! `incidents.rs`; `queues.rs` the two work queues; `dead_letters.rs`;
-//! `alerts.rs`; `kube_events.rs`; `audit.rs`; `counts.rs`; `rows.rs` reads
+//! `alerts.rs`; `kube_events.rs`; `health.rs` what monitoring reads; `audit.rs`; `counts.rs`; `rows.rs` reads
 //! rows into model types by column name. This file: connecting, migrating, plugin state and
 //! failures, and the ingest transaction.
 
@@ -21,6 +21,7 @@ mod alerts;
 mod audit;
 mod counts;
 mod dead_letters;
+mod health;
 mod incidents;
 mod kube_events;
 mod log;
@@ -41,6 +42,7 @@ use crate::model;
 
 pub use counts::Counts;
 pub use dead_letters::DeadLetter;
+pub use health::{Backlog, QueueDepth, Unfinished};
 pub use incidents::IncidentDetail;
 pub use log::{OutboxRow, RelayLease};
 pub use queues::{Dedup, JobEnd, Queue};
