@@ -235,8 +235,16 @@ async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
             "ingest does not need the brokers: {body}"
         );
     }
-    // Held in the outbox, not lost and not processed.
+    // Held in the outbox, not lost and not processed; readiness and the
+    // metrics say so.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = reqwest::get(format!("{}/readyz", a.url)).await.unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body["failing"][0].as_str().unwrap().starts_with("transport"), "{body}");
+    let metrics = a.get_text("/metrics").await;
+    assert!(metrics.contains("\neventpulse_outbox_unpublished_events 2\n"), "{metrics}");
     assert_eq!(a.store.counts().await.unwrap().incidents, 1);
     let mut conn = sqlx::PgConnection::connect(&database).await.unwrap();
     let held: i64 = sqlx::query(
@@ -250,7 +258,34 @@ async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
 
     cluster.broker_up(1).unwrap();
     all_resolved(&a.store, 3).await;
+    wait_for("ready, nothing unpublished, no lag", SETTLE, || async {
+        let ready = reqwest::get(format!("{}/readyz", a.url)).await.unwrap().status() == 200;
+        let metrics = a.get_text("/metrics").await;
+        let lag = rules_lag(&metrics);
+        let drained = metrics.contains("\neventpulse_outbox_unpublished_events 0\n");
+        // Every partition of the topic is reported, each at 0.
+        (ready && drained && lag.len() == 4 && lag.iter().all(|(_, v)| *v == 0.0)).then_some(())
+    })
+    .await;
     a.stop().await;
+}
+
+/// `(partition, lag)` of the rule stage's group on the `alert.raised`
+/// topic, from the exposition.
+fn rules_lag(metrics: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("eventpulse_kafka_consumer_lag{")
+                && l.contains("group=\"eventpulse.rules\"")
+                && l.contains("topic=\"eventpulse.alert.raised\"")
+        })
+        .map(|l| {
+            let partition = l.split("partition=\"").nth(1).unwrap().split('"').next().unwrap();
+            let value = l.rsplit_once(' ').unwrap().1.parse().unwrap();
+            (partition.to_owned(), value)
+        })
+        .collect()
 }
 
 /// Status and attempts of the action on `target`.

@@ -221,14 +221,18 @@ impl Transport for KafkaLog {
     fn lag(&self) -> BoxFuture<'_, anyhow::Result<Vec<Lag>>> {
         Box::pin(async move {
             let subscribed = self.subscribed.lock().expect("subscriptions lock").clone();
-            let mut lags = Vec::new();
+            // The groups at once, so brokers that do not answer cost one
+            // timeout per scrape, not one per group.
+            let mut reads = tokio::task::JoinSet::new();
             for (group, topics) in subscribed {
                 let monitor = self.monitor.clone();
-                let got = tokio::task::spawn_blocking(move || monitor.group_lag(&group, &topics))
-                    .await
-                    .context("lag task")??;
-                lags.extend(got);
+                reads.spawn_blocking(move || monitor.group_lag(&group, &topics));
             }
+            let mut lags = Vec::new();
+            while let Some(got) = reads.join_next().await {
+                lags.extend(got.context("lag task")??);
+            }
+            lags.sort_by(|a, b| (&a.consumer, &a.partition).cmp(&(&b.consumer, &b.partition)));
             Ok(lags)
         })
     }
