@@ -220,10 +220,20 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
     );
 
     // Real Prometheus scrapes with the metrics token and evaluates the
-    // shipped rules file as it is.
+    // shipped rules file as it is, which promtool accepts.
     let dir = host.dir.path();
     let (prom_port, _) = free_ports();
     let rules = workspace().join("monitoring/eventpulse-rules.yml");
+    let check = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let target = host.url.trim_start_matches("http://");
     std::fs::write(
         dir.join("prometheus.yml"),
@@ -500,5 +510,144 @@ async fn readyz_follows_a_locked_store() {
     })
     .await;
     drop(other);
+    host.stop().await;
+}
+
+/// A span as the stand-in collector received it.
+#[derive(Debug, Clone)]
+struct Received {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+}
+
+/// A local OTLP/HTTP receiver: decodes each `POST /v1/traces` with the
+/// OpenTelemetry protobuf definitions, as a collector would (a stand-in
+/// for one: no collector runs here). Returns its base URL and the spans.
+async fn otlp_receiver() -> (String, Arc<std::sync::Mutex<Vec<Received>>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = spans.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut seen = seen.lock().unwrap();
+                for rs in request.resource_spans {
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            seen.push(Received {
+                                trace: hex::encode(&s.trace_id),
+                                id: hex::encode(&s.span_id),
+                                parent: hex::encode(&s.parent_span_id),
+                                name: s.name,
+                            });
+                        }
+                    }
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, spans)
+}
+
+/// An alert posted with a W3C `traceparent` becomes one trace at the
+/// OTLP receiver: ingest, the rule deciding, the action's attempt and
+/// invocation, the notification's, and the rule hearing the outcome,
+/// every span in the caller's trace and parented inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_is_one_trace_from_its_traceparent_to_its_notification() {
+    let (url, spans) = otlp_receiver().await;
+    // The process's one subscriber (no other test of this binary sets one).
+    static TELEMETRY: std::sync::OnceLock<eventpulse::telemetry::Guard> =
+        std::sync::OnceLock::new();
+    let config = eventpulse::config::TelemetryConfig {
+        otlp_endpoint: Some(url),
+        ..Default::default()
+    };
+    assert!(
+        TELEMETRY
+            .set(eventpulse::telemetry::init(&config).unwrap())
+            .is_ok()
+    );
+
+    let host = host().await;
+    host.install("rule-scripted", "rule-scripted", "");
+    host.install("action-noop", "action-noop", "");
+    host.install_now("notifier-log", "notifier-log", "").await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = "00f067aa0ba902b7";
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/alerts/alertmanager", host.url))
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&scripted_alert("traced", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    host.newest_incident("incident resolved", Duration::from_secs(20), |d| {
+        d.incident.status == "resolved" && d.notifications.iter().any(|n| n.status == "delivered")
+    })
+    .await;
+    let incident = host.store.incidents(1).await.unwrap().remove(0);
+    assert_eq!(
+        incident.trace_id, trace,
+        "the incident keeps the caller's trace"
+    );
+
+    let wanted = [
+        "ingest alertmanager",
+        "rules alert.raised",
+        "plugin rule-scripted decide",
+        "action queue action.requested",
+        "plugin action-noop run",
+        "notification queue notification.requested",
+        "plugin notifier-log deliver",
+        "rules action.completed",
+        "plugin rule-scripted on-action-completed",
+    ];
+    // The batch exporter sends every 5 s.
+    let got = wait_for("the trace at the receiver", Duration::from_secs(30), || {
+        let spans = spans.clone();
+        async move {
+            let of_trace: Vec<Received> = spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace == trace)
+                .cloned()
+                .collect();
+            wanted
+                .iter()
+                .all(|w| of_trace.iter().any(|s| s.name == *w))
+                .then_some(of_trace)
+        }
+    })
+    .await;
+    let ingest = got
+        .iter()
+        .find(|s| s.name == "ingest alertmanager")
+        .unwrap();
+    assert_eq!(
+        ingest.parent, caller,
+        "ingest is a child of the caller's span"
+    );
+    for s in &got {
+        assert!(
+            s.parent == caller || got.iter().any(|p| p.id == s.parent),
+            "{} has a parent outside the trace: {got:#?}",
+            s.name
+        );
+    }
+    let decide = got.iter().find(|s| s.name == "rules alert.raised").unwrap();
+    assert_eq!(decide.parent, ingest.id, "the rule stage follows ingest");
     host.stop().await;
 }

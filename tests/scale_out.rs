@@ -242,9 +242,18 @@ async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status, 503, "{body}");
-    assert!(body["failing"][0].as_str().unwrap().starts_with("transport"), "{body}");
+    assert!(
+        body["failing"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("transport"),
+        "{body}"
+    );
     let metrics = a.get_text("/metrics").await;
-    assert!(metrics.contains("\neventpulse_outbox_unpublished_events 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("\neventpulse_outbox_unpublished_events 2\n"),
+        "{metrics}"
+    );
     assert_eq!(a.store.counts().await.unwrap().incidents, 1);
     let mut conn = sqlx::PgConnection::connect(&database).await.unwrap();
     let held: i64 = sqlx::query(
@@ -259,7 +268,11 @@ async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
     cluster.broker_up(1).unwrap();
     all_resolved(&a.store, 3).await;
     wait_for("ready, nothing unpublished, no lag", SETTLE, || async {
-        let ready = reqwest::get(format!("{}/readyz", a.url)).await.unwrap().status() == 200;
+        let ready = reqwest::get(format!("{}/readyz", a.url))
+            .await
+            .unwrap()
+            .status()
+            == 200;
         let metrics = a.get_text("/metrics").await;
         let lag = rules_lag(&metrics);
         let drained = metrics.contains("\neventpulse_outbox_unpublished_events 0\n");
@@ -281,7 +294,13 @@ fn rules_lag(metrics: &str) -> Vec<(String, f64)> {
                 && l.contains("topic=\"eventpulse.alert.raised\"")
         })
         .map(|l| {
-            let partition = l.split("partition=\"").nth(1).unwrap().split('"').next().unwrap();
+            let partition = l
+                .split("partition=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
             let value = l.rsplit_once(' ').unwrap().1.parse().unwrap();
             (partition.to_owned(), value)
         })

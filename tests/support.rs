@@ -366,6 +366,7 @@ pub fn alert_event(
         source: "test".into(),
         time: 0,
         trace_id: "trace-1".into(),
+        span_id: String::new(),
         key: "app".into(),
         correlation: eventpulse::model::Correlation {
             alert_id: Some(format!("alert-{name}")),

@@ -23,7 +23,8 @@ use crate::pipeline::transport::Transport;
 use crate::registry::{self, Registry};
 use crate::runtime;
 use crate::store::{IngestWrite, Ingested, Store};
-use crate::telemetry;
+use crate::telemetry::{self, trace};
+use tracing::Instrument as _;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -494,7 +495,9 @@ async fn ingest_event(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    rejected(&s, "cloudevents", accept_event(&s, headers, body).await)
+    let span = trace::ingest_span("cloudevents", &headers);
+    let accepted = accept_event(&s, headers, body).instrument(span).await;
+    rejected(&s, "cloudevents", accepted)
 }
 
 async fn accept_event(
@@ -504,8 +507,9 @@ async fn accept_event(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
-    let event = cloudevents::parse(&body, crate::store::now_ms() as u64)
+    let mut event = cloudevents::parse(&body, crate::store::now_ms() as u64)
         .map_err(|e| ApiError::BadRequest(e.0))?;
+    trace::stamp(&mut event, trace::caller_trace(&headers).as_deref());
     let id = event.id.clone();
     let new = match s.commits.commit(IngestWrite::Event(event)).await? {
         Ingested::Event { new } => new,
@@ -527,11 +531,11 @@ async fn ingest_kubernetes(
     Query(q): Query<ClusterQuery>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    rejected(
-        &s,
-        "kubernetes",
-        accept_kubernetes(&s, headers, q, body).await,
-    )
+    let span = trace::ingest_span("kubernetes", &headers);
+    let accepted = accept_kubernetes(&s, headers, q, body)
+        .instrument(span)
+        .await;
+    rejected(&s, "kubernetes", accepted)
 }
 
 async fn accept_kubernetes(
@@ -543,12 +547,15 @@ async fn accept_kubernetes(
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let now = crate::store::now_ms();
+    let caller = trace::caller_trace(&headers);
     let batch = kubernetes::parse(&body, q.cluster.as_deref().unwrap_or(""), now)
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let (new, duplicates) = s
         .store
         .ingest_kube_events(&batch.warnings, |w, occurrences| {
-            w.event(occurrences, now as u64)
+            let mut e = w.event(occurrences, now as u64);
+            trace::stamp(&mut e, caller.as_deref());
+            e
         })
         .await?;
     let metrics = s.registry.metrics();
@@ -578,11 +585,11 @@ async fn ingest_alertmanager(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    rejected(
-        &s,
-        "alertmanager",
-        accept_alertmanager(&s, headers, body).await,
-    )
+    let span = trace::ingest_span("alertmanager", &headers);
+    let accepted = accept_alertmanager(&s, headers, body)
+        .instrument(span)
+        .await;
+    rejected(&s, "alertmanager", accepted)
 }
 
 /// Count a refused ingest request.
@@ -603,10 +610,15 @@ async fn accept_alertmanager(
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = crate::store::now_ms() as u64;
+    let caller = trace::caller_trace(&headers);
     let events = notification
         .alerts
         .iter()
-        .map(|a| alertmanager::alert_raised(&notification, a, now))
+        .map(|a| {
+            let mut e = alertmanager::alert_raised(&notification, a, now);
+            trace::stamp(&mut e, caller.as_deref());
+            e
+        })
         .collect();
     let write = IngestWrite::Alerts {
         group_key: notification.group_key,

@@ -56,6 +56,9 @@ pub struct TelemetryConfig {
     /// `authorization`.
     #[serde(serialize_with = "redact")]
     pub metrics_token: Option<SecretString>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// `http://127.0.0.1:4318`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Which transport carries events between stages.

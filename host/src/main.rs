@@ -114,7 +114,7 @@ enum KindArg {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    eventpulse::telemetry::init_logging(config.telemetry.log_format);
+    let _telemetry = eventpulse::telemetry::init(&config.telemetry)?;
     match cli.command {
         Command::Plugin { command } => plugin(command, &config),
         Command::Migrate => runtime()?.block_on(async {

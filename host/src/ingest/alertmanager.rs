@@ -257,6 +257,7 @@ pub fn alert_raised(n: &Notification, alert: &model::Alert, now_ms: u64) -> mode
         time: now_ms,
         // A new trace per alert instance and status: W3C trace-id format.
         trace_id: hex::encode(rand::random::<[u8; 16]>()),
+        span_id: String::new(),
         key: label("service")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| alert.name.clone()),

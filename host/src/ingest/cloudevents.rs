@@ -151,6 +151,7 @@ pub fn parse(body: &[u8], now_ms: u64) -> Result<model::Event, Invalid> {
         source: source.to_owned(),
         time,
         trace_id: hex::encode(rand::random::<[u8; 16]>()),
+        span_id: String::new(),
         key: subject.unwrap_or_else(|| ty.to_owned()),
         correlation: model::Correlation {
             alert_id: None,

@@ -213,6 +213,7 @@ impl Warning {
             source: source.clone(),
             time: now_ms,
             trace_id: hex::encode(rand::random::<[u8; 16]>()),
+            span_id: String::new(),
             key: self.dedup_key.clone(),
             correlation: model::Correlation {
                 alert_id: Some(self.dedup_key.clone()),

@@ -211,8 +211,12 @@ pub struct Event {
     pub source: String,
     /// When (ms since epoch).
     pub time: u64,
-    /// The trace the event belongs to.
+    /// The trace the event belongs to (W3C trace id, 32 hex).
     pub trace_id: String,
+    /// The span that appended it (W3C span id, 16 hex); empty when traces
+    /// are not exported.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub span_id: String,
     /// Partition key: the service or incident the event is about.
     pub key: String,
     /// Correlation ids.
@@ -249,6 +253,7 @@ impl Event {
             source: source.to_owned(),
             time,
             trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
             key: self.key.clone(),
             correlation,
             labels: self.labels.clone(),

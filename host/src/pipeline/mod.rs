@@ -107,6 +107,9 @@ pub fn derive(
         source: source.to_owned(),
         time: store::now_ms() as u64,
         trace_id: parent.trace_id.clone(),
+        span_id: Some(crate::telemetry::trace::current_span_id())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| parent.span_id.clone()),
         key: parent.key.clone(),
         correlation,
         labels: parent.labels.clone(),
@@ -117,11 +120,13 @@ pub fn derive(
 }
 
 /// The span every piece of work on an event runs in: correlation ids are
-/// on every log line.
+/// on every log line, and the span is in the event's trace, a child of the
+/// span that appended it.
 pub fn event_span(stage: &'static str, event: &model::Event) -> tracing::Span {
     let c = &event.correlation;
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "event",
+        otel.name = format!("{stage} {}", event.kind),
         stage,
         event.kind = %event.kind,
         event.id = %event.id,
@@ -129,7 +134,9 @@ pub fn event_span(stage: &'static str, event: &model::Event) -> tracing::Span {
         alert_id = c.alert_id.as_deref().unwrap_or(""),
         incident_id = c.incident_id.as_deref().unwrap_or(""),
         action_id = c.action_id.as_deref().unwrap_or(""),
-    )
+    );
+    crate::telemetry::trace::follow(&span, event);
+    span
 }
 
 /// Delays between retries of store operations: 50 ms doubling to 5 s,
@@ -297,7 +304,8 @@ async fn handle_alone<S: Stage>(stage: &S, ctx: &StageContext<'_>, received: &Re
     loop {
         let started = std::time::Instant::now();
         let one = std::slice::from_ref(received);
-        let error = match stage.handle(one).instrument(span.clone()).await {
+        // Not instrumented: the stage opens the event's own span inside.
+        let error = match stage.handle(one).await {
             Ok(()) => {
                 ctx.committed::<S>(one, started);
                 return true;

@@ -54,10 +54,16 @@ impl RuleStage {
     /// state its lane's earlier decisions wrote; lanes run at once across
     /// the cores, as partitions do on Kafka. (Each invocation still gets
     /// its own fresh sandbox.)
-    async fn decide_all(&self, events: &[&Received]) -> Vec<Vec<Call>> {
+    /// Each answer comes with the span its event was decided in, which
+    /// its effects are recorded in too.
+    async fn decide_all(&self, events: &[&Received]) -> Vec<(Vec<Call>, tracing::Span)> {
         if events.len() == 1 {
             let lane = decide_lane(&self.registry, self.attempts, vec![(0, events[0].clone())]);
-            return lane.await.into_iter().map(|(_, calls)| calls).collect();
+            return lane
+                .await
+                .into_iter()
+                .map(|(_, calls, span)| (calls, span))
+                .collect();
         }
         let mut lanes: Vec<Vec<(usize, Received)>> = Vec::new();
         let mut lane_of: HashMap<&str, usize> = HashMap::new();
@@ -73,11 +79,12 @@ impl RuleStage {
             let (registry, attempts) = (self.registry.clone(), self.attempts);
             running.spawn(async move { decide_lane(&registry, attempts, lane).await });
         }
-        let mut answers: Vec<Option<Vec<Call>>> = (0..events.len()).map(|_| None).collect();
+        let mut answers: Vec<Option<(Vec<Call>, tracing::Span)>> =
+            (0..events.len()).map(|_| None).collect();
         while let Some(lane) = running.join_next().await {
             let lane = lane.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            for (i, calls) in lane {
-                answers[i] = Some(calls);
+            for (i, calls, span) in lane {
+                answers[i] = Some((calls, span));
             }
         }
         answers
@@ -145,13 +152,14 @@ async fn decide_lane(
     registry: &Registry,
     attempts: u32,
     lane: Vec<(usize, Received)>,
-) -> Vec<(usize, Vec<Call>)> {
+) -> Vec<(usize, Vec<Call>, tracing::Span)> {
     let mut overlays = Overlays::new();
     let mut answers = Vec::with_capacity(lane.len());
     let many = lane.len() > 1;
     for (i, received) in lane {
+        let span = super::event_span(RuleStage::NAME, &received.event);
         let calls = decide(registry, attempts, &received, &overlays)
-            .instrument(super::event_span(RuleStage::NAME, &received.event))
+            .instrument(span.clone())
             .await;
         if many {
             for call in &calls {
@@ -165,7 +173,7 @@ async fn decide_lane(
                 }
             }
         }
-        answers.push((i, calls));
+        answers.push((i, calls, span));
     }
     answers
 }
@@ -298,10 +306,11 @@ impl Stage for RuleStage {
         let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.event.id.as_str()).collect();
         let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
         let mut committed = Vec::new();
-        for (received, calls) in fresh.into_iter().zip(answers) {
+        for (received, (calls, span)) in fresh.into_iter().zip(answers) {
             // Another instance got there first: its effects stand.
             if new.contains(&received.event.id) {
                 self.record(&mut tx, &received.event, calls, &mut committed)
+                    .instrument(span)
                     .await?;
             }
         }

@@ -94,6 +94,7 @@ mod tests {
             source: "s".into(),
             time: 7,
             trace_id: "t".into(),
+            span_id: String::new(),
             key: "k".into(),
             correlation: model::Correlation {
                 alert_id: Some("a".into()),

@@ -25,6 +25,7 @@ use bollard::{ClientVersion, Docker};
 use super::bindings::eventpulse::plugin::{docker, types};
 use super::host::HostState;
 use super::manifest::DockerGrant;
+use tracing::Instrument as _;
 
 type CapResult<T> = Result<T, types::CapabilityError>;
 
@@ -161,7 +162,7 @@ impl HostState {
             Some(g) => Ok(g),
             None => {
                 self.env
-                    .audit_call("docker", operation, target, Err("not granted"));
+                    .refuse_call("docker", operation, target, "not granted");
                 Err(self.deny("docker"))
             }
         }
@@ -175,7 +176,7 @@ impl HostState {
         target: &str,
         why: String,
     ) -> types::CapabilityError {
-        self.env.audit_call("docker", operation, target, Err(&why));
+        self.env.refuse_call("docker", operation, target, &why);
         self.denied.get_or_insert_with(|| "docker".to_owned());
         types::CapabilityError::Denied(format!("docker {operation} {target}: {why}"))
     }
@@ -219,7 +220,11 @@ impl HostState {
         Fut: Future<Output = Result<(), bollard::errors::Error>>,
     {
         let (client, _, _) = self.docker_owned(operation, &id).await?;
-        let result = op(client, id.clone()).await.map_err(engine_error);
+        let span = super::host::capability_span("docker", operation);
+        let result = op(client, id.clone())
+            .instrument(span)
+            .await
+            .map_err(engine_error);
         let detail = result.as_ref().err().map(|e| format!("{e:?}"));
         self.env.audit_call(
             "docker",
@@ -246,6 +251,7 @@ impl HostState {
         let options = name.map(|n| CreateContainerOptionsBuilder::default().name(&n).build());
         let created = client
             .create_container(options, body)
+            .instrument(super::host::capability_span("docker", operation))
             .await
             .map_err(engine_error);
         match &created {

@@ -53,6 +53,16 @@ pub struct PluginEnv {
     pub metrics: crate::telemetry::Metrics,
 }
 
+/// The span a capability call runs in (a child of the invocation's).
+pub(super) fn capability_span(capability: &'static str, operation: &str) -> tracing::Span {
+    tracing::info_span!(
+        "capability",
+        otel.name = format!("{capability} {operation}"),
+        capability,
+        operation,
+    )
+}
+
 impl PluginEnv {
     /// Audit one capability call of this plugin: allowed, or refused/failed
     /// with the reason.
@@ -63,7 +73,18 @@ impl PluginEnv {
         target: &str,
         result: Result<(), &str>,
     ) {
-        self.metrics.capability_call(capability, result.is_ok());
+        let outcome = if result.is_ok() { "allowed" } else { "failed" };
+        self.metrics.capability_call(capability, outcome);
+        self.record(capability, operation, target, result);
+    }
+
+    /// Audit a call refused by this plugin's grants (counted as denied).
+    pub fn refuse_call(&self, capability: &str, operation: &str, target: &str, why: &str) {
+        self.metrics.capability_call(capability, "denied");
+        self.record(capability, operation, target, Err(why));
+    }
+
+    fn record(&self, capability: &str, operation: &str, target: &str, result: Result<(), &str>) {
         self.audit.record(super::AuditRecord {
             at: self.clock.now_ms() as i64,
             plugin: self.name.clone(),
@@ -176,7 +197,6 @@ impl HostState {
             capability,
             "denied: capability not granted"
         );
-        self.env.metrics.capability_call(capability, false);
         self.denied.get_or_insert_with(|| capability.to_owned());
         types::CapabilityError::NotGranted(format!(
             "capability `{capability}` is not granted to plugin `{}`",
@@ -268,7 +288,7 @@ impl WasiHttpHooks for HttpGate {
             .filter(|g| g.allows(uri))
         else {
             self.env
-                .audit_call("http", &operation, &target, Err("destination not granted"));
+                .refuse_call("http", &operation, &target, "destination not granted");
             self.denied.get_or_insert_with(|| "http".to_owned());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         };
@@ -281,30 +301,34 @@ impl WasiHttpHooks for HttpGate {
             first_byte_timeout: cap(options.first_byte_timeout),
             between_bytes_timeout: cap(options.between_bytes_timeout),
         };
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let send = wasmtime_wasi_http::default_send_request(request, Some(options));
-            let (response, io) = tokio::time::timeout(limit, send)
-                .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
-            let max = grant.max_response_bytes;
-            if let Some(len) = http_body::Body::size_hint(response.body()).exact()
-                && len > max
-            {
-                return Err(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(len)));
-            }
-            Ok((
-                response.map(|body| {
-                    CappedBody {
-                        inner: body.boxed_unsync(),
-                        seen: 0,
-                        max,
-                    }
-                    .boxed_unsync()
-                }),
-                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
-            ))
-        })
+        let span = capability_span("http", &operation);
+        Box::new(tracing::Instrument::instrument(
+            async move {
+                use http_body_util::BodyExt;
+                let send = wasmtime_wasi_http::default_send_request(request, Some(options));
+                let (response, io) = tokio::time::timeout(limit, send)
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                let max = grant.max_response_bytes;
+                if let Some(len) = http_body::Body::size_hint(response.body()).exact()
+                    && len > max
+                {
+                    return Err(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(len)));
+                }
+                Ok((
+                    response.map(|body| {
+                        CappedBody {
+                            inner: body.boxed_unsync(),
+                            seen: 0,
+                            max,
+                        }
+                        .boxed_unsync()
+                    }),
+                    Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+                ))
+            },
+            span,
+        ))
     }
 }
 

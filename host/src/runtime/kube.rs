@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use tracing::Instrument as _;
 
 use super::bindings::eventpulse::plugin::{kube, types};
 use super::host::{HostState, PluginEnv};
@@ -98,11 +99,13 @@ impl HostState {
         query: &[(&str, &str)],
     ) -> CapResult<serde_json::Value> {
         let Some(grant) = self.env.manifest.grants.kube.clone() else {
+            self.env.refuse_call("kube", "get", path, "not granted");
             return Err(self.deny("kube"));
         };
-        self.env.metrics.capability_call("kube", true);
+        self.env.metrics.capability_call("kube", "allowed");
         let env = self.env.clone();
-        let got = kube_fetch(&env, &grant, path, query).await;
+        let span = super::host::capability_span("kube", "get");
+        let got = kube_fetch(&env, &grant, path, query).instrument(span).await;
         if got.is_err() {
             self.env.metrics.enrichment_failed(&self.env.name);
         }

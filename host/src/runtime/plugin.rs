@@ -455,7 +455,13 @@ impl Plugin {
         let started = std::time::Instant::now();
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
 
-        let span = tracing::debug_span!("plugin.invoke", plugin.name = %self.env.name, operation);
+        let span = tracing::info_span!(
+            "plugin.invoke",
+            otel.name = format!("plugin {} {operation}", self.env.name),
+            plugin.name = %self.env.name,
+            operation,
+            outcome = tracing::field::Empty,
+        );
         let mut store = self.sandbox(overlay);
         let deadline = Duration::from_millis(limits.timeout_ms);
         let call = async {
@@ -465,7 +471,7 @@ impl Plugin {
             let f = instance.get_typed_func::<P, R>(&mut store, func)?;
             wasmtime::Result::Ok(output(f.call_async(&mut store, params).await?))
         };
-        let result = tokio::time::timeout(deadline, call.instrument(span)).await;
+        let result = tokio::time::timeout(deadline, call.instrument(span.clone())).await;
         let outcome = match result {
             Err(_elapsed) => Err(Error::Timeout(limits.timeout_ms)),
             Ok(Err(trap)) => Err(self.classify(trap, store.data())),
@@ -502,6 +508,7 @@ impl Plugin {
         }
         let seconds = started.elapsed().as_secs_f64();
         let kind = outcome.as_ref().map_or_else(Error::kind, |_| "ok");
+        span.record("outcome", kind);
         metrics.invocation(&self.env.name, operation, kind, seconds);
         outcome
     }

@@ -107,7 +107,7 @@ impl HostState {
 impl smtp::Host for HostState {
     async fn send(&mut self, mail: smtp::Mail) -> CapResult<String> {
         let Some(grant) = self.env.manifest.grants.smtp.clone() else {
-            self.env.audit_call("smtp", "send", "", Err("not granted"));
+            self.env.refuse_call("smtp", "send", "", "not granted");
             return Err(self.deny("smtp"));
         };
         let target = format!("{}:{} to {}", grant.server, grant.port, mail.to.join(","));
@@ -116,7 +116,9 @@ impl smtp::Host for HostState {
             Self::smtp_message(&grant, mail).and_then(|m| Ok((m, self.smtp_transport(&grant)?)));
         let sent = match prepared {
             Ok(((message, id), transport)) => {
-                transport.send(message).await.map(|_| id).map_err(|e| {
+                let span = super::host::capability_span("smtp", "send");
+                let sent = tracing::Instrument::instrument(transport.send(message), span).await;
+                sent.map(|_| id).map_err(|e| {
                     // lettre's errors name the server, never the password; redact anyway.
                     let text = self.env.redact(&format!("smtp: {e}"));
                     if e.is_permanent() || e.is_client() || e.is_tls() {

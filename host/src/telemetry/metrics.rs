@@ -126,7 +126,7 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "eventpulse_capability_calls_total",
         Kind::Counter,
         None,
-        "Capability calls by plugins, by capability and outcome (allowed, denied).",
+        "Capability calls by plugins, by capability and outcome (allowed, failed: allowed but the call failed, denied: outside the plugin's grants).",
     ),
     (
         "eventpulse_consumer_lag_events",
@@ -430,9 +430,9 @@ impl Metrics {
         );
     }
 
-    /// A plugin called `capability` and was allowed or denied.
-    pub fn capability_call(&self, capability: &str, allowed: bool) {
-        let outcome = if allowed { "allowed" } else { "denied" };
+    /// A plugin called `capability`: `allowed` (and done), `failed` (allowed,
+    /// but the call failed) or `denied` by its grants.
+    pub fn capability_call(&self, capability: &str, outcome: Outcome) {
         self.count(
             "eventpulse_capability_calls_total",
             &[("capability", capability), ("outcome", outcome)],
