@@ -68,7 +68,11 @@ impl App {
                 &RuntimeOptions::new(config.runtime.clone()),
             )?
             .with_audit(audit)
-            .with_metrics(Metrics::new()),
+            .with_metrics(if config.telemetry.metrics {
+                Metrics::new()
+            } else {
+                Metrics::disabled()
+            }),
         );
         let registry = Arc::new(Registry::new(
             runtime,

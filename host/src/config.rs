@@ -45,10 +45,15 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-/// Logs and the metrics endpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Logs, metrics and traces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
+    /// Keep Prometheus metrics (default). Off: `/metrics` is empty.
+    pub metrics: bool,
+    /// What is logged, in `tracing` filter syntax
+    /// (`info,eventpulse::pipeline=debug`); `EVENTPULSE_LOG` overrides it.
+    pub log_filter: String,
     /// `text` (default) or `json`, one object per line.
     pub log_format: crate::telemetry::LogFormat,
     /// A bearer token that may read `GET /metrics` and nothing else (the
@@ -59,6 +64,18 @@ pub struct TelemetryConfig {
     /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g.
     /// `http://127.0.0.1:4318`. Unset: no export.
     pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            metrics: true,
+            log_filter: "info,wasmtime=warn,cranelift=warn".into(),
+            log_format: crate::telemetry::LogFormat::Text,
+            metrics_token: None,
+            otlp_endpoint: None,
+        }
+    }
 }
 
 /// Which transport carries events between stages.

@@ -25,6 +25,13 @@
 //! `BENCH_ONLY=sqlite` (a substring of the store column) and
 //! `BENCH_BASELINE=0` (batched rows only) run fewer rows.
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
+//!
+//! `BENCH_TELEMETRY=1` measures instead what metrics and traces cost: the
+//! batched SQLite throughput run `BENCH_ROUNDS` (default 3) times with both
+//! off (no metrics registry, trace export paused) and with both on (metrics
+//! kept and scraped every second, every span exported over OTLP/HTTP to a
+//! local receiver that decodes nothing), alternating which goes first, and
+//! prints the medians and the overhead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +83,8 @@ struct Setup {
     kafka: bool,
     batch: u32,
     instances: usize,
+    /// Keep metrics (`telemetry.metrics`).
+    metrics: bool,
 }
 
 struct Row {
@@ -101,6 +110,7 @@ async fn hosts(setup: &Setup, brokers: &str, run: usize) -> Vec<Host> {
         let mut config = test_config(dir.path());
         config.database_url = url.clone();
         config.pipeline.batch = setup.batch;
+        config.telemetry.metrics = setup.metrics;
         if let Ok(n) = std::env::var("BENCH_CONCURRENCY") {
             config.pipeline.concurrency = n.parse().expect("BENCH_CONCURRENCY is a number");
         }
@@ -198,6 +208,15 @@ fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
+/// Alerts per second from the first post of `total` alerts until every
+/// one's action completed and notification was delivered.
+async fn throughput(host: &Host, urls: &[String], total: usize) -> f64 {
+    let start = Instant::now();
+    flood(urls, total, 10, 8, "t").await;
+    drained(host, total).await;
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
     let hosts = hosts(setup, brokers, run).await;
     for h in &hosts {
@@ -209,12 +228,8 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
         .map(|h| format!("{}/api/v1/alerts/alertmanager", h.url))
         .collect();
 
-    // Throughput.
     let total = env("BENCH_ALERTS", 5_000);
-    let start = Instant::now();
-    flood(&urls, total, 10, 8, "t").await;
-    drained(host, total).await;
-    let alerts_per_sec = total as f64 / start.elapsed().as_secs_f64();
+    let alerts_per_sec = throughput(host, &urls, total).await;
 
     // Latency at a fixed rate.
     let client = reqwest::Client::new();
@@ -308,12 +323,16 @@ fn main() {
         .unwrap();
     eventpulse_tests::components();
     let batch = eventpulse::config::PipelineConfig::default().batch;
+    if std::env::var("BENCH_TELEMETRY").is_ok_and(|v| v == "1") {
+        return rt.block_on(telemetry_overhead());
+    }
     let setup = |name, backend, kafka, batch, instances| Setup {
         name,
         backend,
         kafka,
         batch,
         instances,
+        metrics: true,
     };
     let mut setups = vec![
         setup("SQLite (embedded)", Backend::Sqlite, false, 1, 1),
@@ -370,4 +389,107 @@ fn main() {
             storm,
         );
     }
+}
+
+/// Batched SQLite throughput with metrics and trace export off and on
+/// (see the module documentation).
+async fn telemetry_overhead() {
+    // The receiver counts what arrives and answers 200, as a collector
+    // would; decoding is the collector's cost, not ours.
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            count.fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
+            async { "" }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = eventpulse::config::TelemetryConfig {
+        otlp_endpoint: Some(sink),
+        log_filter: "warn,wasmtime=warn,cranelift=warn".into(),
+        ..Default::default()
+    };
+    let guard = eventpulse::telemetry::init(&config).unwrap();
+
+    let total = env("BENCH_ALERTS", 5_000);
+    let rounds = env("BENCH_ROUNDS", 3);
+    let batch = eventpulse::config::PipelineConfig::default().batch;
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for telemetry in order {
+            guard.set_export(telemetry);
+            let setup = Setup {
+                name: "SQLite (embedded)",
+                backend: Backend::Sqlite,
+                kafka: false,
+                batch,
+                instances: 1,
+                metrics: telemetry,
+            };
+            let hosts = hosts(&setup, "", round).await;
+            let host = &hosts[0];
+            host.install_first_party("").await;
+            let url = format!("{}/api/v1/alerts/alertmanager", host.url);
+            // Scraped every second while on, as Prometheus would (every
+            // 15 s is more usual).
+            let scraper = telemetry.then(|| {
+                let metrics = host.get("/metrics");
+                tokio::spawn(async move {
+                    loop {
+                        let r = metrics.try_clone().unwrap().send().await.unwrap();
+                        assert!(r.status().is_success());
+                        r.bytes().await.unwrap();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                })
+            });
+            let rate = throughput(host, &[url], total).await;
+            if let Some(s) = scraper {
+                s.abort();
+            }
+            eprintln!("round {round}, telemetry {telemetry}: {rate:.0} alerts/s");
+            if telemetry {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+            for h in hosts {
+                h.stop().await;
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (all_off, all_on) = (show(&off), show(&on));
+    let (m_off, m_on) = (median(&mut off), median(&mut on));
+    drop(guard);
+    println!();
+    println!("| metrics + traces | runs (alerts/s) | median alerts/s |");
+    println!("|---|---|---|");
+    println!("| off | {all_off} | {m_off:.0} |");
+    println!("| on | {all_on} | {m_on:.0} |");
+    println!();
+    println!(
+        "overhead: {:.1} % of throughput; {} KiB of OTLP protobuf received",
+        (1.0 - m_on / m_off) * 100.0,
+        received.load(std::sync::atomic::Ordering::Relaxed) / 1024
+    );
 }

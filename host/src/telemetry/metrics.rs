@@ -216,7 +216,8 @@ pub type Outcome = &'static str;
 /// The host's metrics registry. Cloning shares it.
 #[derive(Clone)]
 pub struct Metrics {
-    recorder: Arc<PrometheusRecorder>,
+    /// `None`: metrics are off (`telemetry.metrics = false`).
+    recorder: Option<Arc<PrometheusRecorder>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -259,43 +260,64 @@ impl Metrics {
             }
         }
         Metrics {
-            recorder: Arc::new(recorder),
+            recorder: Some(Arc::new(recorder)),
         }
+    }
+
+    /// Whether this registry keeps nothing (so there is nothing to sample).
+    pub fn is_disabled(&self) -> bool {
+        self.recorder.is_none()
+    }
+
+    /// A registry that keeps nothing and renders an empty exposition.
+    pub fn disabled() -> Metrics {
+        Metrics { recorder: None }
     }
 
     /// The exposition, Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
-        self.recorder.handle().render()
+        self.recorder
+            .as_ref()
+            .map(|r| r.handle().render())
+            .unwrap_or_default()
     }
 
     /// Fold recent histogram samples (call now and then, so they do not
     /// pile up between scrapes).
     pub fn upkeep(&self) {
-        self.recorder.handle().run_upkeep();
+        if let Some(r) = &self.recorder {
+            r.handle().run_upkeep();
+        }
     }
 
     fn count(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
-        self.recorder
-            .register_counter(&Key::from_parts(name, labels(pairs)), &META)
-            .increment(n);
+        if let Some(r) = &self.recorder {
+            r.register_counter(&Key::from_parts(name, labels(pairs)), &META)
+                .increment(n);
+        }
     }
 
     fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
-        self.recorder
-            .register_histogram(&Key::from_parts(name, labels(pairs)), &META)
-            .record(value);
+        if let Some(r) = &self.recorder {
+            r.register_histogram(&Key::from_parts(name, labels(pairs)), &META)
+                .record(value);
+        }
     }
 
     /// Set gauge `name` (one of the gauges above) at `pairs` to `value`.
     pub fn set(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
         debug_assert!(METRICS.iter().any(|m| m.0 == name), "undeclared {name}");
-        self.recorder
-            .register_gauge(&Key::from_parts(name, labels(pairs)), &META)
-            .set(value);
+        if let Some(r) = &self.recorder {
+            r.register_gauge(&Key::from_parts(name, labels(pairs)), &META)
+                .set(value);
+        }
     }
 
     /// An HTTP request was answered.
     pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        if self.recorder.is_none() {
+            return;
+        }
         let code = status.to_string();
         self.count(
             "eventpulse_http_requests_total",
@@ -467,6 +489,25 @@ mod tests {
                 assert!(name.ends_with("_seconds"), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn every_metric_is_listed_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        for name in Metrics::names() {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} is not in the README"
+            );
+        }
+    }
+
+    #[test]
+    fn disabled_keeps_nothing() {
+        let m = Metrics::disabled();
+        m.rate_limited("x");
+        m.set("eventpulse_plugins", &[("state", "loaded")], 1.0);
+        assert_eq!(m.render(), "");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::io::IsTerminal as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::config::TelemetryConfig;
 
@@ -33,11 +35,29 @@ pub enum LogFormat {
 
 /// Keeps the trace exporter alive; dropping it flushes what is buffered.
 #[must_use = "dropping the guard stops trace export"]
-pub struct Guard(Option<SdkTracerProvider>);
+pub struct Guard {
+    provider: Option<SdkTracerProvider>,
+    export: Option<reload::Handle<Targets, Registry>>,
+}
+
+/// The spans exported: the host's own, from `info` up.
+fn exported() -> Targets {
+    Targets::new().with_target("eventpulse", tracing::Level::INFO)
+}
+
+impl Guard {
+    /// Pause (`false`) or resume trace export, e.g. to measure what it
+    /// costs (`cargo bench --bench pipeline`, `BENCH_TELEMETRY=1`).
+    pub fn set_export(&self, on: bool) {
+        if let Some(handle) = &self.export {
+            let _ = handle.modify(|t| *t = if on { exported() } else { Targets::new() });
+        }
+    }
+}
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(provider) = self.0.take()
+        if let Some(provider) = self.provider.take()
             && let Err(e) = provider.shutdown()
         {
             eprintln!("flushing traces: {e}");
@@ -45,13 +65,16 @@ impl Drop for Guard {
     }
 }
 
-/// Start logging to stdout at `EVENTPULSE_LOG`'s filter (default `info`)
-/// in `config.log_format`, and export spans over OTLP when
+/// Start logging to stdout at `EVENTPULSE_LOG`'s filter (else
+/// `config.log_filter`) in `config.log_format`, and export spans over OTLP when
 /// `config.otlp_endpoint` is set.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<Guard> {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPULSE_LOG")
-        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
+    let filter = match tracing_subscriber::EnvFilter::try_from_env("EVENTPULSE_LOG") {
+        Ok(f) => f,
+        Err(_) => tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+            .map_err(|e| anyhow::anyhow!("telemetry.log_filter: {e}"))?,
+    };
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
@@ -60,27 +83,30 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Guard> {
             .json()
             .with_current_span(true)
             .boxed(),
-    }
-    .with_filter(filter);
-    let (otel, provider) = match &config.otlp_endpoint {
-        None => (None, None),
-        Some(endpoint) => {
-            let provider = tracer_provider(endpoint)?;
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("eventpulse"))
-                .with_filter(
-                    tracing_subscriber::filter::Targets::new()
-                        .with_target("eventpulse", tracing::Level::INFO),
-                );
-            (Some(layer), Some(provider))
-        }
     };
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![fmt.with_filter(filter).boxed()];
+    let mut guard = Guard {
+        provider: None,
+        export: None,
+    };
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let provider = tracer_provider(endpoint)?;
+        let (targets, handle) = reload::Layer::new(exported());
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("eventpulse"))
+                .with_filter(targets)
+                .boxed(),
+        );
+        guard.provider = Some(provider);
+        guard.export = Some(handle);
+    }
     tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
+        .with(layers)
         .try_init()
         .map_err(|e| anyhow::anyhow!("starting logging: {e}"))?;
-    Ok(Guard(provider))
+    Ok(guard)
 }
 
 /// A batching OTLP/HTTP (protobuf) exporter to `endpoint` (the

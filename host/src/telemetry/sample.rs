@@ -27,6 +27,9 @@ pub async fn sample(
     registry: &Registry,
     transport: Option<&dyn Transport>,
 ) {
+    if metrics.is_disabled() {
+        return;
+    }
     let now = store::now_ms();
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         metrics.scrape_error();
