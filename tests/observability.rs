@@ -607,6 +607,8 @@ async fn an_alert_is_one_trace_from_its_traceparent_to_its_notification() {
         "ingest alertmanager",
         "rules alert.raised",
         "plugin rule-scripted decide",
+        "actions action.requested",
+        "incidents action.completed",
         "action queue action.requested",
         "plugin action-noop run",
         "notification queue notification.requested",
@@ -649,5 +651,93 @@ async fn an_alert_is_one_trace_from_its_traceparent_to_its_notification() {
     }
     let decide = got.iter().find(|s| s.name == "rules alert.raised").unwrap();
     assert_eq!(decide.parent, ingest.id, "the rule stage follows ingest");
+    host.stop().await;
+}
+
+/// A TCP forwarder to PostgreSQL that can be cut: while down it drops
+/// every open connection and refuses new ones, as a database that went
+/// away would look to the host.
+struct Link {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Link {
+    async fn to(server: std::net::SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_up, opened) = (up.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = listener.accept().await.unwrap();
+                if !is_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut db) = tokio::net::TcpStream::connect(server).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut db).await;
+                    }
+                });
+                opened.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Link { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for t in self.open.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `/readyz` answers 503 naming the store while PostgreSQL is
+/// unreachable, and 200 once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_postgres_going_away_and_coming_back() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = eventpulse_tests::database_url(eventpulse_tests::Backend::Postgres, dir.path()).await;
+    let (prefix, database) = url.rsplit_once('/').unwrap();
+    let server: std::net::SocketAddr = prefix
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .parse()
+        .expect("EP_TEST_POSTGRES_URL names host:port");
+    let link = Link::to(server).await;
+    let mut config = test_config(dir.path());
+    config.database_url = format!("postgres://postgres@127.0.0.1:{}/{database}", link.port);
+    std::fs::create_dir_all(&config.plugin_dir).unwrap();
+    let host = Host::start_with(config, dir, Clock::system()).await;
+    let ready = || async {
+        let r = reqwest::get(format!("{}/readyz", host.url)).await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(ready().await.0, 200);
+
+    link.cut();
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["failing"][0].as_str().unwrap().starts_with("store"),
+        "{body}"
+    );
+
+    link.restore();
+    wait_for("ready again", Duration::from_secs(30), || async {
+        (ready().await.0 == 200).then_some(())
+    })
+    .await;
     host.stop().await;
 }

@@ -174,3 +174,41 @@ fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Logs written anywhere but a terminal carry no colour escapes, and
+/// `telemetry.log_format = "json"` writes one JSON object per line.
+#[test]
+fn logs_off_a_terminal_are_plain_text_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .current_dir(dir.path())
+            .env("EVENTPULSE_DATABASE_URL", "sqlite://ep.db")
+            .env("EVENTPULSE_TELEMETRY__LOG_FORMAT", format)
+            .env_remove("EVENTPULSE_LOG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("text");
+    assert!(text.contains("migrated"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escapes in a piped log: {text:?}"
+    );
+    let json = run("json");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "migrated"),
+        "{json}"
+    );
+}

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use super::kinds::*;
 use super::{Payload, Received, Stage};
@@ -100,19 +101,18 @@ impl Stage for IncidentStage {
             let (cause, ref_id) = describe(received);
             let now = now_ms();
             let kind = received.kind.family().to_owned();
-            tx.timeline(
-                incident_id,
-                &TimelineEntry {
-                    at: now,
-                    kind,
-                    from_status: None,
-                    to_status: None,
-                    cause,
-                    event_id: event.id.clone(),
-                    ref_id,
-                },
-            )
-            .await?;
+            let entry = TimelineEntry {
+                at: now,
+                kind,
+                from_status: None,
+                to_status: None,
+                cause,
+                event_id: event.id.clone(),
+                ref_id,
+            };
+            tx.timeline(incident_id, &entry)
+                .instrument(super::event_span(Self::NAME, event))
+                .await?;
             if received.kind == EventKind::NotificationDelivered {
                 notified.insert(incident_id, now);
             }

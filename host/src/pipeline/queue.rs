@@ -463,7 +463,12 @@ async fn intake<W: Work>(executor: &Executor<W>, events: &[Received]) -> Result<
     let new = tx.inbox_many(consumer, &ids).await?;
     for received in events.iter().filter(|r| new.contains(&r.event.id)) {
         match W::job(received) {
-            Some(job) => W::admit(executor, &mut tx, received, job).await?,
+            Some(job) => {
+                let span = event_span(consumer, &received.event);
+                W::admit(executor, &mut tx, received, job)
+                    .instrument(span)
+                    .await?
+            }
             None => {
                 let why = format!("a {} is not a request for this queue", received.kind);
                 tx.dead_letter(consumer, &received.event, &why, 0).await?;
