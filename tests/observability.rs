@@ -197,6 +197,7 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
         .text()
         .await
         .unwrap();
+    assert!(!text.contains("eventpulse_scrape_errors_total"), "{text}");
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

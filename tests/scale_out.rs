@@ -249,11 +249,11 @@ async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
             .starts_with("transport"),
         "{body}"
     );
-    let metrics = a.get_text("/metrics").await;
-    assert!(
-        metrics.contains("\neventpulse_outbox_unpublished_events 2\n"),
-        "{metrics}"
-    );
+    wait_for("2 unpublished rows in the metrics", SETTLE, || async {
+        let metrics = a.get_text("/metrics").await;
+        (unlabelled(&metrics, "eventpulse_outbox_unpublished_events") == Some(2.0)).then_some(())
+    })
+    .await;
     assert_eq!(a.store.counts().await.unwrap().incidents, 1);
     let mut conn = sqlx::PgConnection::connect(&database).await.unwrap();
     let held: i64 = sqlx::query(
@@ -275,12 +275,29 @@ async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
             == 200;
         let metrics = a.get_text("/metrics").await;
         let lag = rules_lag(&metrics);
-        let drained = metrics.contains("\neventpulse_outbox_unpublished_events 0\n");
+        let drained = unlabelled(&metrics, "eventpulse_outbox_unpublished_events") == Some(0.0);
         // Every partition of the topic is reported, each at 0.
         (ready && drained && lag.len() == 4 && lag.iter().all(|(_, v)| *v == 0.0)).then_some(())
     })
     .await;
+    // Only the lag could not be read, and only while the broker was down.
+    let metrics = a.get_text("/metrics").await;
+    let errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("eventpulse_scrape_errors_total{"))
+        .collect();
+    assert!(
+        errors.iter().all(|l| l.contains("what=\"consumer lag\"")),
+        "every sampled query ran on PostgreSQL: {errors:?}"
+    );
     a.stop().await;
+}
+
+/// The value of the unlabelled series `name` in an exposition.
+fn unlabelled(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// `(partition, lag)` of the rule stage's group on the `alert.raised`

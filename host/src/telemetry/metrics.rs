@@ -198,7 +198,7 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "eventpulse_scrape_errors_total",
         Kind::Counter,
         None,
-        "Scrapes that could not sample the store or the transport.",
+        "Values a scrape could not sample from the store or the transport, by what (logged with the error).",
     ),
 ];
 
@@ -462,9 +462,9 @@ impl Metrics {
         );
     }
 
-    /// A scrape could not sample something.
-    pub fn scrape_error(&self) {
-        self.count("eventpulse_scrape_errors_total", &[], 1);
+    /// A scrape could not sample `what`.
+    pub fn scrape_error(&self, what: &str) {
+        self.count("eventpulse_scrape_errors_total", &[("what", what)], 1);
     }
 
     /// Every declared metric name (for the README and its test).

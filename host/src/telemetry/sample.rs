@@ -32,7 +32,7 @@ pub async fn sample(
     }
     let now = store::now_ms();
     let failed = |what: &str, e: &dyn std::fmt::Display| {
-        metrics.scrape_error();
+        metrics.scrape_error(what);
         tracing::warn!(what, error = %e, "could not sample a metric");
     };
 
