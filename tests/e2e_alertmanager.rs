@@ -68,23 +68,22 @@ async fn metrics_server(value: Arc<AtomicU64>) -> u16 {
     port
 }
 
-async fn prometheus_to_incident(backend: Backend) {
-    let host = Host::start_on(backend).await;
-    host.install_first_party(
-        "resolve_on = \"alert\"
-",
-    )
-    .await;
+/// Alertmanager (webhook receiver: `host`'s ingest, resolved alerts sent)
+/// and Prometheus (scraping the test's metrics on `metrics_port`,
+/// evaluating `rules`, every second), both on free ports of 127.0.0.1.
+struct AlertStack {
+    _alertmanager: Daemon,
+    _prometheus: Daemon,
+}
 
-    let cpu = Arc::new(AtomicU64::new(970));
-    let metrics = metrics_server(cpu.clone()).await;
-    let dir = host.dir.path();
-    let (am_port, prom_port) = free_ports();
-
-    std::fs::write(
-        dir.join("alertmanager.yml"),
-        format!(
-            r#"route:
+impl AlertStack {
+    fn start(host: &Host, metrics_port: u16, rules: &str) -> AlertStack {
+        let dir = host.dir.path();
+        let (am_port, prom_port) = free_ports();
+        std::fs::write(
+            dir.join("alertmanager.yml"),
+            format!(
+                r#"route:
   receiver: eventpulse
   group_by: [alertname, service]
   group_wait: 0s
@@ -96,39 +95,25 @@ receivers:
       - url: {}/api/v1/alerts/alertmanager
         send_resolved: true
 "#,
-            host.url
-        ),
-    )
-    .unwrap();
-    let _am = spawn(
-        "prometheus-alertmanager",
-        &[
-            format!("--config.file={}", dir.join("alertmanager.yml").display()),
-            format!("--storage.path={}", dir.join("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".into(),
-        ],
-        &dir.join("alertmanager.log"),
-    );
-
-    std::fs::write(
-        dir.join("rules.yml"),
-        r#"groups:
-  - name: cpu
-    rules:
-      - alert: HighCPU
-        expr: cpu_usage > 0.9
-        labels:
-          severity: critical
-        annotations:
-          summary: "CPU of {{ $labels.service }} is {{ $value }}"
-"#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            r#"global:
+                host.url
+            ),
+        )
+        .unwrap();
+        let alertmanager = spawn(
+            "prometheus-alertmanager",
+            &[
+                format!("--config.file={}", dir.join("alertmanager.yml").display()),
+                format!("--storage.path={}", dir.join("am-data").display()),
+                format!("--web.listen-address=127.0.0.1:{am_port}"),
+                "--cluster.listen-address=".into(),
+            ],
+            &dir.join("alertmanager.log"),
+        );
+        std::fs::write(dir.join("rules.yml"), rules).unwrap();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                r#"global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files: [{rules}]
@@ -139,23 +124,63 @@ alerting:
 scrape_configs:
   - job_name: app
     static_configs:
-      - targets: ["127.0.0.1:{metrics}"]
+      - targets: ["127.0.0.1:{metrics_port}"]
 "#,
-            rules = dir.join("rules.yml").display()
-        ),
-    )
-    .unwrap();
-    let _prom = spawn(
-        "prometheus",
-        &[
-            format!("--config.file={}", dir.join("prometheus.yml").display()),
-            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-            "--rules.alert.resend-delay=1s".into(),
-        ],
-        &dir.join("prometheus.log"),
-    );
+                rules = dir.join("rules.yml").display()
+            ),
+        )
+        .unwrap();
+        let prometheus = spawn(
+            "prometheus",
+            &[
+                format!("--config.file={}", dir.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+                format!("--web.listen-address=127.0.0.1:{prom_port}"),
+                "--rules.alert.resend-delay=1s".into(),
+            ],
+            &dir.join("prometheus.log"),
+        );
+        AlertStack {
+            _alertmanager: alertmanager,
+            _prometheus: prometheus,
+        }
+    }
 
+    /// Both daemons' logs, for a failure message.
+    fn logs(&self, dir: &std::path::Path) -> String {
+        format!(
+            "\n--- alertmanager:\n{}\n--- prometheus:\n{}",
+            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        )
+    }
+}
+
+async fn prometheus_to_incident(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    host.install_first_party(
+        "resolve_on = \"alert\"
+",
+    )
+    .await;
+
+    let cpu = Arc::new(AtomicU64::new(970));
+    let metrics = metrics_server(cpu.clone()).await;
+    let stack = AlertStack::start(
+        &host,
+        metrics,
+        r#"groups:
+  - name: cpu
+    rules:
+      - alert: HighCPU
+        expr: cpu_usage > 0.9
+        labels:
+          severity: critical
+        annotations:
+          summary: "CPU of {{ $labels.service }} is {{ $value }}"
+"#,
+    );
+    let dir = host.dir.path();
     let incident = |want: &'static str| {
         let store = host.store.clone();
         move || {
@@ -169,13 +194,7 @@ scrape_configs:
             }
         }
     };
-    let logs = || {
-        format!(
-            "\n--- alertmanager:\n{}\n--- prometheus:\n{}",
-            std::fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default(),
-            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-        )
-    };
+    let logs = || stack.logs(dir);
 
     // Firing: Prometheus → Alertmanager → webhook → incident, mitigating,
     // scale-out completed, notification delivered.
@@ -251,4 +270,123 @@ async fn prometheus_alertmanager_to_resolved_incident_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_alertmanager_to_resolved_incident_on_postgres() {
     prometheus_to_incident(Backend::Postgres).await;
+}
+
+/// Serve the unlabelled gauges in `values` (name → value) for Prometheus.
+async fn gauges_server(values: Arc<std::sync::Mutex<Vec<(&'static str, f64)>>>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text: String = values
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(name, v)| format!("# TYPE {name} gauge\n{name}{{service=\"shop\"}} {v}\n"))
+                .collect();
+            async move { text }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// Day one, with only the shipped defaults: real Prometheus fires three
+/// unrelated alerts (none named HighCPU or LowCPU, one of them seed 001's
+/// `cpu_high`) through real Alertmanager. `rule-alert-route`, installed
+/// with its manifest as shipped, makes each an incident with a delivered
+/// notification (notifier-log), and resolves each when its alert resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_defaults_turn_any_alert_into_an_incident_and_resolve_it() {
+    let host = Host::start_on(Backend::Sqlite).await;
+    let root = eventpulse_tests::workspace().join("plugins");
+    let manifest = |name: &str| std::fs::read_to_string(root.join(name).join("plugin.toml")).unwrap();
+    host.install("rule-alert-route", "rule-alert-route", &manifest("rule-alert-route"));
+    host.install_now("notifier-log", "notifier-log", &manifest("notifier-log"))
+        .await;
+
+    let values = Arc::new(std::sync::Mutex::new(vec![
+        ("disk_used_ratio", 0.97),
+        ("queue_depth", 500.0),
+        ("cpu_usage", 0.95),
+    ]));
+    let port = gauges_server(values.clone()).await;
+    let stack = AlertStack::start(
+        &host,
+        port,
+        r#"groups:
+  - name: shop
+    rules:
+      - alert: DiskAlmostFull
+        expr: disk_used_ratio > 0.9
+        labels: { severity: critical }
+        annotations: { summary: "disk of {{ $labels.service }} at {{ $value }}" }
+      - alert: QueueBacklog
+        expr: queue_depth > 100
+        labels: { severity: warning }
+      - alert: cpu_high
+        expr: cpu_usage > 0.9
+"#,
+    );
+    let dir = host.dir.path();
+    let names = ["DiskAlmostFull", "QueueBacklog", "cpu_high"];
+    let incidents = |status: &'static str| {
+        let store = host.store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                let list = store.incidents(10).await.unwrap();
+                let mut done = Vec::new();
+                for i in list.iter().filter(|i| i.status == status) {
+                    let d = store.incident_detail(&i.id).await.unwrap()?;
+                    let notified = d.notifications.iter().any(|n| n.status == "delivered");
+                    if notified {
+                        done.push(d);
+                    }
+                }
+                (done.len() == 3).then_some(done)
+            }
+        }
+    };
+    let open = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_for("three incidents notified", Duration::from_secs(90), incidents("open")),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no three incidents{}", stack.logs(dir)));
+    let mut titles: Vec<String> = open.iter().map(|d| d.incident.title.clone()).collect();
+    titles.sort();
+    assert_eq!(
+        titles,
+        names.map(|n| format!("{n} on shop")).to_vec(),
+        "one incident per alert, titled from its labels"
+    );
+    let disk = open.iter().find(|d| d.incident.title.starts_with("DiskAlmostFull")).unwrap();
+    assert_eq!(disk.incident.severity, "critical");
+    assert_eq!(disk.incident.summary, "disk of shop at 0.97");
+
+    // The metrics recover: each resolved notification resolves its incident.
+    for (_, v) in values.lock().unwrap().iter_mut() {
+        *v = 0.0;
+    }
+    let resolved = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_for("three incidents resolved", Duration::from_secs(90), incidents("resolved")),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("not all resolved{}", stack.logs(dir)));
+    for d in &resolved {
+        let causes: Vec<&str> = d.timeline.iter().map(|e| e.cause.as_str()).collect();
+        assert!(causes.iter().any(|c| c.contains("resolved")), "{causes:?}");
+        assert!(
+            d.notifications.iter().any(|n| n.status == "delivered")
+                && d.notifications.len() == 2,
+            "firing and resolved notifications: {:?}",
+            d.notifications
+        );
+    }
+    let c = host.store.counts().await.unwrap();
+    assert_eq!((c.incidents, c.actions, c.dead_letters), (3, 0, 0), "{c:?}");
+    host.stop().await;
 }

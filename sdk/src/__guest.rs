@@ -328,7 +328,7 @@ pub fn describe_rule<R: Rule>(name: &str, version: &str) -> t::PluginInfo {
         version,
         t::PluginKind::Rule,
         rule.description(),
-        rule.subscriptions(),
+        rule.subscriptions_in(&Context::imports()),
     )
 }
 

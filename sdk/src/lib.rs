@@ -87,6 +87,13 @@ pub trait Rule: Default {
         vec![Subscription::kind(ALERT_RAISED)]
     }
 
+    /// The events this rule wants, when that depends on its `[config]`
+    /// (read when the plugin is loaded, and again whenever its manifest
+    /// changes). Defaults to [`Rule::subscriptions`].
+    fn subscriptions_in(&self, _cx: &Context<'_>) -> Vec<Subscription> {
+        self.subscriptions()
+    }
+
     /// Decide what an event means.
     fn decide(&self, event: &Event, cx: &Context<'_>) -> Result<Decision, Error>;
 
