@@ -301,8 +301,13 @@ async fn gauges_server(values: Arc<std::sync::Mutex<Vec<(&'static str, f64)>>>) 
 async fn shipped_defaults_turn_any_alert_into_an_incident_and_resolve_it() {
     let host = Host::start_on(Backend::Sqlite).await;
     let root = eventpulse_tests::workspace().join("plugins");
-    let manifest = |name: &str| std::fs::read_to_string(root.join(name).join("plugin.toml")).unwrap();
-    host.install("rule-alert-route", "rule-alert-route", &manifest("rule-alert-route"));
+    let manifest =
+        |name: &str| std::fs::read_to_string(root.join(name).join("plugin.toml")).unwrap();
+    host.install(
+        "rule-alert-route",
+        "rule-alert-route",
+        &manifest("rule-alert-route"),
+    );
     host.install_now("notifier-log", "notifier-log", &manifest("notifier-log"))
         .await;
 
@@ -351,7 +356,11 @@ async fn shipped_defaults_turn_any_alert_into_an_incident_and_resolve_it() {
     };
     let open = tokio::time::timeout(
         Duration::from_secs(90),
-        wait_for("three incidents notified", Duration::from_secs(90), incidents("open")),
+        wait_for(
+            "three incidents notified",
+            Duration::from_secs(90),
+            incidents("open"),
+        ),
     )
     .await
     .unwrap_or_else(|_| panic!("no three incidents{}", stack.logs(dir)));
@@ -362,7 +371,10 @@ async fn shipped_defaults_turn_any_alert_into_an_incident_and_resolve_it() {
         names.map(|n| format!("{n} on shop")).to_vec(),
         "one incident per alert, titled from its labels"
     );
-    let disk = open.iter().find(|d| d.incident.title.starts_with("DiskAlmostFull")).unwrap();
+    let disk = open
+        .iter()
+        .find(|d| d.incident.title.starts_with("DiskAlmostFull"))
+        .unwrap();
     assert_eq!(disk.incident.severity, "critical");
     assert_eq!(disk.incident.summary, "disk of shop at 0.97");
 
@@ -372,7 +384,11 @@ async fn shipped_defaults_turn_any_alert_into_an_incident_and_resolve_it() {
     }
     let resolved = tokio::time::timeout(
         Duration::from_secs(90),
-        wait_for("three incidents resolved", Duration::from_secs(90), incidents("resolved")),
+        wait_for(
+            "three incidents resolved",
+            Duration::from_secs(90),
+            incidents("resolved"),
+        ),
     )
     .await
     .unwrap_or_else(|_| panic!("not all resolved{}", stack.logs(dir)));
@@ -380,8 +396,7 @@ async fn shipped_defaults_turn_any_alert_into_an_incident_and_resolve_it() {
         let causes: Vec<&str> = d.timeline.iter().map(|e| e.cause.as_str()).collect();
         assert!(causes.iter().any(|c| c.contains("resolved")), "{causes:?}");
         assert!(
-            d.notifications.iter().any(|n| n.status == "delivered")
-                && d.notifications.len() == 2,
+            d.notifications.iter().any(|n| n.status == "delivered") && d.notifications.len() == 2,
             "firing and resolved notifications: {:?}",
             d.notifications
         );

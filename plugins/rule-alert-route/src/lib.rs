@@ -183,6 +183,27 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// `v` as JSON, every string in it rendered as a template.
+    fn value(&self, field: &str, v: &toml::Value) -> Result<serde_json::Value, Error> {
+        use serde_json::Value as J;
+        Ok(match v {
+            toml::Value::String(t) => J::String(self.render(field, t)?),
+            toml::Value::Array(items) => J::Array(
+                items
+                    .iter()
+                    .map(|i| self.value(field, i))
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Table(t) => J::Object(
+                t.iter()
+                    .map(|(k, i)| Ok((k.clone(), self.value(&format!("{field}.{k}"), i)?)))
+                    .collect::<Result<_, Error>>()?,
+            ),
+            other => serde_json::to_value(other)
+                .map_err(|e| Error::permanent(format!("route {} {field}: {e}", self.route)))?,
+        })
+    }
+
     fn render(&self, field: &str, template: &str) -> Result<String, Error> {
         self.env
             .render_str(template, &self.vars)
@@ -281,19 +302,13 @@ impl Rule for AlertRoute {
                         );
                     }
                     for a in &c.actions {
-                        let mut request =
-                            ActionRequest::new(r.render("action", &a.action)?, r.render("target", &a.target)?)
-                                .reason(format!("{title} (route {})", route.name));
+                        let mut request = ActionRequest::new(
+                            r.render("action", &a.action)?,
+                            r.render("target", &a.target)?,
+                        )
+                        .reason(format!("{title} (route {})", route.name));
                         for (k, v) in &a.params {
-                            let value = match v {
-                                toml::Value::String(t) => serde_json::Value::String(
-                                    r.render(&format!("params.{k}"), t)?,
-                                ),
-                                other => serde_json::to_value(other).map_err(|e| {
-                                    Error::permanent(format!("route {} params.{k}: {e}", route.name))
-                                })?,
-                            };
-                            request = request.param(k, value);
+                            request = request.param(k, r.value(&format!("params.{k}"), v)?);
                         }
                         decision = decision.action(request);
                     }
@@ -312,8 +327,10 @@ impl Rule for AlertRoute {
                     }
                     if !incident_set {
                         incident_set = true;
-                        decision = decision
-                            .transition(IncidentStatus::Resolved, format!("{} resolved", alert.name));
+                        decision = decision.transition(
+                            IncidentStatus::Resolved,
+                            format!("{} resolved", alert.name),
+                        );
                     }
                     if c.notify_resolved {
                         for channel in &channels {
@@ -359,8 +376,15 @@ mod tests {
     fn shipped_defaults_open_and_notify_any_alert_and_resolve_it() {
         let host = FakeHost::new().config("routes", &shipped());
         let cx = host.context();
-        let mut e = firing("AlwaysFiring", &[("service", "web"), ("severity", "critical")]);
-        e.alert.as_mut().unwrap().annotations.insert("summary", "it fires");
+        let mut e = firing(
+            "AlwaysFiring",
+            &[("service", "web"), ("severity", "critical")],
+        );
+        e.alert
+            .as_mut()
+            .unwrap()
+            .annotations
+            .insert("summary", "it fires");
         let d = AlertRoute.decide(&e, &cx).unwrap();
         let Some(IncidentDirective::Open(open)) = &d.incident else {
             panic!("no incident: {d:?}");
@@ -379,7 +403,10 @@ mod tests {
         let d = AlertRoute.decide(&resolved, &cx).unwrap();
         assert!(matches!(
             d.incident,
-            Some(IncidentDirective::Transition { status: IncidentStatus::Resolved, .. })
+            Some(IncidentDirective::Transition {
+                status: IncidentStatus::Resolved,
+                ..
+            })
         ));
         assert_eq!(d.notifications[0].title, "Resolved: AlwaysFiring on web");
     }
@@ -421,19 +448,35 @@ mod tests {
             { name = "db", matchers = ['service=~"db|cache"', 'severity!="info"'], continue = true,
               channels = { critical = ["pager"], default = ["chat"] },
               actions = [{ action = "action-container-restart", target = "{{ labels.container }}",
-                           params = { reason = "{{ alert.name }}", grace_secs = 10 } }] },
+                           params = { reason = "{{ alert.name }}", grace_secs = 10,
+                                      containers = ["{{ labels.container }}"] } }] },
             { name = "audit", matchers = [], channels = { default = ["log"] } },
             { name = "never", matchers = [] },
         ]"#;
         let host = FakeHost::new().config("routes", routes);
-        let e = firing("Down", &[("service", "db"), ("severity", "critical"), ("container", "db-1")]);
+        let e = firing(
+            "Down",
+            &[
+                ("service", "db"),
+                ("severity", "critical"),
+                ("container", "db-1"),
+            ],
+        );
         let d = AlertRoute.decide(&e, &host.context()).unwrap();
         let channels: Vec<&str> = d.notifications.iter().map(|n| n.channel.as_str()).collect();
-        assert_eq!(channels, ["pager", "log"], "db (continue), then audit, not never");
+        assert_eq!(
+            channels,
+            ["pager", "log"],
+            "db (continue), then audit, not never"
+        );
         assert_eq!(d.actions.len(), 1);
         assert_eq!(d.actions[0].target, "db-1");
         assert_eq!(d.actions[0].params["reason"], "Down");
         assert_eq!(d.actions[0].params["grace_secs"], 10);
+        assert_eq!(
+            d.actions[0].params["containers"],
+            serde_json::json!(["db-1"])
+        );
 
         let e = firing("Down", &[("service", "web"), ("severity", "warning")]);
         let d = AlertRoute.decide(&e, &host.context()).unwrap();
@@ -445,10 +488,19 @@ mod tests {
     #[test]
     fn mistakes_in_routes_are_permanent_errors_naming_the_route() {
         for (routes, want) in [
-            (r#"[{ name = "x", matchers = ['sev~"a"'] }]"#, "route x: matcher"),
-            (r#"[{ name = "y", title = "{{ unclosed" }]"#, "route y title"),
+            (
+                r#"[{ name = "x", matchers = ['sev~"a"'] }]"#,
+                "route x: matcher",
+            ),
+            (
+                r#"[{ name = "y", title = "{{ unclosed" }]"#,
+                "route y title",
+            ),
             (r#"[{ nme = "typo" }]"#, "unknown field"),
-            (r#"[{ name = "z", dedup_key = "{{ labels.nothing }}" }]"#, "dedup_key rendered empty"),
+            (
+                r#"[{ name = "z", dedup_key = "{{ labels.nothing }}" }]"#,
+                "dedup_key rendered empty",
+            ),
         ] {
             let host = FakeHost::new().config("routes", routes);
             let e = AlertRoute
