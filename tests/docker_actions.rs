@@ -148,6 +148,97 @@ async fn high_cpu_scales_to_two_healthy_replicas_and_back_to_one() {
     host.stop().await;
 }
 
+/// Seed 001: `cpu_high` with `rule-cpu-autoscale` configured for it and
+/// relative scaling takes the service from 1 to 2 replicas, then to 3 on a
+/// second episode, and no further on a third (`max_replicas = 3`), counted
+/// through the Engine API. Each episode resolves inside the cooldown, so
+/// its scale-in is held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_high_scales_one_step_per_episode_up_to_max_replicas() {
+    const COOLDOWN: Duration = Duration::from_secs(10);
+    let svc = Service::start("step", "eventpulse-demo-app:latest", false).await;
+    settle_counts(&svc, (1, 1)).await;
+    let host = Host::start_on(eventpulse_tests::Backend::Sqlite).await;
+    host.install(
+        "rule-cpu-autoscale",
+        "rule-cpu-autoscale",
+        &format!(
+            "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\nscale_out_alerts = \"cpu_high\"\nscaling = \"relative\"\nmin_replicas = \"1\"\nmax_replicas = \"3\"\ncooldown_secs = \"{}\"\n",
+            COOLDOWN.as_secs()
+        ),
+    );
+    host.install("notifier-log", "notifier-log", "");
+    host.install_now(
+        "action-docker-scale",
+        "action-docker-scale",
+        &format!(
+            "[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}\n[config]\nready_timeout_ms = \"20000\"\n",
+            svc.grant()
+        ),
+    )
+    .await;
+    let episode = |n: u32, resolved: bool| {
+        let starts = format!("2026-11-24T1{n}:00:00Z");
+        let ends = if resolved {
+            format!("2026-11-24T1{n}:05:00Z")
+        } else {
+            String::new()
+        };
+        sample(
+            "cpu_high",
+            &[("service", &svc.name), ("severity", "critical")],
+            resolved,
+            &starts,
+            &ends,
+        )
+    };
+    let completed = |n: usize| {
+        let store = host.store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                let c = store.counts().await.unwrap();
+                (c.actions_completed as usize == n).then_some(())
+            }
+        }
+    };
+    for (n, replicas) in [(1, 2), (2, 3)] {
+        let began = std::time::Instant::now();
+        let (status, body) = post_webhook(&host.url, &episode(n, false)).await;
+        assert_eq!(status, 200, "{body}");
+        wait_for(
+            &format!("episode {n} scaled out"),
+            SETTLE,
+            completed(n as usize),
+        )
+        .await;
+        assert_eq!(svc.counts().await, (replicas, replicas), "episode {n}");
+        assert!(
+            began.elapsed() < COOLDOWN,
+            "the scale-out took longer than the cooldown; the test needs a longer one"
+        );
+        post_webhook(&host.url, &episode(n, true)).await;
+        tokio::time::sleep(COOLDOWN.saturating_sub(began.elapsed()) + Duration::from_millis(500))
+            .await;
+    }
+    // A third episode: at max_replicas, an incident and a notification
+    // (held back by dedup: the last went out minutes ago) but no action.
+    post_webhook(&host.url, &episode(3, false)).await;
+    let d = host
+        .newest_incident("third incident", SETTLE, |d| {
+            d.incident.status == "open" && !d.notifications.is_empty()
+        })
+        .await;
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(svc.counts().await, (3, 3), "capped at max_replicas");
+    assert_eq!(
+        host.store.counts().await.unwrap().actions,
+        2,
+        "no scale-in ran in the cooldowns"
+    );
+    host.stop().await;
+}
+
 /// A replica whose health check never passes: `action.failed` → the rule
 /// compensates (back to 1, the zombie removed) and marks the incident
 /// failed; every step is on the timeline.

@@ -1,9 +1,14 @@
 //! `rule-cpu-autoscale`: the seed scenario's rule.
 //!
-//! - `HighCPU` firing → open an incident for the service, ensure
-//!   `max_replicas` (default 2), notify.
-//! - `LowCPU` firing, or `HighCPU` resolved → ensure `min_replicas`
-//!   (default 1); a resolved `HighCPU` also resolves the incident.
+//! - A scale-out alert (`scale_out_alerts`, default `HighCPU`) firing →
+//!   open an incident for the service, scale out, notify. `scaling =
+//!   "absolute"` (default) ensures `max_replicas` (default 2); `"relative"`
+//!   adds `step` (default 1) to the replica count this rule last brought the
+//!   service to (`min_replicas` before any), up to `max_replicas`.
+//! - A scale-in alert (`scale_in_alerts`, default `LowCPU`) firing →
+//!   absolute: ensure `min_replicas` (default 1); relative: `step` fewer,
+//!   down to `min_replicas`. A resolved scale-out alert → `min_replicas`
+//!   and the incident resolved.
 //! - A failed scale-out → compensate with `min_replicas` and mark the
 //!   incident failed; a completed one resolves it, unless `resolve_on` is
 //!   `alert`: then the incident stays `mitigating` until the alert resolves.
@@ -11,7 +16,9 @@
 //!   suppressed for `cooldown_secs` (default 300), so a flapping alert does
 //!   not cause a storm of actions. The timestamp lives in plugin state.
 //!
-//! Config (manifest `[config]`): `service_label` (default `service`),
+//! Config (manifest `[config]`): `scale_out_alerts` and `scale_in_alerts`
+//! (comma-separated alert names; the rule subscribes to exactly these),
+//! `scaling`, `step`, `service_label` (default `service`),
 //! `min_replicas`, `max_replicas`, `cooldown_secs`, `action`
 //! (default `action-docker-scale`), `channels` (comma-separated notifier
 //! names, default `notifier-log`; `"channels.<severity>"` routes one
@@ -27,8 +34,32 @@ use eventpulse_sdk::{
 #[derive(Default)]
 pub struct CpuAutoscale;
 
+/// How a scale-out or scale-in alert changes the replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scaling {
+    /// To `max_replicas` / `min_replicas`.
+    Absolute,
+    /// By `step`, within `min_replicas..=max_replicas`.
+    Relative,
+}
+
+/// The comma-separated alert names of `key`, or `default`.
+fn names(cx: &Context<'_>, key: &str, default: &str) -> Vec<String> {
+    cx.config(key)
+        .unwrap_or_else(|| default.into())
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Settings read from the manifest's `[config]`, with defaults.
 struct Settings {
+    scale_out: Vec<String>,
+    scale_in: Vec<String>,
+    scaling: Scaling,
+    step: u64,
     service_label: String,
     min_replicas: u64,
     max_replicas: u64,
@@ -47,7 +78,19 @@ impl Settings {
                 }),
             }
         };
-        Ok(Settings {
+        let s = Settings {
+            scale_out: names(cx, "scale_out_alerts", "HighCPU"),
+            scale_in: names(cx, "scale_in_alerts", "LowCPU"),
+            scaling: match cx.config("scaling").as_deref() {
+                None | Some("absolute") => Scaling::Absolute,
+                Some("relative") => Scaling::Relative,
+                Some(other) => {
+                    return Err(Error::permanent(format!(
+                        "config `scaling`: `{other}` is neither `absolute` nor `relative`"
+                    )));
+                }
+            },
+            step: num("step", 1)?,
             service_label: cx
                 .config("service_label")
                 .unwrap_or_else(|| "service".into()),
@@ -66,7 +109,26 @@ impl Settings {
                     )));
                 }
             },
-        })
+        };
+        if s.min_replicas > s.max_replicas || s.step == 0 {
+            return Err(Error::permanent(
+                "config: need min_replicas <= max_replicas and step >= 1",
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The replica count a scale-out (`out`) or scale-in leads to from
+    /// `current`.
+    fn target(&self, current: u64, out: bool) -> u64 {
+        match (self.scaling, out) {
+            (Scaling::Absolute, true) => self.max_replicas,
+            (Scaling::Absolute, false) => self.min_replicas,
+            (Scaling::Relative, true) => current.saturating_add(self.step).min(self.max_replicas),
+            (Scaling::Relative, false) => current
+                .saturating_sub(self.step)
+                .clamp(self.min_replicas, self.max_replicas),
+        }
     }
 
     fn scale(&self, service: &str, replicas: u64, reason: String) -> ActionRequest {
@@ -78,6 +140,18 @@ impl Settings {
 
 fn cooldown_key(service: &str) -> String {
     format!("last-scale-out:{service}")
+}
+
+fn replicas_key(service: &str) -> String {
+    format!("replicas:{service}")
+}
+
+/// The replica count this rule last brought `service` to, else
+/// `min_replicas`.
+fn current(cx: &Context<'_>, s: &Settings, service: &str) -> u64 {
+    cx.state_get(&replicas_key(service))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(s.min_replicas)
 }
 
 /// Milliseconds left in the service's cooldown, if any.
@@ -92,11 +166,12 @@ impl Rule for CpuAutoscale {
         "HighCPU → scale out and open an incident; LowCPU or resolved → scale in".into()
     }
 
-    fn subscriptions(&self) -> Vec<Subscription> {
-        vec![
-            Subscription::kind(ALERT_RAISED).label("alertname", "HighCPU"),
-            Subscription::kind(ALERT_RAISED).label("alertname", "LowCPU"),
-        ]
+    fn subscriptions_in(&self, cx: &Context<'_>) -> Vec<Subscription> {
+        let mut all = names(cx, "scale_out_alerts", "HighCPU");
+        all.extend(names(cx, "scale_in_alerts", "LowCPU"));
+        all.iter()
+            .map(|name| Subscription::kind(ALERT_RAISED).label("alertname", name))
+            .collect()
     }
 
     fn decide(&self, event: &Event, cx: &Context<'_>) -> Result<Decision, Error> {
@@ -108,8 +183,10 @@ impl Rule for CpuAutoscale {
             return Ok(Decision::none().note(format!("no `{}` label", s.service_label)));
         };
 
-        match (alert.name.as_str(), alert.status) {
-            ("HighCPU", AlertStatus::Firing) => {
+        let out = s.scale_out.contains(&alert.name);
+        let scale_in = s.scale_in.contains(&alert.name);
+        match (out, scale_in, alert.status) {
+            (true, _, AlertStatus::Firing) => {
                 if let Some(left) = cooling(cx, &s, service) {
                     return Ok(Decision::none().note(format!(
                         "scale-out of {service} suppressed: cooldown, {}s left",
@@ -128,29 +205,40 @@ impl Rule for CpuAutoscale {
                     .get("summary")
                     .unwrap_or("CPU usage above threshold")
                     .to_owned();
-                let mut decision = Decision::none()
-                    .open_incident(IncidentOpen {
-                        title: title.clone(),
-                        service: service.into(),
-                        severity,
-                        dedup_key: format!("cpu:{service}"),
-                        summary: summary.clone(),
-                    })
-                    .action(s.scale(service, s.max_replicas, format!("HighCPU on {service}")));
+                let (from, to) = (
+                    current(cx, &s, service),
+                    s.target(current(cx, &s, service), true),
+                );
+                let mut decision = Decision::none().open_incident(IncidentOpen {
+                    title: title.clone(),
+                    service: service.into(),
+                    severity,
+                    dedup_key: format!("cpu:{service}"),
+                    summary: summary.clone(),
+                });
+                if s.scaling == Scaling::Relative && to == from {
+                    decision = decision.note(format!(
+                        "{service} is at max_replicas ({to}): no further scale-out"
+                    ));
+                } else {
+                    let reason = format!("{} on {service}", alert.name);
+                    decision = decision.action(s.scale(service, to, reason));
+                }
                 for channel in cx.channels(severity) {
                     decision = decision.notify(
                         NotificationRequest::new(channel, severity, &title, &summary)
                             .dedup_key(format!("cpu:{service}"))
                             .field("service", service)
-                            .field("replicas", s.max_replicas.to_string()),
+                            .field("replicas", to.to_string()),
                     );
                 }
                 Ok(decision)
             }
-            ("HighCPU", AlertStatus::Resolved) | ("LowCPU", AlertStatus::Firing) => {
+            (true, _, AlertStatus::Resolved) | (false, true, AlertStatus::Firing) => {
                 let mut decision = Decision::none();
-                if alert.name == "HighCPU" {
-                    decision = decision.transition(IncidentStatus::Resolved, "HighCPU resolved");
+                if out {
+                    let note = format!("{} resolved", alert.name);
+                    decision = decision.transition(IncidentStatus::Resolved, note);
                 }
                 if let Some(left) = cooling(cx, &s, service) {
                     return Ok(decision.note(format!(
@@ -159,7 +247,12 @@ impl Rule for CpuAutoscale {
                     )));
                 }
                 let reason = format!("{} {:?} on {service}", alert.name, alert.status);
-                Ok(decision.action(s.scale(service, s.min_replicas, reason.to_lowercase())))
+                let to = if out {
+                    s.min_replicas
+                } else {
+                    s.target(current(cx, &s, service), false)
+                };
+                Ok(decision.action(s.scale(service, to, reason.to_lowercase())))
             }
             _ => Ok(Decision::none().note("nothing to do")),
         }
@@ -173,6 +266,13 @@ impl Rule for CpuAutoscale {
     ) -> Result<Decision, Error> {
         let s = Settings::load(cx)?;
         let replicas = outcome.request.params["replicas"].as_u64().unwrap_or(0);
+        if outcome.request.action == s.action {
+            cx.state_set(
+                &replicas_key(&outcome.request.target),
+                &replicas.to_string(),
+                None,
+            );
+        }
         if replicas > s.min_replicas {
             let note = format!("{} scaled to {replicas} replicas", outcome.request.target);
             if s.resolve_on_alert {
@@ -381,5 +481,72 @@ mod tests {
         let host = FakeHost::new();
         let e = alert_event("HighCPU", AlertStatus::Firing, &[]);
         assert!(CpuAutoscale.decide(&e, &host.context()).unwrap().is_empty());
+    }
+
+    /// Seed 001: `cpu_high` scales out one replica at a time, counting from
+    /// what the completed actions reached, and stops at `max_replicas`.
+    #[test]
+    fn configured_names_and_relative_steps_up_to_the_cap() {
+        let host = FakeHost::new()
+            .at(1_000_000)
+            .config("scale_out_alerts", "cpu_high, HighCPU")
+            .config("scale_in_alerts", "cpu_low")
+            .config("scaling", "relative")
+            .config("max_replicas", "3")
+            .config("cooldown_secs", "0");
+        let cx = host.context();
+        let subs: Vec<String> = CpuAutoscale
+            .subscriptions_in(&cx)
+            .iter()
+            .map(|s| s.labels.get("alertname").unwrap().to_owned())
+            .collect();
+        assert_eq!(subs, ["cpu_high", "HighCPU", "cpu_low"]);
+
+        let cpu_high = alert_event("cpu_high", AlertStatus::Firing, &[("service", "app")]);
+        let completed = |replicas: u64| {
+            let outcome = ActionOutcome {
+                action_id: "a".into(),
+                request: ActionRequest::new("action-docker-scale", "app")
+                    .param("replicas", replicas),
+                result: Ok(ActionResult {
+                    summary: "ok".into(),
+                    details: serde_json::json!({}),
+                }),
+                attempts: 1,
+            };
+            CpuAutoscale
+                .on_action_completed(&cpu_high, &outcome, &cx)
+                .unwrap();
+        };
+        let wanted = |d: &Decision| {
+            d.actions
+                .first()
+                .map(|a| a.params["replicas"].as_u64().unwrap())
+        };
+        let d = CpuAutoscale.decide(&cpu_high, &cx).unwrap();
+        assert_eq!(wanted(&d), Some(2));
+        completed(2);
+        let d = CpuAutoscale.decide(&cpu_high, &cx).unwrap();
+        assert_eq!(wanted(&d), Some(3));
+        completed(3);
+        let d = CpuAutoscale.decide(&cpu_high, &cx).unwrap();
+        assert_eq!(wanted(&d), None, "capped: {d:?}");
+        assert!(d.incident.is_some() && !d.notifications.is_empty());
+        assert!(d.note.unwrap().contains("max_replicas (3)"));
+
+        let low = alert_event("cpu_low", AlertStatus::Firing, &[("service", "app")]);
+        assert_eq!(
+            wanted(&CpuAutoscale.decide(&low, &cx).unwrap()),
+            Some(2),
+            "one step in"
+        );
+        let other = alert_event("LowCPU", AlertStatus::Firing, &[("service", "app")]);
+        assert!(
+            CpuAutoscale.decide(&other, &cx).unwrap().is_empty(),
+            "not configured"
+        );
+
+        let bad = FakeHost::new().config("scaling", "sideways");
+        assert!(CpuAutoscale.decide(&cpu_high, &bad.context()).is_err());
     }
 }
