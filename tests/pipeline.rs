@@ -535,3 +535,156 @@ async fn poison_in_a_batch_is_isolated_and_dead_lettered_on_sqlite() {
 async fn poison_in_a_batch_is_isolated_and_dead_lettered_on_postgres() {
     poison_in_a_batch(Backend::Postgres).await;
 }
+
+/// A firing alert for group `group`, distinct from others of the group by
+/// `fingerprint`.
+fn in_group(group: &str, fingerprint: &str) -> serde_json::Value {
+    let mut alert = scripted_alert(group, &[]);
+    alert["alerts"][0]["fingerprint"] = fingerprint.into();
+    alert
+}
+
+/// The value of the silenced-alerts counter for `mode`.
+async fn silenced(host: &Host, mode: &str) -> f64 {
+    let text = host.get_text("/metrics").await;
+    let series = format!("eventpulse_alerts_silenced_total{{mode=\"{mode}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Silences: a silenced firing alert is stored and counted and becomes no
+/// incident, action or notification; the next one after the silence ends
+/// does. A notification-only silence lets the action run, mutes the
+/// notification and says so on the incident. Silences are listed and
+/// expired through the API, which refuses what is not a silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_mute_alerts_or_only_their_notifications_until_they_end() {
+    let host = Host::start_on(Backend::Sqlite).await;
+    host.install("rule-scripted", "rule-scripted", "");
+    host.install("action-noop", "action-noop", "");
+    host.install_now("notifier-log", "notifier-log", "").await;
+    let silence = |body: serde_json::Value| {
+        let request = host.post("/api/v1/silences").json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/silences", host.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "silences need the admin token");
+    let (status, body) = silence(serde_json::json!({
+        "matchers": ["group~\"quiet\""], "duration_secs": 60, "created_by": "ops", "comment": "x"
+    }))
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("matchers"),
+        "{body}"
+    );
+
+    // 1. Everything muted for three seconds.
+    let (status, body) = silence(serde_json::json!({
+        "matchers": ["group=\"quiet\"", "service=~\"svc|other\""], "duration_secs": 3,
+        "created_by": "ops", "comment": "switch maintenance"
+    }))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let all_id = body["silence"]["id"].as_str().unwrap().to_owned();
+    let ends_at = body["silence"]["ends_at"].as_i64().unwrap();
+    assert_eq!(
+        post_webhook(&host.url, &in_group("quiet", "q1")).await.0,
+        200
+    );
+    wait_for("the alert silenced", SETTLE, || async {
+        (silenced(&host, "all").await == 1.0).then_some(())
+    })
+    .await;
+    let c = host.store.counts().await.unwrap();
+    assert_eq!(
+        (c.alerts, c.incidents, c.actions, c.notifications),
+        (1, 0, 0, 0),
+        "stored, nothing else: {c:?}"
+    );
+    // After it ends, the next alert is handled.
+    let wait = ends_at - eventpulse::store::now_ms() + 200;
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    assert_eq!(
+        post_webhook(&host.url, &in_group("quiet", "q2")).await.0,
+        200
+    );
+    host.newest_incident("an incident after the silence", SETTLE, |d| {
+        d.incident.dedup_key == "quiet" && d.notifications.iter().any(|n| n.status == "delivered")
+    })
+    .await;
+
+    // 2. Notifications only: the action runs, the notification is muted.
+    let (status, body) = silence(serde_json::json!({
+        "matchers": ["group=\"muted\""], "duration_secs": 600, "mode": "notifications",
+        "created_by": "ops", "comment": "known issue"
+    }))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let muted_id = body["silence"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        post_webhook(&host.url, &in_group("muted", "m1")).await.0,
+        200
+    );
+    let d = host
+        .newest_incident("the muted incident remediated", SETTLE, |d| {
+            d.incident.dedup_key == "muted"
+                && d.actions.iter().any(|a| a.status == "completed")
+                && d.incident.status == "resolved"
+        })
+        .await;
+    assert!(d.notifications.is_empty(), "{:?}", d.notifications);
+    let causes: Vec<&str> = d.timeline.iter().map(|e| e.cause.as_str()).collect();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("1 notification(s) from rule-scripted muted")
+                && c.contains(&muted_id)
+                && c.contains("known issue")),
+        "{causes:?}"
+    );
+    assert_eq!(silenced(&host, "notifications").await, 1.0);
+
+    // 3. Listed, expired once, and what is not there is said so.
+    let listed = host.get_json("/api/v1/silences").await;
+    let ids: Vec<&str> = listed["silences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [muted_id.as_str()], "the ended one is not listed");
+    let every = host.get_json("/api/v1/silences?all=true").await;
+    assert_eq!(every["silences"].as_array().unwrap().len(), 2);
+    let expire = |id: &str| {
+        let request = reqwest::Client::new()
+            .delete(format!("{}/api/v1/silences/{id}", host.url))
+            .bearer_auth(eventpulse_tests::TOKEN);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(expire(&muted_id).await, 200);
+    assert_eq!(expire(&muted_id).await, 409);
+    assert_eq!(expire(&all_id).await, 409, "ended by its time");
+    assert_eq!(expire("no-such-silence").await, 404);
+    assert_eq!(
+        post_webhook(&host.url, &in_group("muted", "m2")).await.0,
+        200
+    );
+    host.newest_incident("notified once the silence is expired", SETTLE, |d| {
+        d.incident.dedup_key == "muted" && d.notifications.iter().any(|n| n.status == "delivered")
+    })
+    .await;
+    host.stop().await;
+}

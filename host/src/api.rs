@@ -61,6 +61,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/audit", get(audit_log))
         .route("/breakers", get(breakers))
         .route("/dead-letters/{id}/replay", post(replay_dead_letter))
+        .route("/silences", get(silences).post(create_silence))
+        .route("/silences/{id}", axum::routing::delete(expire_silence))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let ingest = Router::new()
         .route("/alerts/alertmanager", post(ingest_alertmanager))
@@ -453,6 +455,55 @@ async fn replay_dead_letter(
             ))
         })?;
     Ok(Json(json!({ "replayed": id, "queue": queue, "job": job })))
+}
+
+#[derive(serde::Deserialize)]
+struct SilencesQuery {
+    /// Include ended ones.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Silences not yet over (`?all=true`: every one).
+async fn silences(
+    State(s): State<ApiState>,
+    Query(q): Query<SilencesQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = s.store.silences(crate::store::now_ms(), q.all).await?;
+    Ok(Json(json!({ "silences": list })))
+}
+
+/// Make a silence: 201 with it, 400 naming what is wrong.
+async fn create_silence(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let asked: crate::pipeline::silences::NewSilence = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid silence: {e}")))?;
+    let silence = asked
+        .build(crate::store::now_ms())
+        .map_err(ApiError::BadRequest)?;
+    s.store.create_silence(&silence).await?;
+    tracing::info!(silence = %silence.id, by = %silence.created_by, matchers = ?silence.matchers, "silence created");
+    Ok((StatusCode::CREATED, Json(json!({ "silence": silence }))))
+}
+
+/// End a silence now: 404 if there is none, 409 if it had ended.
+async fn expire_silence(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = crate::store::now_ms();
+    if let Some(silence) = s.store.expire_silence(&id, now).await? {
+        tracing::info!(silence = %id, "silence expired");
+        return Ok(Json(json!({ "silence": silence })));
+    }
+    match s.store.silence(&id).await? {
+        None => Err(ApiError::NotFound(format!("no silence `{id}`"))),
+        Some(_) => Err(ApiError::Conflict(format!(
+            "silence `{id}` has already ended"
+        ))),
+    }
 }
 
 /// The ingest token, when one is configured.

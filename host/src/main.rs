@@ -69,6 +69,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Silences and maintenance windows (in the configured store).
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Plugin authoring.
     Plugin {
         #[command(subcommand)]
@@ -101,6 +106,54 @@ enum PluginCommand {
         /// crate's workspace.
         #[arg(long)]
         target_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Mute matching alerts for a while.
+    Add {
+        /// An Alertmanager matcher (`alertname="DiskFull"`, `service=~"db.*"`); repeat for more, all must match.
+        #[arg(long = "matcher", short, required = true)]
+        matchers: Vec<String>,
+        /// How long, in seconds (or give --ends-at).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        /// RFC 3339 start; default now.
+        #[arg(long)]
+        starts_at: Option<String>,
+        /// RFC 3339 end.
+        #[arg(long)]
+        ends_at: Option<String>,
+        /// `all` (no incident, action or notification) or `notifications` (remediation runs, notifications muted).
+        #[arg(long, default_value = "all")]
+        mode: String,
+        /// Only on these weekdays (`mon,tue,...`), with --from and --to (UTC): a maintenance window.
+        #[arg(long, value_delimiter = ',')]
+        days: Vec<String>,
+        /// Window start, HH:MM UTC.
+        #[arg(long, requires = "days")]
+        from: Option<String>,
+        /// Window end, HH:MM UTC.
+        #[arg(long, requires = "days")]
+        to: Option<String>,
+        /// Who.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        comment: String,
+    },
+    /// Silences not yet over.
+    List {
+        /// Ended ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Expire {
+        /// Its id.
+        id: String,
     },
 }
 
@@ -151,6 +204,7 @@ fn main() -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }),
+        Command::Silence { command } => runtime()?.block_on(silence(command, &config)),
         Command::Incidents { limit, json } => runtime()?.block_on(async {
             let store = eventpulse::store::Store::connect(&config.database_url).await?;
             let mut details = Vec::new();
@@ -171,6 +225,56 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+async fn silence(command: SilenceCommand, config: &Config) -> anyhow::Result<()> {
+    use eventpulse::pipeline::silences::NewSilence;
+    let store = eventpulse::store::Store::connect(&config.database_url).await?;
+    let now = eventpulse::store::now_ms();
+    match command {
+        SilenceCommand::Add {
+            matchers,
+            duration_secs,
+            starts_at,
+            ends_at,
+            mode,
+            days,
+            from,
+            to,
+            by,
+            comment,
+        } => {
+            let weekly = match (days.is_empty(), from, to) {
+                (true, None, None) => None,
+                (false, Some(from), Some(to)) => Some(eventpulse::model::Weekly { days, from, to }),
+                _ => anyhow::bail!("a weekly window needs --days, --from and --to"),
+            };
+            let asked = NewSilence {
+                matchers,
+                mode: Some(mode),
+                starts_at,
+                ends_at,
+                duration_secs,
+                weekly,
+                created_by: by,
+                comment,
+            };
+            let silence = asked.build(now).map_err(|e| anyhow::anyhow!(e))?;
+            store.create_silence(&silence).await?;
+            println!("{}", serde_json::to_string_pretty(&silence)?);
+        }
+        SilenceCommand::List { all } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&store.silences(now, all).await?)?
+            );
+        }
+        SilenceCommand::Expire { id } => match store.expire_silence(&id, now).await? {
+            Some(s) => println!("{}", serde_json::to_string_pretty(&s)?),
+            None => anyhow::bail!("no silence `{id}` that has not ended"),
+        },
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -212,3 +212,71 @@ fn logs_off_a_terminal_are_plain_text_or_json() {
         "{json}"
     );
 }
+
+/// `eventpulse silence add | list | expire` against the configured store.
+#[test]
+fn silences_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["silence"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("EVENTPULSE_DATABASE_URL", "sqlite://ep.db")
+            .env("EVENTPULSE_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "add",
+        "-m",
+        r#"alertname="DiskFull""#,
+        "-m",
+        r#"service=~"db.*""#,
+        "--duration-secs",
+        "3600",
+        "--mode",
+        "notifications",
+        "--days",
+        "sat,sun",
+        "--from",
+        "22:00",
+        "--to",
+        "06:00",
+        "--by",
+        "ops",
+        "--comment",
+        "weekend disk swaps",
+    ]);
+    assert!(ok, "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["mode"], "notifications");
+    assert_eq!(made["weekly"]["days"], serde_json::json!(["sat", "sun"]));
+
+    let (ok, out, _) = run(&["list"]);
+    assert!(ok && out.contains(&id), "{out}");
+    let (ok, _, err) = run(&["expire", &id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["list"]);
+    assert!(ok && !out.contains(&id), "{out}");
+    let (ok, _, err) = run(&["expire", &id]);
+    assert!(!ok && err.contains("has not ended"), "{err}");
+    let (ok, _, err) = run(&[
+        "add",
+        "-m",
+        "alertname",
+        "--duration-secs",
+        "60",
+        "--by",
+        "ops",
+        "--comment",
+        "x",
+    ]);
+    assert!(!ok && err.contains("no operator"), "{err}");
+}

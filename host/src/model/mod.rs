@@ -13,10 +13,12 @@
 mod event;
 mod incident;
 mod job;
+mod silence;
 
 pub use event::{Alert, AlertStatus, Correlation, Event, EventKind, Severity, UnknownKind};
 pub use incident::{Incident, IncidentStatus, TimelineEntry};
 pub use job::{Job, JobStatus};
+pub use silence::{Silence, SilenceMode, Weekly};
 
 /// A state write from one successful plugin invocation: `None` deletes the
 /// key.

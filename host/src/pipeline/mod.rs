@@ -25,6 +25,7 @@ pub mod notifications;
 pub mod payload;
 pub mod queue;
 pub mod rules;
+pub mod silences;
 pub mod transport;
 
 use std::future::Future;

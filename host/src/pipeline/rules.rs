@@ -13,9 +13,12 @@ use tracing::Instrument;
 
 use super::incidents::{IncidentData, transition};
 use super::kinds::*;
+use super::silences::{Active, Effect};
 use super::{ActionData, NotificationData, Payload, Received, SignalData, Stage, derive};
 use crate::model;
-use crate::model::{EventKind, Incident, IncidentStatus, Severity, StateWrite, TimelineEntry};
+use crate::model::{
+    EventKind, Incident, IncidentStatus, Severity, Silence, StateWrite, TimelineEntry,
+};
 use crate::registry::Registry;
 use crate::runtime::{self, Invocation, Plugin, StateOverlay, types};
 use crate::store::{self, DecisionRecord, Store, Tx, now_ms};
@@ -93,19 +96,51 @@ impl RuleStage {
             .collect()
     }
 
-    /// Record what the rules answered to `event` in `tx`.
+    /// A firing alert a silence keeps from every rule: counted, and noted
+    /// on the incident its series belongs to, if any.
+    async fn record_silenced(
+        &self,
+        tx: &mut Tx,
+        event: &model::Event,
+        silence: &Silence,
+    ) -> Result<(), store::Error> {
+        tracing::info!(event.id = %event.id, silence = %silence.id, "alert silenced");
+        self.registry.metrics().silenced("all");
+        if let Some(incident) = current(tx, event).await? {
+            let entry = silence_entry(event, silence, "alert handed to no rule".into());
+            tx.timeline(&incident.id, &entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Record what the rules answered to `event` in `tx`; with `mute`,
+    /// their notification requests are dropped (and noted on the incident).
     async fn record(
         &self,
         tx: &mut Tx,
         event: &model::Event,
         calls: Vec<Call>,
+        mute: Option<&Silence>,
         committed: &mut Vec<(Arc<Plugin>, Vec<StateWrite>)>,
     ) -> Result<(), store::Error> {
+        if mute.is_some() && event.kind == ALERT_RAISED {
+            self.registry.metrics().silenced("notifications");
+        }
         for call in calls {
             match call.result {
-                Ok(inv) => {
+                Ok(mut inv) => {
+                    let muted = match mute {
+                        Some(_) => std::mem::take(&mut inv.output.notifications).len(),
+                        None => 0,
+                    };
                     tx.write_plugin_state(&call.rule, &inv.writes).await?;
                     let incident = apply(tx, event, &call.rule, &inv.output).await?;
+                    if let (Some(s), Some(id)) = (mute, &incident)
+                        && muted > 0
+                    {
+                        let what = format!("{muted} notification(s) from {} muted", call.rule);
+                        tx.timeline(id, &silence_entry(event, s, what)).await?;
+                    }
                     tx.log_decision(&DecisionRecord {
                         event,
                         rule: &call.rule,
@@ -300,18 +335,43 @@ impl Stage for RuleStage {
         if fresh.is_empty() {
             return Ok(());
         }
-        let answers = self.decide_all(&fresh).await;
+        let silences = Active::load(&self.store, now_ms()).await?;
+        let effects: Vec<Option<Effect<'_>>> =
+            fresh.iter().map(|r| silences.effect(&r.event)).collect();
+        let to_decide: Vec<&Received> = fresh
+            .iter()
+            .zip(&effects)
+            .filter(|(_, e)| !matches!(e, Some(Effect::Skip(_))))
+            .map(|(r, _)| *r)
+            .collect();
+        let mut answers = self.decide_all(&to_decide).await.into_iter();
 
         let mut tx = self.store.begin().await?;
         let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.event.id.as_str()).collect();
         let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
         let mut committed = Vec::new();
-        for (received, (calls, span)) in fresh.into_iter().zip(answers) {
+        for (received, effect) in fresh.into_iter().zip(effects) {
+            let event = &received.event;
+            let answer = match effect {
+                Some(Effect::Skip(_)) => None,
+                _ => Some(answers.next().expect("an answer per decided event")),
+            };
             // Another instance got there first: its effects stand.
-            if new.contains(&received.event.id) {
-                self.record(&mut tx, &received.event, calls, &mut committed)
-                    .instrument(span)
-                    .await?;
+            if !new.contains(&event.id) {
+                continue;
+            }
+            match (effect, answer) {
+                (Some(Effect::Skip(s)), _) => self.record_silenced(&mut tx, event, s).await?,
+                (effect, Some((calls, span))) => {
+                    let mute = match effect {
+                        Some(Effect::Mute(s)) => Some(s),
+                        _ => None,
+                    };
+                    self.record(&mut tx, event, calls, mute, &mut committed)
+                        .instrument(span)
+                        .await?
+                }
+                (_, None) => unreachable!("only skipped events go undecided"),
             }
         }
         tx.commit().await?;
@@ -320,6 +380,22 @@ impl Stage for RuleStage {
             plugin.apply_writes(&writes);
         }
         Ok(())
+    }
+}
+
+/// A timeline entry saying what `silence` did about `event`.
+fn silence_entry(event: &model::Event, silence: &Silence, what: String) -> TimelineEntry {
+    TimelineEntry {
+        at: now_ms(),
+        kind: "silence".into(),
+        from_status: None,
+        to_status: None,
+        cause: format!(
+            "{what}: silence {} by {} ({})",
+            silence.id, silence.created_by, silence.comment
+        ),
+        event_id: event.id.clone(),
+        ref_id: Some(silence.id.clone()),
     }
 }
 

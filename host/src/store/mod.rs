@@ -13,7 +13,7 @@
 //! By table group: `tx.rs` the write transaction and what it buffers;
 //! `log.rs` the outbox as the log, the inbox and consumer offsets;
 //! `incidents.rs`; `queues.rs` the two work queues; `dead_letters.rs`;
-//! `alerts.rs`; `kube_events.rs`; `health.rs` what monitoring reads; `audit.rs`; `counts.rs`; `rows.rs` reads
+//! `alerts.rs`; `kube_events.rs`; `health.rs` what monitoring reads; `audit.rs`; `silences.rs`; `counts.rs`; `rows.rs` reads
 //! rows into model types by column name. This file: connecting, migrating, plugin state and
 //! failures, and the ingest transaction.
 
@@ -27,6 +27,7 @@ mod kube_events;
 mod log;
 mod queues;
 mod rows;
+mod silences;
 mod tx;
 
 use std::collections::{HashMap, HashSet};
@@ -236,7 +237,8 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, by the system clock.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -195,6 +195,12 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Plugins in the plugin directory, by state (loaded, disabled, failed: its files were refused).",
     ),
     (
+        "eventpulse_alerts_silenced_total",
+        Kind::Counter,
+        None,
+        "Alert events a silence acted on, by effect (all: handed to no rule; notifications: rules ran, their notifications muted).",
+    ),
+    (
         "eventpulse_scrape_errors_total",
         Kind::Counter,
         None,
@@ -460,6 +466,11 @@ impl Metrics {
             &[("capability", capability), ("outcome", outcome)],
             1,
         );
+    }
+
+    /// A silence of `mode` acted on an alert event.
+    pub fn silenced(&self, mode: &str) {
+        self.count("eventpulse_alerts_silenced_total", &[("mode", mode)], 1);
     }
 
     /// A scrape could not sample `what`.

@@ -22,15 +22,13 @@
 //! that does not yield sets the incident; later `continue` routes add
 //! notifications and actions.
 
-mod matcher;
-
 use std::collections::BTreeMap;
 
+use eventpulse_matchers::Matcher;
 use eventpulse_sdk::{
     ALERT_RAISED, ActionRequest, Alert, AlertStatus, Context, Decision, Error, Event, IncidentOpen,
     IncidentStatus, NotificationRequest, Rule, Severity, Subscription,
 };
-use matcher::Matcher;
 use serde::Deserialize;
 
 /// The rule; its routes are read from `[config]` on every invocation.
@@ -140,7 +138,7 @@ fn routes(cx: &Context<'_>) -> Result<Vec<Route>, Error> {
 fn matching<'r>(routes: &'r [Route], alert: &Alert) -> Vec<&'r Route> {
     let mut out = Vec::new();
     for route in routes {
-        if route.matchers.iter().all(|m| m.matches(&alert.labels)) {
+        if route.matchers.iter().all(|m| m.matches(&alert.labels.0)) {
             out.push(route);
             if !route.config.keep_going {
                 break;
@@ -315,6 +313,15 @@ impl Rule for AlertRoute {
                     notes.push(format!("route {}: {dedup_key} firing", route.name));
                 }
                 AlertStatus::Resolved => {
+                    if !fps.contains(&alert.fingerprint) {
+                        // Never seen firing (silenced, or fired before this
+                        // rule was installed): not this rule's incident.
+                        notes.push(format!(
+                            "route {}: {dedup_key} was not firing here",
+                            route.name
+                        ));
+                        continue;
+                    }
                     fps.retain(|f| f != &alert.fingerprint);
                     set_firing(cx, &dedup_key, &fps);
                     if !fps.is_empty() {
@@ -409,6 +416,14 @@ mod tests {
             })
         ));
         assert_eq!(d.notifications[0].title, "Resolved: AlwaysFiring on web");
+    }
+
+    #[test]
+    fn a_resolution_never_seen_firing_does_nothing() {
+        let host = FakeHost::new().config("routes", &shipped());
+        let e = alert_event("DiskFull", AlertStatus::Resolved, &[("service", "db")]);
+        let d = AlertRoute.decide(&e, &host.context()).unwrap();
+        assert!(d.incident.is_none() && d.notifications.is_empty(), "{d:?}");
     }
 
     #[test]

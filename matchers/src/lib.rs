@@ -1,10 +1,13 @@
 //! Alertmanager's label matchers: `name="value"`, `name!="value"`,
 //! `name=~"regex"`, `name!~"regex"`. A label that is absent matches as the
 //! empty string, and a regex must match the whole value, as in
-//! Alertmanager.
+//! Alertmanager. The host matches silences with them and
+//! `rule-alert-route` its routes, so both read a matcher the same way.
 
-use eventpulse_sdk::Labels;
 use regex_lite::Regex;
+
+/// Labels as `(name, value)` pairs.
+pub type Labels = [(String, String)];
 
 /// One parsed matcher.
 #[derive(Debug)]
@@ -56,7 +59,10 @@ impl Matcher {
 
     /// Whether `labels` satisfy it.
     pub fn matches(&self, labels: &Labels) -> bool {
-        let value = labels.get(&self.name).unwrap_or("");
+        let value = labels
+            .iter()
+            .find(|(k, _)| *k == self.name)
+            .map_or("", |(_, v)| v.as_str());
         match &self.op {
             Op::Equal(v) => value == v,
             Op::NotEqual(v) => value != v,
@@ -96,8 +102,11 @@ fn unquote(v: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().copied().collect()
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
