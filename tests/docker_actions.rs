@@ -239,6 +239,74 @@ async fn cpu_high_scales_one_step_per_episode_up_to_max_replicas() {
     host.stop().await;
 }
 
+/// Cooldown (seed 000): the resolved alert arrives inside the cooldown, so
+/// the scale-in is held back; when the cooldown ends a durable timer runs
+/// it and the service goes back to one replica (Engine API), with a host
+/// restart in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_in_held_back_by_the_cooldown_runs_when_it_ends_across_a_restart() {
+    const COOLDOWN: Duration = Duration::from_secs(8);
+    let svc = Service::start("cool", "eventpulse-demo-app:latest", false).await;
+    settle_counts(&svc, (1, 1)).await;
+    let host = Host::start_on(eventpulse_tests::Backend::Sqlite).await;
+    host.install(
+        "rule-cpu-autoscale",
+        "rule-cpu-autoscale",
+        &format!(
+            "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\nmin_replicas = \"1\"\nmax_replicas = \"2\"\ncooldown_secs = \"{}\"\n",
+            COOLDOWN.as_secs()
+        ),
+    );
+    host.install("notifier-log", "notifier-log", "");
+    host.install_now(
+        "action-docker-scale",
+        "action-docker-scale",
+        &format!(
+            "[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}\n[config]\nready_timeout_ms = \"20000\"\n",
+            svc.grant()
+        ),
+    )
+    .await;
+    let began = std::time::Instant::now();
+    post_webhook(&host.url, &high_cpu(&svc, false)).await;
+    wait_for("scaled out", SETTLE, || async {
+        (host.store.counts().await.unwrap().actions_completed == 1).then_some(())
+    })
+    .await;
+    assert_eq!(svc.counts().await, (2, 2));
+    post_webhook(&host.url, &high_cpu(&svc, true)).await;
+    let timers = wait_for("the scale-in deferred to a timer", SETTLE, || async {
+        let t = host.store.timers().await.unwrap();
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        (timers[0].0.as_str(), timers[0].1.as_str()),
+        (
+            "rule-cpu-autoscale",
+            format!("scale-in:{}", svc.name).as_str()
+        )
+    );
+    assert!(
+        began.elapsed() < COOLDOWN,
+        "the test needs a longer cooldown"
+    );
+    assert_eq!(host.store.counts().await.unwrap().actions, 1, "held back");
+
+    let host = host.restart().await;
+    wait_for("scaled back in by the timer", SETTLE, || async {
+        let done = host.store.counts().await.unwrap().actions_completed == 2;
+        (done && svc.counts().await == (1, 1)).then_some(())
+    })
+    .await;
+    assert!(began.elapsed() >= COOLDOWN, "not before the cooldown ended");
+    let c = host.store.counts().await.unwrap();
+    assert_eq!((c.actions, c.actions_completed), (2, 2), "{c:?}");
+    assert!(host.store.timers().await.unwrap().is_empty(), "fired once");
+    assert_eq!(svc.containers().await.len(), 1, "nothing left behind");
+    host.stop().await;
+}
+
 /// A replica whose health check never passes: `action.failed` → the rule
 /// compensates (back to 1, the zombie removed) and marks the incident
 /// failed; every step is on the timeline.

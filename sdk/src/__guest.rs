@@ -39,6 +39,14 @@ impl Host for WitHost {
         wit::state::set(key, value, ttl_ms)
     }
 
+    fn timer_set(&self, key: &str, delay_ms: u64, data: &str) {
+        wit::timer::set(key, delay_ms, data)
+    }
+
+    fn timer_cancel(&self, key: &str) {
+        wit::timer::cancel(key)
+    }
+
     fn state_delete(&self, key: &str) {
         wit::state::delete(key)
     }
@@ -356,10 +364,16 @@ pub fn describe_notifier<N: Notifier>(name: &str, version: &str) -> t::PluginInf
 
 pub fn decide<R: Rule>(event: t::Event) -> Result<t::Decision, t::PluginError> {
     let event = Event::from(event);
-    R::default()
-        .decide(&event, &Context::imports())
-        .map(Into::into)
-        .map_err(Into::into)
+    let cx = Context::imports();
+    let decided = if event.kind == TIMER_FIRED {
+        match serde_json::from_str::<Timer>(&event.data) {
+            Ok(timer) => R::default().on_timer(&event, &timer, &cx),
+            Err(e) => Err(Error::permanent(format!("timer.fired data: {e}"))),
+        }
+    } else {
+        R::default().decide(&event, &cx)
+    };
+    decided.map(Into::into).map_err(Into::into)
 }
 
 pub fn on_action_completed<R: Rule>(

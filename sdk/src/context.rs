@@ -201,6 +201,11 @@ pub trait Host {
     fn state_set(&self, key: &str, value: &str, ttl_ms: Option<u64>);
     /// Delete a state key.
     fn state_delete(&self, key: &str);
+    /// Set timer `key` to fire after `delay_ms` with `data` (rules only;
+    /// the default keeps nothing).
+    fn timer_set(&self, _key: &str, _delay_ms: u64, _data: &str) {}
+    /// Cancel timer `key` (rules only; the default does nothing).
+    fn timer_cancel(&self, _key: &str) {}
     /// A config value from the manifest.
     fn config(&self, key: &str) -> Option<String>;
     /// A secret from the manifest.
@@ -374,6 +379,19 @@ impl<'a> Context<'a> {
     /// Delete a key from this plugin's state.
     pub fn state_delete(&self, key: &str) {
         host!(self.state_delete(key))
+    }
+
+    /// Have this rule called back ([`crate::Rule::on_timer`]) after
+    /// `delay_ms` (at most 30 days) with `key` and `data`, even across host
+    /// restarts. A newer timer with the same key replaces the older. Kept
+    /// only if this invocation succeeds, like state writes; rules only.
+    pub fn set_timer(&self, key: &str, delay_ms: u64, data: &str) {
+        host!(self.timer_set(key, delay_ms, data))
+    }
+
+    /// Cancel this rule's pending timer `key`, if any.
+    pub fn cancel_timer(&self, key: &str) {
+        host!(self.timer_cancel(key))
     }
 
     /// A value from the `[config]` table of this plugin's manifest.

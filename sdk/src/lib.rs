@@ -97,6 +97,18 @@ pub trait Rule: Default {
     /// Decide what an event means.
     fn decide(&self, event: &Event, cx: &Context<'_>) -> Result<Decision, Error>;
 
+    /// A timer this rule set with [`Context::set_timer`] came due. `event`
+    /// carries the correlation, labels and alert of the event being handled
+    /// when it was set (and the incident its decision touched).
+    fn on_timer(
+        &self,
+        _event: &Event,
+        _timer: &Timer,
+        _cx: &Context<'_>,
+    ) -> Result<Decision, Error> {
+        Ok(Decision::none())
+    }
+
     /// An action this rule asked for completed.
     fn on_action_completed(
         &self,

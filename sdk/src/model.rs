@@ -6,6 +6,8 @@ use serde_json::Value;
 
 /// Event kind: an alert arrived or changed status.
 pub const ALERT_RAISED: &str = "alert.raised";
+/// Event kind: a timer this rule set came due (see [`crate::Rule::on_timer`]).
+pub const TIMER_FIRED: &str = "timer.fired";
 /// Event kind: an action was requested.
 pub const ACTION_REQUESTED: &str = "action.requested";
 /// Event kind: a notification was requested.
@@ -222,6 +224,15 @@ pub struct IncidentOpen {
     pub dedup_key: String,
     /// More words.
     pub summary: String,
+}
+
+/// A timer this rule set, as it fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// The key it was set with.
+    pub key: String,
+    /// The data it was set with.
+    pub data: String,
 }
 
 /// A runbook step a rule asks for.

@@ -26,6 +26,7 @@ pub struct FakeHost {
     config: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
     logs: RefCell<Vec<(LogLevel, String)>>,
+    timers: RefCell<BTreeMap<String, (Timestamp, String)>>,
     kube: Option<BTreeMap<(String, String, String), serde_json::Value>>,
 }
 
@@ -33,6 +34,29 @@ impl FakeHost {
     /// A host at time 0 with nothing configured.
     pub fn new() -> Self {
         FakeHost::default()
+    }
+
+    /// Pending timers: `(key, due at, data)`, in key order.
+    pub fn timers(&self) -> Vec<(String, Timestamp, String)> {
+        self.timers
+            .borrow()
+            .iter()
+            .map(|(k, (due, data))| (k.clone(), *due, data.clone()))
+            .collect()
+    }
+
+    /// The `timer.fired` event of pending timer `key`, as the host would
+    /// deliver it to a rule for `parent` (taking it off the pending list).
+    pub fn fire(&self, key: &str, parent: &Event) -> Option<(Event, crate::Timer)> {
+        let (_, data) = self.timers.borrow_mut().remove(key)?;
+        let timer = crate::Timer {
+            key: key.to_owned(),
+            data,
+        };
+        let mut event = parent.clone();
+        event.kind = crate::TIMER_FIRED.into();
+        event.data = serde_json::to_string(&timer).expect("timers serialise");
+        Some((event, timer))
     }
 
     /// Set the clock.
@@ -133,6 +157,17 @@ impl Host for FakeHost {
 
     fn state_delete(&self, key: &str) {
         self.state.borrow_mut().remove(key);
+    }
+
+    fn timer_set(&self, key: &str, delay_ms: u64, data: &str) {
+        let due = self.now.get() + delay_ms;
+        self.timers
+            .borrow_mut()
+            .insert(key.to_owned(), (due, data.to_owned()));
+    }
+
+    fn timer_cancel(&self, key: &str) {
+        self.timers.borrow_mut().remove(key);
     }
 
     fn config(&self, key: &str) -> Option<String> {

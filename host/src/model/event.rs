@@ -28,6 +28,8 @@ pub enum EventKind {
     NotificationFailed,
     /// A rule emitted a named domain event.
     SignalEmitted,
+    /// A timer a rule set came due.
+    TimerFired,
 }
 
 /// A kind name that is not one of [`EventKind::ALL`].
@@ -44,7 +46,7 @@ impl std::error::Error for UnknownKind {}
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::AlertRaised,
         EventKind::EventReceived,
         EventKind::IncidentOpened,
@@ -56,6 +58,7 @@ impl EventKind {
         EventKind::NotificationDelivered,
         EventKind::NotificationFailed,
         EventKind::SignalEmitted,
+        EventKind::TimerFired,
     ];
 
     /// The kind's name on the wire (`alert.raised`, ...).
@@ -72,6 +75,7 @@ impl EventKind {
             EventKind::NotificationDelivered => "notification.delivered",
             EventKind::NotificationFailed => "notification.failed",
             EventKind::SignalEmitted => "signal.emitted",
+            EventKind::TimerFired => "timer.fired",
         }
     }
 

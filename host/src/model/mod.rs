@@ -30,6 +30,16 @@ pub struct StateWrite {
     pub value: Option<(String, Option<u64>)>,
 }
 
+/// A timer one rule invocation set (`Some((due at ms, data))`, replacing
+/// any pending one with the key) or cancelled (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerWrite {
+    /// The rule's own key.
+    pub key: String,
+    /// When it fires (ms, host clock) and what it carries; `None` cancels.
+    pub set: Option<(i64, String)>,
+}
+
 /// One capability call worth keeping.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditRecord {

@@ -162,6 +162,7 @@ fn describe(received: &Received) -> (String, Option<String>) {
             (text, Some(d.notification_id.clone()))
         }
         Payload::Signal(d) => (format!("signal {}", d.signal.name), None),
+        Payload::Timer(d) => (format!("timer {} of {} fired", d.key, d.rule), None),
         Payload::Alert | Payload::Received | Payload::Incident => (kind.to_string(), None),
     }
 }

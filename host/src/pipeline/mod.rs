@@ -12,6 +12,9 @@
 //!   plugins with per-attempt timeouts, backoff and dead letters →
 //!   `action.completed`/`failed`, `notification.delivered`/`failed`.
 //!
+//! - [`timers`] fires the timers rules set, as `timer.fired` events the rule
+//!   stage hands to the rule that set each one.
+//!
 //! Every event enters a stage as a [`Received`] ([`payload`]): its payload
 //! is parsed there, once. A stage takes a batch (what the transport has
 //! ready, up to `pipeline.batch`) and commits the batch's effects, outbox
@@ -26,6 +29,7 @@ pub mod payload;
 pub mod queue;
 pub mod rules;
 pub mod silences;
+pub mod timers;
 pub mod transport;
 
 use std::future::Future;
@@ -75,6 +79,8 @@ pub mod kinds {
     pub const SIGNAL_EMITTED: &str = EventKind::SignalEmitted.as_str();
     /// A generic event posted to `/api/v1/events`.
     pub const EVENT_RECEIVED: &str = EventKind::EventReceived.as_str();
+    /// A rule's timer came due.
+    pub const TIMER_FIRED: &str = EventKind::TimerFired.as_str();
 
     /// Every kind.
     pub const ALL: &[&str] = &[
@@ -89,10 +95,13 @@ pub mod kinds {
         NOTIFICATION_FAILED,
         SIGNAL_EMITTED,
         EVENT_RECEIVED,
+        TIMER_FIRED,
     ];
 }
 
-pub use payload::{ActionData, NotificationData, Payload, Received, SignalData, Unreadable};
+pub use payload::{
+    ActionData, NotificationData, Payload, Received, SignalData, TimerData, Unreadable,
+};
 
 /// A new event caused by `parent`: same trace, key, labels and alert.
 pub fn derive(
@@ -488,5 +497,11 @@ impl Pipeline {
         tasks.spawn(async move { actions.run(c).await.map(|()| Actions::NAME) });
         let c = cancel.clone();
         tasks.spawn(async move { notifications.run(c).await.map(|()| Notifications::NAME) });
+        let (st, clock, c) = (
+            self.store.clone(),
+            self.registry.clock().clone(),
+            cancel.clone(),
+        );
+        tasks.spawn(async move { timers::run(st, clock, c).await.map(|()| "timer task") });
     }
 }

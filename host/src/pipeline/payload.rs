@@ -55,6 +55,17 @@ pub struct SignalData {
     pub signal: types::Signal,
 }
 
+/// `data` of `timer.fired`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimerData {
+    /// The rule that set it (the only one called).
+    pub rule: String,
+    /// The rule's key.
+    pub key: String,
+    /// What it set it with.
+    pub data: String,
+}
+
 /// An event's payload, by kind.
 #[derive(Debug, Clone)]
 pub enum Payload {
@@ -71,6 +82,8 @@ pub enum Payload {
     Notification(NotificationData),
     /// `signal.emitted`.
     Signal(SignalData),
+    /// `timer.fired`.
+    Timer(TimerData),
 }
 
 /// Why an event cannot be read.
@@ -128,6 +141,9 @@ impl Received {
             }
             EventKind::SignalEmitted => {
                 Payload::Signal(serde_json::from_str(&event.data).map_err(data)?)
+            }
+            EventKind::TimerFired => {
+                Payload::Timer(serde_json::from_str(&event.data).map_err(data)?)
             }
         };
         Ok(Received {

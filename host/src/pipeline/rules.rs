@@ -14,7 +14,9 @@ use tracing::Instrument;
 use super::incidents::{IncidentData, transition};
 use super::kinds::*;
 use super::silences::{Active, Effect};
-use super::{ActionData, NotificationData, Payload, Received, SignalData, Stage, derive};
+use super::{
+    ActionData, NotificationData, Payload, Received, SignalData, Stage, TimerData, derive,
+};
 use crate::model;
 use crate::model::{
     EventKind, Incident, IncidentStatus, Severity, Silence, StateWrite, TimelineEntry,
@@ -135,6 +137,7 @@ impl RuleStage {
                     };
                     tx.write_plugin_state(&call.rule, &inv.writes).await?;
                     let incident = apply(tx, event, &call.rule, &inv.output).await?;
+                    set_timers(tx, event, &call.rule, incident.as_deref(), &inv.timers).await?;
                     if let (Some(s), Some(id)) = (mute, &incident)
                         && muted > 0
                     {
@@ -274,6 +277,28 @@ async fn decide(
             return calls;
         }
         (Payload::Action(data), EventKind::ActionCompleted | EventKind::ActionFailed) => data,
+        // A timer goes to the rule that set it, and no other.
+        (Payload::Timer(timer), _) => {
+            let plugin = match registry.get(&timer.rule) {
+                Ok(p) => p,
+                Err(e) => {
+                    return vec![Call {
+                        rule: timer.rule.clone(),
+                        plugin: None,
+                        result: Err(e),
+                        attempts: 0,
+                    }];
+                }
+            };
+            let o = overlay(plugin.name());
+            return vec![
+                call(registry, attempts, plugin, "decide", |p| {
+                    let o = o.clone();
+                    async move { p.decide_after(event, o).await }
+                })
+                .await,
+            ];
+        }
         // Not a kind this stage subscribes to.
         _ => return Vec::new(),
     };
@@ -321,6 +346,7 @@ impl Stage for RuleStage {
         EVENT_RECEIVED,
         ACTION_COMPLETED,
         ACTION_FAILED,
+        TIMER_FIRED,
     ];
 
     async fn handle(&self, events: &[Received]) -> Result<(), store::Error> {
@@ -381,6 +407,42 @@ impl Stage for RuleStage {
         }
         Ok(())
     }
+}
+
+/// Persist the timers `rule` set or cancelled while deciding `event`: each
+/// fires as a `timer.fired` in `event`'s trace and correlation (and the
+/// incident the decision touched).
+async fn set_timers(
+    tx: &mut Tx,
+    event: &model::Event,
+    rule: &str,
+    incident: Option<&str>,
+    timers: &[model::TimerWrite],
+) -> Result<(), store::Error> {
+    for t in timers {
+        match &t.set {
+            None => tx.cancel_timer(rule, &t.key).await?,
+            Some((due_at, data)) => {
+                let mut correlation = event.correlation.clone();
+                if let Some(id) = incident {
+                    correlation.incident_id = Some(id.to_owned());
+                }
+                let fired = derive(
+                    event,
+                    TIMER_FIRED,
+                    &format!("eventpulse/rule/{rule}"),
+                    correlation,
+                    &TimerData {
+                        rule: rule.to_owned(),
+                        key: t.key.clone(),
+                        data: data.clone(),
+                    },
+                );
+                tx.set_timer(rule, &t.key, *due_at, &fired).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A timeline entry saying what `silence` did about `event`.

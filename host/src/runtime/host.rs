@@ -118,6 +118,8 @@ pub struct HostState {
     pub env: Arc<PluginEnv>,
     /// State writes made by this invocation; applied only if it succeeds.
     pub writes: BTreeMap<String, Option<(String, Option<u64>)>>,
+    /// Timers set or cancelled by this invocation; kept only if it succeeds.
+    timers: BTreeMap<String, Option<(i64, String)>>,
     /// Uncommitted writes of earlier invocations, read before the state.
     overlay: Option<Arc<StateOverlay>>,
     /// Enforces the memory limit and remembers whether it was hit.
@@ -148,6 +150,7 @@ impl HostState {
     ) -> Self {
         let mut state = HostState {
             writes: BTreeMap::new(),
+            timers: BTreeMap::new(),
             overlay,
             limiter: Limiter {
                 memory_limit,
@@ -181,6 +184,14 @@ impl HostState {
     /// The capability this invocation was denied, if any.
     pub fn denial(&self) -> Option<&String> {
         self.denied.as_ref().or(self.http_gate.denied.as_ref())
+    }
+
+    /// The timers set and cancelled, in key order.
+    pub(crate) fn take_timers(&mut self) -> Vec<crate::model::TimerWrite> {
+        std::mem::take(&mut self.timers)
+            .into_iter()
+            .map(|(key, set)| crate::model::TimerWrite { key, set })
+            .collect()
     }
 
     /// The state writes, in key order.
@@ -421,6 +432,37 @@ impl clock::Host for HostState {
 const MAX_STATE_KEY: usize = 256;
 const MAX_STATE_VALUE: usize = 64 * 1024;
 const MAX_STATE_WRITES: usize = 256;
+/// The longest a timer may wait.
+const MAX_TIMER_DELAY_MS: u64 = 30 * 24 * 3_600_000;
+/// Timers one invocation may set or cancel.
+const MAX_TIMERS: usize = 64;
+
+impl super::bindings::eventpulse::plugin::timer::Host for HostState {
+    fn set(&mut self, key: String, delay_ms: u64, data: String) -> wasmtime::Result<()> {
+        if key.is_empty() || key.len() > MAX_STATE_KEY || data.len() > MAX_STATE_VALUE {
+            wasmtime::bail!(
+                "timer too large or unnamed (key 1..={MAX_STATE_KEY} B, data ≤ {MAX_STATE_VALUE} B)"
+            );
+        }
+        if delay_ms > MAX_TIMER_DELAY_MS {
+            wasmtime::bail!("timer delay {delay_ms} ms is over 30 days");
+        }
+        if self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(&key) {
+            wasmtime::bail!("more than {MAX_TIMERS} timers in one invocation");
+        }
+        let due = (self.env.clock.now_ms() as i64).saturating_add(delay_ms as i64);
+        self.timers.insert(key, Some((due, data)));
+        Ok(())
+    }
+
+    fn cancel(&mut self, key: String) -> wasmtime::Result<()> {
+        if self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(&key) {
+            wasmtime::bail!("more than {MAX_TIMERS} timers in one invocation");
+        }
+        self.timers.insert(key, None);
+        Ok(())
+    }
+}
 
 impl state::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

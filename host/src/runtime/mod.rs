@@ -298,11 +298,14 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         {
-            use bindings::eventpulse::plugin::{clock, config, docker, kube, log, smtp, state};
+            use bindings::eventpulse::plugin::{
+                clock, config, docker, kube, log, smtp, state, timer,
+            };
             type Data = wasmtime::component::HasSelf<HostState>;
             log::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             clock::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             state::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            timer::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             config::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             docker::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             kube::add_to_linker::<_, Data>(&mut linker, |s| s)?;

@@ -83,6 +83,8 @@ pub struct Invocation<T> {
     pub output: T,
     /// State changes made during the call.
     pub writes: Vec<StateWrite>,
+    /// Timers set or cancelled during the call (rules only).
+    pub timers: Vec<crate::model::TimerWrite>,
 }
 
 /// What every export returns: its output or the plugin's own error.
@@ -494,6 +496,7 @@ impl Plugin {
                 Ok(()) => Ok(Invocation {
                     output,
                     writes: store.data_mut().take_writes(),
+                    timers: store.data_mut().take_timers(),
                 }),
                 Err(why) => Err(Error::InvalidOutput(why)),
             },

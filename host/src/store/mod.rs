@@ -13,7 +13,7 @@
 //! By table group: `tx.rs` the write transaction and what it buffers;
 //! `log.rs` the outbox as the log, the inbox and consumer offsets;
 //! `incidents.rs`; `queues.rs` the two work queues; `dead_letters.rs`;
-//! `alerts.rs`; `kube_events.rs`; `health.rs` what monitoring reads; `audit.rs`; `silences.rs`; `counts.rs`; `rows.rs` reads
+//! `alerts.rs`; `kube_events.rs`; `health.rs` what monitoring reads; `audit.rs`; `silences.rs`; `timers.rs`; `counts.rs`; `rows.rs` reads
 //! rows into model types by column name. This file: connecting, migrating, plugin state and
 //! failures, and the ingest transaction.
 
@@ -28,6 +28,7 @@ mod log;
 mod queues;
 mod rows;
 mod silences;
+mod timers;
 mod tx;
 
 use std::collections::{HashMap, HashSet};

@@ -14,7 +14,9 @@
 //!   `alert`: then the incident stays `mitigating` until the alert resolves.
 //! - Cooldown: after a scale-out, further scaling of the same service is
 //!   suppressed for `cooldown_secs` (default 300), so a flapping alert does
-//!   not cause a storm of actions. The timestamp lives in plugin state.
+//!   not cause a storm of actions. The timestamp lives in plugin state. A
+//!   scale-in the cooldown holds back is not dropped: a durable timer
+//!   retries it when the cooldown ends (cancelled by a new scale-out).
 //!
 //! Config (manifest `[config]`): `scale_out_alerts` and `scale_in_alerts`
 //! (comma-separated alert names; the rule subscribes to exactly these),
@@ -27,7 +29,7 @@
 
 use eventpulse_sdk::{
     ALERT_RAISED, ActionOutcome, ActionRequest, AlertStatus, Context, Decision, Error, Event,
-    IncidentOpen, IncidentStatus, NotificationRequest, Rule, Severity, Subscription,
+    IncidentOpen, IncidentStatus, NotificationRequest, Rule, Severity, Subscription, Timer,
 };
 
 /// The rule; stateless between invocations (state lives in the host).
@@ -142,6 +144,10 @@ fn cooldown_key(service: &str) -> String {
     format!("last-scale-out:{service}")
 }
 
+fn scale_in_timer(service: &str) -> String {
+    format!("scale-in:{service}")
+}
+
 fn replicas_key(service: &str) -> String {
     format!("replicas:{service}")
 }
@@ -193,6 +199,7 @@ impl Rule for CpuAutoscale {
                         left.div_ceil(1000)
                     )));
                 }
+                cx.cancel_timer(&scale_in_timer(service));
                 cx.state_set(
                     &cooldown_key(service),
                     &cx.now().to_string(),
@@ -241,8 +248,9 @@ impl Rule for CpuAutoscale {
                     decision = decision.transition(IncidentStatus::Resolved, note);
                 }
                 if let Some(left) = cooling(cx, &s, service) {
+                    cx.set_timer(&scale_in_timer(service), left, service);
                     return Ok(decision.note(format!(
-                        "scale-in of {service} deferred: cooldown, {}s left",
+                        "scale-in of {service} deferred: cooldown, {}s left; retried then",
                         left.div_ceil(1000)
                     )));
                 }
@@ -256,6 +264,23 @@ impl Rule for CpuAutoscale {
             }
             _ => Ok(Decision::none().note("nothing to do")),
         }
+    }
+
+    fn on_timer(&self, _event: &Event, timer: &Timer, cx: &Context<'_>) -> Result<Decision, Error> {
+        let s = Settings::load(cx)?;
+        let service = timer.data.as_str();
+        if timer.key != scale_in_timer(service) {
+            return Ok(Decision::none().note(format!("unknown timer `{}`", timer.key)));
+        }
+        if let Some(left) = cooling(cx, &s, service) {
+            cx.set_timer(&timer.key, left, service);
+            return Ok(Decision::none().note(format!(
+                "scale-in of {service} deferred again: cooldown, {}s left",
+                left.div_ceil(1000)
+            )));
+        }
+        let reason = format!("scale-in of {service} held back by the cooldown");
+        Ok(Decision::none().action(s.scale(service, s.min_replicas, reason)))
     }
 
     fn on_action_completed(
@@ -368,6 +393,12 @@ mod tests {
         assert!(
             resolved.actions.is_empty(),
             "scale-in deferred: {resolved:?}"
+        );
+        let timers = host.timers();
+        assert_eq!(timers.len(), 1, "a retry is scheduled");
+        assert_eq!(
+            (timers[0].0.as_str(), timers[0].1),
+            ("scale-in:app", 1_060_000)
         );
         assert!(matches!(
             resolved.incident,
@@ -548,5 +579,49 @@ mod tests {
 
         let bad = FakeHost::new().config("scaling", "sideways");
         assert!(CpuAutoscale.decide(&cpu_high, &bad.context()).is_err());
+    }
+
+    /// The scale-in a cooldown held back runs when the timer fires; a new
+    /// scale-out before then cancels it.
+    #[test]
+    fn a_deferred_scale_in_runs_when_its_timer_fires() {
+        let host = FakeHost::new().at(1_000_000).config("cooldown_secs", "60");
+        let cx = host.context();
+        CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &cx)
+            .unwrap();
+        host.advance(10_000);
+        CpuAutoscale
+            .decide(&high(AlertStatus::Resolved), &cx)
+            .unwrap();
+        host.advance(50_000);
+        let (fired, timer) = host
+            .fire("scale-in:app", &high(AlertStatus::Resolved))
+            .unwrap();
+        let d = CpuAutoscale.on_timer(&fired, &timer, &cx).unwrap();
+        assert_eq!(d.actions.len(), 1, "{d:?}");
+        assert_eq!(d.actions[0].params["replicas"], 1);
+
+        // Fired early (the clock says the cooldown is not over): re-armed.
+        CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &cx)
+            .unwrap();
+        host.advance(1_000);
+        CpuAutoscale
+            .decide(&high(AlertStatus::Resolved), &cx)
+            .unwrap();
+        let (fired, timer) = host
+            .fire("scale-in:app", &high(AlertStatus::Resolved))
+            .unwrap();
+        let d = CpuAutoscale.on_timer(&fired, &timer, &cx).unwrap();
+        assert!(d.actions.is_empty(), "{d:?}");
+        assert_eq!(host.timers().len(), 1, "re-armed");
+
+        // A new scale-out cancels it.
+        host.advance(60_000);
+        CpuAutoscale
+            .decide(&high(AlertStatus::Firing), &cx)
+            .unwrap();
+        assert!(host.timers().is_empty());
     }
 }

@@ -1,0 +1,106 @@
+//! Durable timers: set and cancelled in a rule stage's transaction, fired
+//! (appended as their `timer.fired` event and deleted, in one transaction)
+//! by the pipeline's timer task.
+
+use sqlx::Row;
+
+use super::{Error, Store, Tx, now_ms};
+use crate::model;
+
+impl Tx {
+    /// Set `plugin`'s timer `key` to fire as `event` at `due_at`,
+    /// replacing a pending one with the same key.
+    pub async fn set_timer(
+        &mut self,
+        plugin: &str,
+        key: &str,
+        due_at: i64,
+        event: &model::Event,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO timers (plugin, key, id, due_at, event, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (plugin, key) DO UPDATE SET id = excluded.id, due_at = excluded.due_at,
+                 event = excluded.event, created_at = excluded.created_at",
+        )
+        .bind(plugin)
+        .bind(key)
+        .bind(&event.id)
+        .bind(due_at)
+        .bind(serde_json::to_string(event).expect("events serialise"))
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Forget `plugin`'s pending timer `key`.
+    pub async fn cancel_timer(&mut self, plugin: &str, key: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM timers WHERE plugin = $1 AND key = $2")
+            .bind(plugin)
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Fire up to `limit` timers due at `now` (host clock): each one's
+    /// event is appended and its row deleted in one transaction, so it
+    /// fires once even when instances race for it. How many fired.
+    pub async fn fire_timers(&self, now: i64, limit: u32) -> Result<usize, Error> {
+        let due = sqlx::query(
+            "SELECT id, event FROM timers WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut fired = 0;
+        for row in &due {
+            let (id, event): (String, String) = (row.get(0), row.get(1));
+            let taken = sqlx::query("DELETE FROM timers WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx.tx)
+                .await?;
+            if taken.rows_affected() == 0 {
+                continue; // replaced, cancelled or fired elsewhere meanwhile
+            }
+            // Written by `set_timer`; a row that no longer reads is dropped.
+            let Ok(mut event) = serde_json::from_str::<model::Event>(&event) else {
+                tracing::error!(timer = %id, "unreadable timer dropped");
+                continue;
+            };
+            event.time = now.max(0) as u64;
+            tx.append(&event).await?;
+            fired += 1;
+        }
+        tx.commit().await?;
+        Ok(fired)
+    }
+
+    /// When the next timer is due (ms, host clock).
+    pub async fn next_timer(&self) -> Result<Option<i64>, Error> {
+        let row = sqlx::query("SELECT MIN(due_at) FROM timers")
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Pending timers: `(plugin, key, due_at)`, soonest first.
+    pub async fn timers(&self) -> Result<Vec<(String, String, i64)>, Error> {
+        let rows =
+            sqlx::query("SELECT plugin, key, due_at FROM timers ORDER BY due_at, plugin, key")
+                .fetch_all(&self.reads)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}
