@@ -151,8 +151,8 @@ async fn high_cpu_scales_to_two_healthy_replicas_and_back_to_one() {
 /// Seed 001: `cpu_high` with `rule-cpu-autoscale` configured for it and
 /// relative scaling takes the service from 1 to 2 replicas, then to 3 on a
 /// second episode, and no further on a third (`max_replicas = 3`), counted
-/// through the Engine API. Each episode resolves inside the cooldown, so
-/// its scale-in is held back.
+/// through the Engine API. Relative scaling is a ratchet: a resolved
+/// episode keeps its replicas (only a scale-in alert removes them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_high_scales_one_step_per_episode_up_to_max_replicas() {
     const COOLDOWN: Duration = Duration::from_secs(10);
@@ -213,10 +213,6 @@ async fn cpu_high_scales_one_step_per_episode_up_to_max_replicas() {
         )
         .await;
         assert_eq!(svc.counts().await, (replicas, replicas), "episode {n}");
-        assert!(
-            began.elapsed() < COOLDOWN,
-            "the scale-out took longer than the cooldown; the test needs a longer one"
-        );
         post_webhook(&host.url, &episode(n, true)).await;
         tokio::time::sleep(COOLDOWN.saturating_sub(began.elapsed()) + Duration::from_millis(500))
             .await;
@@ -234,7 +230,7 @@ async fn cpu_high_scales_one_step_per_episode_up_to_max_replicas() {
     assert_eq!(
         host.store.counts().await.unwrap().actions,
         2,
-        "no scale-in ran in the cooldowns"
+        "resolutions scaled nothing in"
     );
     host.stop().await;
 }

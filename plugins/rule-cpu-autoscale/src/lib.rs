@@ -7,8 +7,9 @@
 //!   service to (`min_replicas` before any), up to `max_replicas`.
 //! - A scale-in alert (`scale_in_alerts`, default `LowCPU`) firing →
 //!   absolute: ensure `min_replicas` (default 1); relative: `step` fewer,
-//!   down to `min_replicas`. A resolved scale-out alert → `min_replicas`
-//!   and the incident resolved.
+//!   down to `min_replicas`. A resolved scale-out alert resolves the
+//!   incident; absolute, it also goes back to `min_replicas`; relative
+//!   scaling is a ratchet, and capacity stays until a scale-in alert.
 //! - A failed scale-out → compensate with `min_replicas` and mark the
 //!   incident failed; a completed one resolves it, unless `resolve_on` is
 //!   `alert`: then the incident stays `mitigating` until the alert resolves.
@@ -246,6 +247,12 @@ impl Rule for CpuAutoscale {
                 if out {
                     let note = format!("{} resolved", alert.name);
                     decision = decision.transition(IncidentStatus::Resolved, note);
+                    if s.scaling == Scaling::Relative {
+                        // A ratchet: capacity stays until a scale-in alert.
+                        return Ok(decision.note(format!(
+                            "{service} keeps its replicas until a scale-in alert"
+                        )));
+                    }
                 }
                 if let Some(left) = cooling(cx, &s, service) {
                     cx.set_timer(&scale_in_timer(service), left, service);
@@ -564,6 +571,15 @@ mod tests {
         assert_eq!(wanted(&d), None, "capped: {d:?}");
         assert!(d.incident.is_some() && !d.notifications.is_empty());
         assert!(d.note.unwrap().contains("max_replicas (3)"));
+
+        let mut resolved = cpu_high.clone();
+        resolved.alert.as_mut().unwrap().status = AlertStatus::Resolved;
+        let d = CpuAutoscale.decide(&resolved, &cx).unwrap();
+        assert!(
+            d.actions.is_empty() && host.timers().is_empty(),
+            "a ratchet: {d:?}"
+        );
+        assert!(d.incident.is_some(), "the incident resolves");
 
         let low = alert_event("cpu_low", AlertStatus::Firing, &[("service", "app")]);
         assert_eq!(
