@@ -688,3 +688,119 @@ async fn silences_mute_alerts_or_only_their_notifications_until_they_end() {
     .await;
     host.stop().await;
 }
+
+/// Verification: `rule-cpu-autoscale` with `verify_secs = 1` asks the host
+/// to check its scale-out. Where the alert keeps firing, the timeline shows
+/// the failed verification, the rule escalates (a critical notification)
+/// and the (action, target) breaker counts it (threshold 1: open). Where
+/// the alert resolves in time, the timeline says the mitigation worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mitigation_that_does_not_resolve_its_alert_is_recorded_and_escalated() {
+    let host = Host::start_on(Backend::Sqlite).await;
+    host.install(
+        "rule-cpu-autoscale",
+        "rule-cpu-autoscale",
+        "[config]\naction = \"action-noop\"\nchannels = \"notifier-log\"\ncooldown_secs = \"0\"\nresolve_on = \"alert\"\nverify_secs = \"1\"\n",
+    );
+    host.install(
+        "action-noop",
+        "action-noop",
+        "[safety]\nbreaker_threshold = 1\n",
+    );
+    host.install_now("notifier-log", "notifier-log", "").await;
+    let starts = "2026-11-24T10:00:00Z";
+    let high = |service: &str, resolved: bool| {
+        let ends = if resolved { "2026-11-24T10:05:00Z" } else { "" };
+        sample(
+            "HighCPU",
+            &[("service", service), ("severity", "critical")],
+            resolved,
+            starts,
+            ends,
+        )
+    };
+    let incident_of = |service: &'static str| {
+        let store = host.store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                for i in store.incidents(10).await.unwrap() {
+                    if i.service == service {
+                        return store.incident_detail(&i.id).await.unwrap();
+                    }
+                }
+                None
+            }
+        }
+    };
+
+    // Resolves in time.
+    assert_eq!(post_webhook(&host.url, &high("cool", false)).await.0, 200);
+    wait_for("cool scaled out", SETTLE, || async {
+        let d = incident_of("cool")().await?;
+        d.actions
+            .iter()
+            .any(|a| a.status == "completed")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(post_webhook(&host.url, &high("cool", true)).await.0, 200);
+
+    // Keeps firing.
+    assert_eq!(post_webhook(&host.url, &high("hot", false)).await.0, 200);
+    let hot = wait_for("the failed verification escalated", SETTLE, || async {
+        let d = incident_of("hot")().await?;
+        let escalated = d
+            .notifications
+            .iter()
+            .any(|n| n.status == "delivered" && n.target.contains("escalated"));
+        let recorded = d.timeline.iter().any(|e| e.kind == "verification");
+        (escalated && recorded).then_some(d)
+    })
+    .await;
+    let causes: Vec<&str> = hot.timeline.iter().map(|e| e.cause.as_str()).collect();
+    assert!(
+        causes.iter().any(|c| c.contains(
+            "mitigation did not resolve the alert: action-noop on hot completed, still firing after 1 s"
+        )),
+        "{causes:?}"
+    );
+    let breakers = host.get_json("/api/v1/breakers").await;
+    let hot_breaker = breakers["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["plugin"] == "action-noop" && b["target"] == "hot")
+        .cloned();
+    assert_eq!(
+        hot_breaker.map(|b| b["state"].clone()),
+        Some(serde_json::json!("open")),
+        "{breakers}"
+    );
+
+    let cool = wait_for("the verification passed", SETTLE, || async {
+        let d = incident_of("cool")().await?;
+        d.timeline
+            .iter()
+            .any(|e| e.kind == "verification")
+            .then_some(d)
+    })
+    .await;
+    let causes: Vec<&str> = cool.timeline.iter().map(|e| e.cause.as_str()).collect();
+    assert!(
+        causes.iter().any(|c| c.contains("mitigation verified")),
+        "{causes:?}"
+    );
+    assert!(
+        !cool
+            .notifications
+            .iter()
+            .any(|n| n.target.contains("escalated")),
+        "no escalation where the alert resolved"
+    );
+    assert!(
+        host.store.timers().await.unwrap().is_empty(),
+        "both fired once"
+    );
+    host.stop().await;
+}

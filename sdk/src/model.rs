@@ -235,6 +235,30 @@ pub struct Timer {
     pub data: String,
 }
 
+/// An action whose verification failed: its alert was still firing
+/// `within_secs` after it completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedVerification {
+    /// The action's id.
+    pub action_id: String,
+    /// The action plugin.
+    pub action: String,
+    /// Its target.
+    pub target: String,
+    /// How long the alert had to resolve.
+    pub within_secs: u64,
+}
+
+impl Timer {
+    /// Set by the host for [`Decision::verify`]: the action that did not
+    /// resolve its alert in time.
+    pub fn verification_failed(&self) -> Option<FailedVerification> {
+        self.key
+            .strip_prefix("eventpulse.verify:")
+            .and_then(|_| serde_json::from_str(&self.data).ok())
+    }
+}
+
 /// A runbook step a rule asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRequest {
@@ -416,6 +440,19 @@ impl Decision {
     pub fn notify(mut self, request: NotificationRequest) -> Self {
         self.notifications.push(request);
         self
+    }
+
+    /// Ask the host to verify the requested action `action` on `target`:
+    /// if its alert has not resolved `within_secs` after the action
+    /// completed, the host records that on the incident, counts it against
+    /// the (action, target) breaker and calls [`crate::Rule::on_timer`]
+    /// with a timer whose [`Timer::verification_failed`] says which action
+    /// did not work, for the rule to decide (escalate, compensate, ...).
+    pub fn verify(self, action: &str, target: &str, within_secs: u64) -> Self {
+        self.signal(
+            "eventpulse.verify",
+            serde_json::json!({ "action": action, "target": target, "within_secs": within_secs }),
+        )
     }
 
     /// Emit a named signal.

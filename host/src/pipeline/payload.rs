@@ -24,6 +24,41 @@ pub struct ActionData {
     /// Attempts made (outcomes only).
     #[serde(default)]
     pub attempts: u32,
+    /// The rule asked that the alert resolve within this many seconds of
+    /// the action completing (see `pipeline::rules`, verification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_secs: Option<u64>,
+}
+
+/// The reserved signal a rule adds to a decision to have one of its
+/// actions verified: data `{"action", "target", "within_secs"}`.
+pub const VERIFY_SIGNAL: &str = "eventpulse.verify";
+/// Timer keys the host sets to verify an action (`<prefix><action id>`);
+/// the rule hears the ones that failed.
+pub const VERIFY_TIMER: &str = "eventpulse.verify:";
+
+/// What a verify signal asks.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifyAsk {
+    /// The action plugin.
+    pub action: String,
+    /// Its target.
+    pub target: String,
+    /// Seconds after completion.
+    pub within_secs: u64,
+}
+
+/// `data` of a verification timer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyData {
+    /// The action's id.
+    pub action_id: String,
+    /// The action plugin.
+    pub action: String,
+    /// Its target.
+    pub target: String,
+    /// The seconds it had.
+    pub within_secs: u64,
 }
 
 /// `data` of `notification.requested`, `.delivered` and `.failed`.

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::incidents::{IncidentData, transition};
 use super::kinds::*;
+use super::payload::{VERIFY_SIGNAL, VERIFY_TIMER, VerifyAsk, VerifyData};
 use super::silences::{Active, Effect};
 use super::{
     ActionData, NotificationData, Payload, Received, SignalData, Stage, TimerData, derive,
@@ -364,10 +365,18 @@ impl Stage for RuleStage {
         let silences = Active::load(&self.store, now_ms()).await?;
         let effects: Vec<Option<Effect<'_>>> =
             fresh.iter().map(|r| silences.effect(&r.event)).collect();
+        let mut verdicts = Vec::with_capacity(fresh.len());
+        for r in &fresh {
+            verdicts.push(self.verdict(r).await?);
+        }
+        // Silenced alerts and verifications that passed go to no rule.
+        let undecided = |e: &Option<Effect<'_>>, v: &Option<Verdict>| {
+            matches!(e, Some(Effect::Skip(_))) || matches!(v, Some(Verdict::Passed(_)))
+        };
         let to_decide: Vec<&Received> = fresh
             .iter()
-            .zip(&effects)
-            .filter(|(_, e)| !matches!(e, Some(Effect::Skip(_))))
+            .zip(effects.iter().zip(&verdicts))
+            .filter(|(_, (e, v))| !undecided(e, v))
             .map(|(r, _)| *r)
             .collect();
         let mut answers = self.decide_all(&to_decide).await.into_iter();
@@ -376,15 +385,26 @@ impl Stage for RuleStage {
         let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.event.id.as_str()).collect();
         let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
         let mut committed = Vec::new();
-        for (received, effect) in fresh.into_iter().zip(effects) {
+        let mut failed_verifications = Vec::new();
+        for ((received, effect), verdict) in fresh.into_iter().zip(effects).zip(verdicts) {
             let event = &received.event;
-            let answer = match effect {
-                Some(Effect::Skip(_)) => None,
-                _ => Some(answers.next().expect("an answer per decided event")),
+            let answer = if undecided(&effect, &verdict) {
+                None
+            } else {
+                Some(answers.next().expect("an answer per decided event"))
             };
             // Another instance got there first: its effects stand.
             if !new.contains(&event.id) {
                 continue;
+            }
+            if received.kind == EventKind::ActionCompleted {
+                self.arm_verification(&mut tx, received).await?;
+            }
+            if let Some(v) = &verdict {
+                record_verdict(&mut tx, event, v).await?;
+                if let Verdict::Failed(d) = v {
+                    failed_verifications.push(d.clone());
+                }
             }
             match (effect, answer) {
                 (Some(Effect::Skip(s)), _) => self.record_silenced(&mut tx, event, s).await?,
@@ -397,7 +417,8 @@ impl Stage for RuleStage {
                         .instrument(span)
                         .await?
                 }
-                (_, None) => unreachable!("only skipped events go undecided"),
+                // A verification that passed: recorded above.
+                (_, None) => {}
             }
         }
         tx.commit().await?;
@@ -405,8 +426,122 @@ impl Stage for RuleStage {
         for (plugin, writes) in committed {
             plugin.apply_writes(&writes);
         }
+        // A mitigation that did not work counts against its target.
+        for d in failed_verifications {
+            self.registry
+                .target_breaker(&d.action, &d.target)
+                .record(true);
+        }
         Ok(())
     }
+}
+
+/// What checking a verification timer found.
+#[derive(Debug, Clone)]
+enum Verdict {
+    /// The alert resolved in time: nothing for the rule to do.
+    Passed(VerifyData),
+    /// Still firing: recorded, counted against the target, and handed to
+    /// the rule to decide.
+    Failed(VerifyData),
+}
+
+impl RuleStage {
+    /// The verdict on a verification timer (`None` for any other event).
+    async fn verdict(&self, received: &Received) -> Result<Option<Verdict>, store::Error> {
+        let Payload::Timer(t) = &received.payload else {
+            return Ok(None);
+        };
+        if !t.key.starts_with(VERIFY_TIMER) {
+            return Ok(None);
+        }
+        let Ok(data) = serde_json::from_str::<VerifyData>(&t.data) else {
+            return Ok(None);
+        };
+        let firing = match &received.event.alert {
+            Some(a) => self
+                .store
+                .alert_state(&a.fingerprint, a.starts_at)
+                .await?
+                .is_some_and(|(status, _)| status == "firing"),
+            None => false,
+        };
+        Ok(Some(if firing {
+            Verdict::Failed(data)
+        } else {
+            Verdict::Passed(data)
+        }))
+    }
+
+    /// When a completed action was asked to be verified: the timer that
+    /// checks its alert `verify_secs` later, in the decision's transaction.
+    async fn arm_verification(&self, tx: &mut Tx, received: &Received) -> Result<(), store::Error> {
+        let (Payload::Action(d), Some(action_id)) =
+            (&received.payload, &received.event.correlation.action_id)
+        else {
+            return Ok(());
+        };
+        let Some(secs) = d.verify_secs else {
+            return Ok(());
+        };
+        let key = format!("{VERIFY_TIMER}{action_id}");
+        let data = VerifyData {
+            action_id: action_id.clone(),
+            action: d.request.action.clone(),
+            target: d.request.target.clone(),
+            within_secs: secs,
+        };
+        let fired = derive(
+            &received.event,
+            TIMER_FIRED,
+            "eventpulse/verify",
+            received.event.correlation.clone(),
+            &TimerData {
+                rule: d.rule.clone(),
+                key: key.clone(),
+                data: serde_json::to_string(&data).expect("verify data serialises"),
+            },
+        );
+        let due = self.registry.clock().now_ms() as i64 + (secs as i64) * 1000;
+        tx.set_timer(&d.rule, &key, due, &fired).await
+    }
+}
+
+/// A verification's verdict on the incident's timeline.
+async fn record_verdict(
+    tx: &mut Tx,
+    event: &model::Event,
+    verdict: &Verdict,
+) -> Result<(), store::Error> {
+    let Some(incident) = current(tx, event).await? else {
+        return Ok(());
+    };
+    let (d, cause) = match verdict {
+        Verdict::Passed(d) => (
+            d,
+            format!(
+                "mitigation verified: the alert resolved within {} s of {} on {}",
+                d.within_secs, d.action, d.target
+            ),
+        ),
+        Verdict::Failed(d) => (
+            d,
+            format!(
+                "mitigation did not resolve the alert: {} on {} completed, still firing after {} s",
+                d.action, d.target, d.within_secs
+            ),
+        ),
+    };
+    let entry = TimelineEntry {
+        at: now_ms(),
+        kind: "verification".into(),
+        from_status: None,
+        to_status: None,
+        cause,
+        event_id: event.id.clone(),
+        ref_id: Some(d.action_id.clone()),
+    };
+    tx.timeline(&incident.id, &entry).await
 }
 
 /// Persist the timers `rule` set or cancelled while deciding `event`: each
@@ -614,14 +749,26 @@ async fn apply(
                 .await?;
         }
     }
+    // Verification asks ride in the decision as a reserved signal.
+    let verify: Vec<VerifyAsk> = decision
+        .signals
+        .iter()
+        .filter(|s| s.name == VERIFY_SIGNAL)
+        .filter_map(|s| serde_json::from_str(&s.data).ok())
+        .collect();
     for request in &decision.actions {
         let action_id = uuid::Uuid::now_v7().to_string();
+        let verify_secs = verify
+            .iter()
+            .find(|v| v.action == request.action && v.target == request.target)
+            .map(|v| v.within_secs);
         let data = ActionData {
             rule: rule.to_owned(),
             request: request.clone(),
             result: None,
             error: None,
             attempts: 0,
+            verify_secs,
         };
         let requested = derive(
             event,
@@ -668,7 +815,7 @@ async fn apply(
         ))
         .await?;
     }
-    for signal in &decision.signals {
+    for signal in decision.signals.iter().filter(|s| s.name != VERIFY_SIGNAL) {
         let data = SignalData {
             rule: rule.to_owned(),
             signal: signal.clone(),

@@ -19,6 +19,10 @@
 //!   scale-in the cooldown holds back is not dropped: a durable timer
 //!   retries it when the cooldown ends (cancelled by a new scale-out).
 //!
+//! - Verification (`verify_secs`, default off): the host checks the alert
+//!   resolved that long after a scale-out completed; if it did not, the
+//!   rule escalates with a critical notification.
+//!
 //! Config (manifest `[config]`): `scale_out_alerts` and `scale_in_alerts`
 //! (comma-separated alert names; the rule subscribes to exactly these),
 //! `scaling`, `step`, `service_label` (default `service`),
@@ -63,6 +67,9 @@ struct Settings {
     scale_in: Vec<String>,
     scaling: Scaling,
     step: u64,
+    /// Ask the host to check the alert resolved this long after a
+    /// scale-out completed (0: off).
+    verify_secs: u64,
     service_label: String,
     min_replicas: u64,
     max_replicas: u64,
@@ -94,6 +101,7 @@ impl Settings {
                 }
             },
             step: num("step", 1)?,
+            verify_secs: num("verify_secs", 0)?,
             service_label: cx
                 .config("service_label")
                 .unwrap_or_else(|| "service".into()),
@@ -231,6 +239,9 @@ impl Rule for CpuAutoscale {
                 } else {
                     let reason = format!("{} on {service}", alert.name);
                     decision = decision.action(s.scale(service, to, reason));
+                    if s.verify_secs > 0 {
+                        decision = decision.verify(&s.action, service, s.verify_secs);
+                    }
                 }
                 for channel in cx.channels(severity) {
                     decision = decision.notify(
@@ -275,6 +286,24 @@ impl Rule for CpuAutoscale {
 
     fn on_timer(&self, _event: &Event, timer: &Timer, cx: &Context<'_>) -> Result<Decision, Error> {
         let s = Settings::load(cx)?;
+        if let Some(failed) = timer.verification_failed() {
+            // Scaling out did not bring the alert down: tell a human.
+            let service = &failed.target;
+            let title = format!("Scale-out of {service} did not resolve the alert");
+            let body = format!(
+                "{} on {service} completed, and the alert still fires after {} s",
+                failed.action, failed.within_secs
+            );
+            let mut d = Decision::none().note(format!("escalated: {title}"));
+            for channel in cx.channels(Severity::Critical) {
+                d = d.notify(
+                    NotificationRequest::new(channel, Severity::Critical, &title, &body)
+                        .dedup_key(format!("cpu:{service}:escalated"))
+                        .field("service", service.as_str()),
+                );
+            }
+            return Ok(d);
+        }
         let service = timer.data.as_str();
         if timer.key != scale_in_timer(service) {
             return Ok(Decision::none().note(format!("unknown timer `{}`", timer.key)));
