@@ -55,7 +55,7 @@ impl Store {
         )
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         if due.is_empty() {
             return Ok(0);
