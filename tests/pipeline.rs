@@ -804,3 +804,72 @@ async fn a_mitigation_that_does_not_resolve_its_alert_is_recorded_and_escalated(
     );
     host.stop().await;
 }
+
+/// Durable timers in the store, on both databases: a newer timer with the
+/// same (rule, key) replaces the older, a cancelled one never fires, and a
+/// due one fires exactly once (its event appended, its row gone), however
+/// often the timer task looks.
+async fn timers_replace_cancel_and_fire_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = eventpulse_tests::database_url(backend, dir.path()).await;
+    let store = eventpulse::store::Store::connect(&url).await.unwrap();
+    let event = |id: &str| {
+        let mut e = eventpulse_tests::alert_event(
+            "HighCPU",
+            eventpulse::model::AlertStatus::Firing,
+            &[("service", "app")],
+        );
+        e.id = id.into();
+        e.kind = "timer.fired".into();
+        e.data = r#"{"rule":"r","key":"k","data":"d"}"#.into();
+        e
+    };
+    let set = |key: &'static str, due: i64, id: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.set_timer("r", key, due, &event(id)).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    set("k", 1_000, "first").await;
+    set("k", 5_000, "second").await;
+    set("gone", 1_000, "cancelled").await;
+    let mut tx = store.begin().await.unwrap();
+    tx.cancel_timer("r", "gone").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.timers().await.unwrap(),
+        [("r".to_owned(), "k".to_owned(), 5_000)],
+        "replaced, and the cancelled one is gone"
+    );
+    assert_eq!(
+        store.fire_timers(4_999, 10).await.unwrap(),
+        0,
+        "not yet due"
+    );
+    assert_eq!(store.fire_timers(5_000, 10).await.unwrap(), 1);
+    assert_eq!(store.fire_timers(9_000, 10).await.unwrap(), 0, "once");
+    let fired: Vec<String> = store
+        .outbox_read(&["timer.fired"], 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, payload)| {
+            serde_json::from_str::<eventpulse::model::Event>(&payload)
+                .unwrap()
+                .id
+        })
+        .collect();
+    assert_eq!(fired, ["second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_replace_cancel_and_fire_once_on_sqlite() {
+    timers_replace_cancel_and_fire_once(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_replace_cancel_and_fire_once_on_postgres() {
+    timers_replace_cancel_and_fire_once(Backend::Postgres).await;
+}
