@@ -18,10 +18,16 @@ const STARTS: &str = "2026-11-24T10:00:00Z";
 
 /// The scale rule and action for `svc`, with `notifier-log`.
 async fn install_scaling(host: &Host, svc: &Service, ready_ms: u32, safety: &str) {
+    let rule = "cooldown_secs = \"0\"\nmin_replicas = \"1\"\nmax_replicas = \"2\"\n";
+    install_scaling_with(host, svc, rule, ready_ms, safety).await;
+}
+
+/// The same, with `rule` (TOML lines) as the rest of the rule's `[config]`.
+async fn install_scaling_with(host: &Host, svc: &Service, rule: &str, ready_ms: u32, safety: &str) {
     host.install(
         "rule-cpu-autoscale",
         "rule-cpu-autoscale",
-        "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\ncooldown_secs = \"0\"\nmin_replicas = \"1\"\nmax_replicas = \"2\"\n",
+        &format!("[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\n{rule}"),
     );
     host.install("notifier-log", "notifier-log", "");
     host.install_now(
@@ -159,24 +165,11 @@ async fn cpu_high_scales_one_step_per_episode_up_to_max_replicas() {
     let svc = Service::start("step", "eventpulse-demo-app:latest", false).await;
     settle_counts(&svc, (1, 1)).await;
     let host = Host::start_on(eventpulse_tests::Backend::Sqlite).await;
-    host.install(
-        "rule-cpu-autoscale",
-        "rule-cpu-autoscale",
-        &format!(
-            "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\nscale_out_alerts = \"cpu_high\"\nscaling = \"relative\"\nmin_replicas = \"1\"\nmax_replicas = \"3\"\ncooldown_secs = \"{}\"\n",
-            COOLDOWN.as_secs()
-        ),
+    let rule = format!(
+        "scale_out_alerts = \"cpu_high\"\nscaling = \"relative\"\nmin_replicas = \"1\"\nmax_replicas = \"3\"\ncooldown_secs = \"{}\"\n",
+        COOLDOWN.as_secs()
     );
-    host.install("notifier-log", "notifier-log", "");
-    host.install_now(
-        "action-docker-scale",
-        "action-docker-scale",
-        &format!(
-            "[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}\n[config]\nready_timeout_ms = \"20000\"\n",
-            svc.grant()
-        ),
-    )
-    .await;
+    install_scaling_with(&host, &svc, &rule, 20_000, "").await;
     let episode = |n: u32, resolved: bool| {
         let starts = format!("2026-11-24T1{n}:00:00Z");
         let ends = if resolved {
@@ -245,24 +238,11 @@ async fn a_scale_in_held_back_by_the_cooldown_runs_when_it_ends_across_a_restart
     let svc = Service::start("cool", "eventpulse-demo-app:latest", false).await;
     settle_counts(&svc, (1, 1)).await;
     let host = Host::start_on(eventpulse_tests::Backend::Sqlite).await;
-    host.install(
-        "rule-cpu-autoscale",
-        "rule-cpu-autoscale",
-        &format!(
-            "[config]\naction = \"action-docker-scale\"\nchannels = \"notifier-log\"\nmin_replicas = \"1\"\nmax_replicas = \"2\"\ncooldown_secs = \"{}\"\n",
-            COOLDOWN.as_secs()
-        ),
+    let rule = format!(
+        "min_replicas = \"1\"\nmax_replicas = \"2\"\ncooldown_secs = \"{}\"\n",
+        COOLDOWN.as_secs()
     );
-    host.install("notifier-log", "notifier-log", "");
-    host.install_now(
-        "action-docker-scale",
-        "action-docker-scale",
-        &format!(
-            "[limits]\ntimeout_ms = 28000\nfuel = 200_000_000\n\n{}\n[config]\nready_timeout_ms = \"20000\"\n",
-            svc.grant()
-        ),
-    )
-    .await;
+    install_scaling_with(&host, &svc, &rule, 20_000, "").await;
     let began = std::time::Instant::now();
     post_webhook(&host.url, &high_cpu(&svc, false)).await;
     wait_for("scaled out", SETTLE, || async {

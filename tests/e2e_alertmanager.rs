@@ -49,6 +49,21 @@ fn spawn(bin: &'static str, args: &[String], log: &std::path::Path) -> Daemon {
     Daemon(child)
 }
 
+/// Prometheus on 127.0.0.1:`port` with `dir/prometheus.yml`, its data and
+/// log (`prometheus.log`) in `dir`; alerts are re-sent every second.
+fn prometheus(dir: &std::path::Path, port: u16) -> Daemon {
+    spawn(
+        "prometheus",
+        &[
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--rules.alert.resend-delay=1s".into(),
+        ],
+        &dir.join("prometheus.log"),
+    )
+}
+
 /// Serve `cpu_usage{service="app"}` with a value the test sets (per mille).
 async fn metrics_server(value: Arc<AtomicU64>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,16 +145,7 @@ scrape_configs:
             ),
         )
         .unwrap();
-        let prometheus = spawn(
-            "prometheus",
-            &[
-                format!("--config.file={}", dir.join("prometheus.yml").display()),
-                format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
-                format!("--web.listen-address=127.0.0.1:{prom_port}"),
-                "--rules.alert.resend-delay=1s".into(),
-            ],
-            &dir.join("prometheus.log"),
-        );
+        let prometheus = prometheus(dir, prom_port);
         AlertStack {
             _alertmanager: alertmanager,
             _prometheus: prometheus,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use eventpulse::runtime::Clock;
 use eventpulse_tests::{Host, post_webhook, scripted_alert, test_config, wait_for, workspace};
 
-use super::{free_ports, spawn};
+use super::{free_ports, prometheus};
 
 const METRICS_TOKEN: &str = "metrics-only-token";
 
@@ -254,15 +254,7 @@ scrape_configs:
         ),
     )
     .unwrap();
-    let _prom = spawn(
-        "prometheus",
-        &[
-            format!("--config.file={}", dir.join("prometheus.yml").display()),
-            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        &dir.join("prometheus.log"),
-    );
+    let _prom = prometheus(dir, prom_port);
     let log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
 
     let expected: &[(&str, f64)] = &[

@@ -546,21 +546,24 @@ async fn ingest_event(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let span = trace::ingest_span("cloudevents", &headers);
-    let accepted = accept_event(&s, headers, body).instrument(span).await;
+    let (span, caller) = trace::ingest_span("cloudevents", &headers);
+    let accepted = accept_event(&s, headers, caller, body)
+        .instrument(span)
+        .await;
     rejected(&s, "cloudevents", accepted)
 }
 
 async fn accept_event(
     s: &ApiState,
     headers: axum::http::HeaderMap,
+    caller: Option<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let mut event = cloudevents::parse(&body, crate::store::now_ms() as u64)
         .map_err(|e| ApiError::BadRequest(e.0))?;
-    trace::stamp(&mut event, trace::caller_trace(&headers).as_deref());
+    trace::stamp(&mut event, caller.as_deref());
     let id = event.id.clone();
     let new = match s.commits.commit(IngestWrite::Event(event)).await? {
         Ingested::Event { new } => new,
@@ -582,8 +585,8 @@ async fn ingest_kubernetes(
     Query(q): Query<ClusterQuery>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let span = trace::ingest_span("kubernetes", &headers);
-    let accepted = accept_kubernetes(&s, headers, q, body)
+    let (span, caller) = trace::ingest_span("kubernetes", &headers);
+    let accepted = accept_kubernetes(&s, headers, caller, q, body)
         .instrument(span)
         .await;
     rejected(&s, "kubernetes", accepted)
@@ -592,13 +595,13 @@ async fn ingest_kubernetes(
 async fn accept_kubernetes(
     s: &ApiState,
     headers: axum::http::HeaderMap,
+    caller: Option<String>,
     q: ClusterQuery,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let now = crate::store::now_ms();
-    let caller = trace::caller_trace(&headers);
     let batch = kubernetes::parse(&body, q.cluster.as_deref().unwrap_or(""), now)
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let (new, duplicates) = s
@@ -636,8 +639,8 @@ async fn ingest_alertmanager(
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let span = trace::ingest_span("alertmanager", &headers);
-    let accepted = accept_alertmanager(&s, headers, body)
+    let (span, caller) = trace::ingest_span("alertmanager", &headers);
+    let accepted = accept_alertmanager(&s, headers, caller, body)
         .instrument(span)
         .await;
     rejected(&s, "alertmanager", accepted)
@@ -654,6 +657,7 @@ fn rejected<T>(s: &ApiState, source: &'static str, r: Result<T, ApiError>) -> Re
 async fn accept_alertmanager(
     s: &ApiState,
     headers: axum::http::HeaderMap,
+    caller: Option<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_ingest_token(s, &headers)?;
@@ -661,7 +665,6 @@ async fn accept_alertmanager(
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = crate::store::now_ms() as u64;
-    let caller = trace::caller_trace(&headers);
     let events = notification
         .alerts
         .iter()

@@ -45,6 +45,7 @@ pub struct KafkaLog {
 /// (`""`: no group, for readiness); they never join their group.
 #[derive(Clone)]
 struct Monitor {
+    /// The settings every client of this log starts from.
     config: ClientConfig,
     clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
 }
@@ -124,17 +125,20 @@ impl KafkaLog {
     /// Consumers fetch at most `batch` events at once; the relay publishes
     /// `batch` rows per round.
     pub fn new(config: KafkaConfig, batch: u32) -> Self {
-        let mut log = KafkaLog {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", &config.brokers);
+        for (k, v) in &config.properties {
+            client.set(k, v);
+        }
+        KafkaLog {
             config,
             batch: batch.max(1),
             subscribed: Mutex::default(),
             monitor: Monitor {
-                config: ClientConfig::new(),
+                config: client,
                 clients: Arc::default(),
             },
-        };
-        log.monitor.config = log.client_config();
-        log
+        }
     }
 
     /// The topic events of `kind` go to.
@@ -142,13 +146,9 @@ impl KafkaLog {
         format!("{}{kind}", self.config.topic_prefix)
     }
 
+    /// What every client starts from: the brokers and `properties`.
     fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.config.brokers);
-        for (k, v) in &self.config.properties {
-            c.set(k, v);
-        }
-        c
+        self.monitor.config.clone()
     }
 
     /// Create the topic of every event kind; topics that exist are kept as

@@ -45,31 +45,27 @@ impl Active {
         Ok(Active(active))
     }
 
-    /// None active.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// What the active silences do to `event`: an `alert.raised` may be
     /// skipped or muted; a later event of the alert's handling (an action's
     /// outcome, which carries the alert) is only ever muted, so a
     /// remediation under way still finishes.
     pub fn effect(&self, event: &model::Event) -> Option<Effect<'_>> {
         let alert = event.alert.as_ref()?;
-        let raised = event.kind == EventKind::AlertRaised.as_str();
         let mut matching = self
             .0
             .iter()
             .filter(|(_, m)| m.iter().all(|m| m.matches(&alert.labels)))
-            .map(|(s, _)| s);
-        let first = matching.next()?;
-        let skip = std::iter::once(first)
-            .chain(matching)
-            .find(|s| raised && s.mode == SilenceMode::All && alert.status == AlertStatus::Firing);
-        Some(match skip {
-            Some(s) => Effect::Skip(s),
-            None => Effect::Mute(first),
-        })
+            .map(|(s, _)| s)
+            .peekable();
+        let first = *matching.peek()?;
+        let firing =
+            event.kind == EventKind::AlertRaised.as_str() && alert.status == AlertStatus::Firing;
+        Some(
+            match matching.find(|s| firing && s.mode == SilenceMode::All) {
+                Some(s) => Effect::Skip(s),
+                None => Effect::Mute(first),
+            },
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use super::{Error, Store, now_ms};
 use crate::model::{Incident, IncidentStatus, Job, TimelineEntry};
 
 use super::queues::Queue;
-use super::rows::{incident_from, parsed_opt};
+use super::rows::{incident_from, timeline_from};
 use super::tx::Tx;
 
 pub(super) const INCIDENT_COLUMNS: &str = "id, dedup_key, title, service, severity, status, summary, rule, \
@@ -204,17 +204,7 @@ impl Store {
         .fetch_all(&self.reads)
         .await?
         .iter()
-        .map(|r| {
-            Ok(TimelineEntry {
-                at: r.try_get("at")?,
-                kind: r.try_get("kind")?,
-                from_status: parsed_opt(r, "from_status", IncidentStatus::parse)?,
-                to_status: parsed_opt(r, "to_status", IncidentStatus::parse)?,
-                cause: r.try_get("cause")?,
-                event_id: r.try_get("event_id")?,
-                ref_id: r.try_get("ref_id")?,
-            })
-        })
+        .map(timeline_from)
         .collect::<Result<_, sqlx::Error>>()?;
         let alerts = sqlx::query(
             "SELECT fingerprint, starts_at FROM incident_alerts WHERE incident_id = $1

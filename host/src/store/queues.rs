@@ -23,7 +23,8 @@ pub enum Queue {
 }
 
 impl Queue {
-    pub(super) fn table(self) -> &'static str {
+    /// Its table, which is also its name (in metrics, for one).
+    pub fn table(self) -> &'static str {
         match self {
             Queue::Actions => "actions",
             Queue::Notifications => "notifications",

@@ -3,7 +3,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::model::{Incident, IncidentStatus, Job, JobStatus, Severity};
+use crate::model::{
+    Incident, IncidentStatus, Job, JobStatus, Severity, Silence, SilenceMode, TimelineEntry,
+};
 
 /// A job row, by column name.
 pub(super) fn job_from(r: &AnyRow) -> Result<Job, sqlx::Error> {
@@ -29,10 +31,28 @@ pub(super) fn parsed<T>(
     parse: fn(&str) -> Option<T>,
 ) -> Result<T, sqlx::Error> {
     let text: String = r.try_get(column)?;
-    parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+    parse(&text).ok_or_else(|| undecodable(column, &text))
+}
+
+fn undecodable(column: &str, text: &str) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
         index: column.to_owned(),
         source: format!("unknown value `{text}`").into(),
-    })
+    }
+}
+
+/// A nullable text column holding JSON of `T`.
+fn json_opt<T: serde::de::DeserializeOwned>(
+    r: &AnyRow,
+    column: &str,
+) -> Result<Option<T>, sqlx::Error> {
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: e.into(),
+        })
 }
 
 /// An optional text column holding a model enum's name.
@@ -42,13 +62,37 @@ pub(super) fn parsed_opt<T>(
     parse: fn(&str) -> Option<T>,
 ) -> Result<Option<T>, sqlx::Error> {
     let text: Option<String> = r.try_get(column)?;
-    text.map(|t| {
-        parse(&t).ok_or_else(|| sqlx::Error::ColumnDecode {
-            index: column.to_owned(),
-            source: format!("unknown value `{t}`").into(),
-        })
+    text.map(|t| parse(&t).ok_or_else(|| undecodable(column, &t)))
+        .transpose()
+}
+
+/// A timeline row, by column name.
+pub(super) fn timeline_from(r: &AnyRow) -> Result<TimelineEntry, sqlx::Error> {
+    Ok(TimelineEntry {
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        from_status: parsed_opt(r, "from_status", IncidentStatus::parse)?,
+        to_status: parsed_opt(r, "to_status", IncidentStatus::parse)?,
+        cause: r.try_get("cause")?,
+        event_id: r.try_get("event_id")?,
+        ref_id: r.try_get("ref_id")?,
     })
-    .transpose()
+}
+
+/// A silence row, by column name.
+pub(super) fn silence_from(r: &AnyRow) -> Result<Silence, sqlx::Error> {
+    Ok(Silence {
+        id: r.try_get("id")?,
+        matchers: json_opt(r, "matchers")?.unwrap_or_default(),
+        mode: parsed(r, "mode", SilenceMode::parse)?,
+        starts_at: r.try_get("starts_at")?,
+        ends_at: r.try_get("ends_at")?,
+        weekly: json_opt(r, "weekly")?,
+        created_by: r.try_get("created_by")?,
+        comment: r.try_get("comment")?,
+        created_at: r.try_get("created_at")?,
+        expired_at: r.try_get("expired_at")?,
+    })
 }
 
 /// An incident row, by column name.

@@ -1,33 +1,12 @@
 //! Silences: created, listed, expired; the active ones read by the rule
 //! stage once per batch.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
+use super::rows::silence_from;
 use super::{Error, Store};
-use crate::model::{Silence, SilenceMode};
+use crate::model::Silence;
 
 const COLUMNS: &str =
     "id, matchers, mode, starts_at, ends_at, weekly, created_by, comment, created_at, expired_at";
-
-fn silence_from(r: &AnyRow) -> Silence {
-    let matchers: String = r.get(1);
-    let weekly: Option<String> = r.get(5);
-    let mode: String = r.get(2);
-    Silence {
-        id: r.get(0),
-        // Written by `create_silence` from the same types.
-        matchers: serde_json::from_str(&matchers).unwrap_or_default(),
-        mode: SilenceMode::parse(&mode).unwrap_or(SilenceMode::All),
-        starts_at: r.get(3),
-        ends_at: r.get(4),
-        weekly: weekly.and_then(|w| serde_json::from_str(&w).ok()),
-        created_by: r.get(6),
-        comment: r.get(7),
-        created_at: r.get(8),
-        expired_at: r.get(9),
-    }
-}
 
 impl Store {
     /// Keep `s`.
@@ -66,7 +45,7 @@ impl Store {
         .bind(now)
         .fetch_all(&self.reads)
         .await?;
-        Ok(rows.iter().map(silence_from).collect())
+        Ok(rows.iter().map(silence_from).collect::<Result<_, _>>()?)
     }
 
     /// End silence `id` at `now`; `None` if there is none or it had ended.
@@ -85,7 +64,7 @@ impl Store {
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        Ok(Some(silence_from(&row)))
+        Ok(Some(silence_from(&row)?))
     }
 
     /// One silence by id.
@@ -94,6 +73,6 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.reads)
             .await?;
-        Ok(row.as_ref().map(silence_from))
+        Ok(row.as_ref().map(silence_from).transpose()?)
     }
 }

@@ -76,10 +76,7 @@ pub async fn sample(
     }
 
     for queue in [Queue::Actions, Queue::Notifications] {
-        let name = match queue {
-            Queue::Actions => "actions",
-            Queue::Notifications => "notifications",
-        };
+        let name = queue.table();
         match store.queue_depth(queue).await {
             Ok(depth) => {
                 for status in ["pending", "running"] {

@@ -77,18 +77,23 @@ pub fn current_trace_id() -> Option<String> {
     (id != TraceId::INVALID).then(|| id.to_string())
 }
 
-/// The span an ingest request is handled in: a child of the caller's
-/// span when the request carries a valid `traceparent`.
-pub fn ingest_span(source: &'static str, headers: &http::HeaderMap) -> tracing::Span {
+/// The span an ingest request is handled in, and the caller's trace id
+/// when the request carries a valid `traceparent` (the span is then a
+/// child of the caller's).
+pub fn ingest_span(
+    source: &'static str,
+    headers: &http::HeaderMap,
+) -> (tracing::Span, Option<String>) {
     let span = tracing::info_span!("ingest", otel.name = format!("ingest {source}"), source);
-    if let Some((trace, parent)) = headers
+    let caller = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent)
-    {
+        .and_then(parse_traceparent);
+    let trace = caller.map(|(trace, parent)| {
         set_parent(&span, &trace, &parent);
-    }
-    span
+        trace
+    });
+    (span, trace)
 }
 
 /// Put `event`, built while handling an ingest request in the current
@@ -99,15 +104,6 @@ pub fn stamp(event: &mut model::Event, caller_trace: Option<&str>) {
         event.trace_id = t;
     }
     event.span_id = current_span_id();
-}
-
-/// The trace id of a `traceparent` header, if valid.
-pub fn caller_trace(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent)
-        .map(|(t, _)| t)
 }
 
 /// The id of the current span in its trace (16 hex), or empty when
