@@ -704,3 +704,193 @@ async fn an_unreachable_engine_is_a_retryable_failure() {
     assert!(health.status().is_success());
     host.stop().await;
 }
+
+/// The link in the approval notice of action `id` that rules `verdict`.
+fn approval_link(d: &IncidentDetail, id: &str, verdict: &str) -> String {
+    let notice = d
+        .notifications
+        .iter()
+        .find_map(|n| {
+            let event: serde_json::Value = serde_json::from_str(&n.request).unwrap();
+            let data: serde_json::Value =
+                serde_json::from_str(event["data"].as_str().unwrap()).unwrap();
+            let body = data["request"]["body"].as_str()?.to_owned();
+            (data["rule"] == "eventpulse/approvals" && body.contains(id)).then_some(body)
+        })
+        .expect("an approval notice");
+    let start = notice.find(&format!("/approvals/{id}?verdict={verdict}")).unwrap();
+    notice[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+async fn waiting(host: &Host) -> Vec<serde_json::Value> {
+    host.get_json("/api/v1/approvals").await["approvals"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn action_status(host: &Host, id: &str) -> String {
+    let job = host
+        .store
+        .job(eventpulse::store::Queue::Actions, id)
+        .await
+        .unwrap()
+        .unwrap();
+    job.status.to_string()
+}
+
+/// Approvals on the real Docker Engine (`[safety] require_approval`): the
+/// scale-out waits with its exact params and leaves the containers alone,
+/// across a host restart; an approval naming another params hash is
+/// refused; the signed link's GET only shows the request, its POST
+/// approves once, and the service goes to 2 replicas (Engine API). The
+/// scale-in is rejected and a later one expires: neither runs, and every
+/// step is on the timeline and in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_needing_approval_run_only_when_approved() {
+    let svc = Service::start("appr", "eventpulse-demo-app:latest", false).await;
+    settle_counts(&svc, (1, 1)).await;
+    let host = Host::start_on(eventpulse_tests::Backend::Sqlite).await;
+    let safety = "[safety]\nrequire_approval = true\napproval_timeout_secs = 600\n";
+    install_scaling(&host, &svc, 20_000, safety).await;
+
+    post_webhook(&host.url, &high_cpu(&svc, false)).await;
+    let asked = wait_for("a scale-out waiting for approval", SETTLE, || async {
+        waiting(&host).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(asked["plugin"], "action-docker-scale");
+    assert_eq!(asked["target"], svc.name.as_str());
+    assert_eq!(asked["params"]["replicas"], 2, "{asked}");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let hash = asked["params_hash"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(svc.counts().await, (1, 1), "nothing runs before approval");
+
+    // A restart while it waits does not run it.
+    let host = host.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(action_status(&host, &id).await, "awaiting_approval");
+    assert_eq!(svc.counts().await, (1, 1), "a restart runs nothing unapproved");
+
+    let approve = format!("/api/v1/actions/{id}/approve");
+    let r = host
+        .post(&approve)
+        .json(&serde_json::json!({"by": "mallory", "params_hash": "0".repeat(64)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("params hash does not match"), "{text}");
+    let r = host.post(&approve).json(&serde_json::json!({"params_hash": hash})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "a ruling names who made it");
+    let r = reqwest::Client::new()
+        .post(format!("{}{approve}", host.url))
+        .json(&serde_json::json!({"by": "x", "params_hash": hash}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the API needs the admin token");
+    assert_eq!(action_status(&host, &id).await, "awaiting_approval");
+
+    // The signed link from the approval notice.
+    let incident = host.store.incidents(1).await.unwrap()[0].id.clone();
+    let d = wait_for("the approval notice", SETTLE, || async {
+        let d = host.store.incident_detail(&incident).await.unwrap()?;
+        let noticed = d.notifications.iter().any(|n| n.plugin == "notifier-log" && n.status == "delivered");
+        noticed.then_some(d)
+    })
+    .await;
+    let link = approval_link(&d, &id, "approve");
+    let path = &link[link.find("/approvals/").unwrap()..];
+    let url = format!("{}{path}", host.url);
+    let client = reqwest::Client::new();
+    let page = client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&hash) && html.contains("<form method=\"post\""), "{html}");
+    let forged = url.replace("verdict=approve", "verdict=reject");
+    assert_eq!(client.get(&forged).send().await.unwrap().status(), 403, "the verdict is signed");
+    assert_eq!(action_status(&host, &id).await, "awaiting_approval", "a GET rules nothing");
+    let r = client.post(&url).form(&[("by", "alice"), ("reason", "load is real")]).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    settle_counts(&svc, (2, 2)).await;
+    wait_for("the approved scale-out completed", SETTLE, || async {
+        (action_status(&host, &id).await == "completed").then_some(())
+    })
+    .await;
+    let again = client.post(&url).form(&[("by", "alice")]).send().await.unwrap();
+    assert_eq!(again.status(), 409, "a link works once");
+
+    // The scale-in on the resolved alert: rejected, it never runs.
+    post_webhook(&host.url, &high_cpu(&svc, true)).await;
+    let asked = wait_for("the scale-in waiting", SETTLE, || async {
+        waiting(&host).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(asked["params"]["replicas"], 1);
+    let scale_in = asked["id"].as_str().unwrap().to_owned();
+    let r = host
+        .post(&format!("/api/v1/actions/{scale_in}/reject"))
+        .json(&serde_json::json!({"by": "bob", "reason": "keep the capacity"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = host
+        .post(&format!("/api/v1/actions/{scale_in}/approve"))
+        .json(&serde_json::json!({"by": "alice", "params_hash": asked["params_hash"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "a rejected action cannot be approved after");
+
+    // A LowCPU scale-in whose approval expires.
+    let expiring = safety.replace("approval_timeout_secs = 600", "approval_timeout_secs = 3");
+    install_scaling(&host, &svc, 20_000, &expiring).await;
+    let low = sample(
+        "LowCPU",
+        &[("service", &svc.name), ("severity", "warning")],
+        false,
+        "2026-11-24T11:00:00Z",
+        "",
+    );
+    post_webhook(&host.url, &low).await;
+    let asked = wait_for("the LowCPU scale-in waiting", SETTLE, || async {
+        waiting(&host).await.into_iter().next()
+    })
+    .await;
+    let low_id = asked["id"].as_str().unwrap().to_owned();
+    assert_ne!(low_id, scale_in);
+    wait_for("the LowCPU scale-in expired", SETTLE, || async {
+        (action_status(&host, &low_id).await == "expired").then_some(())
+    })
+    .await;
+    let expired = host.store.job(eventpulse::store::Queue::Actions, &low_id).await.unwrap().unwrap();
+    assert_eq!(expired.attempts, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(svc.counts().await, (2, 2), "neither the rejected nor the expired scale-in ran");
+    assert_eq!(action_status(&host, &scale_in).await, "rejected");
+
+    let d = host.store.incident_detail(&incident).await.unwrap().unwrap();
+    let timeline = kinds(&d);
+    for step in ["waiting for approval", "approved by alice via link: load is real", "rejected by bob via api: keep the capacity"] {
+        assert!(timeline.iter().any(|k| k.starts_with("approval") && k.contains(step)), "{step}: {timeline:?}");
+    }
+    let audit = wait_for("the approval audit", SETTLE, || async {
+        let a = host.get_json("/api/v1/audit?plugin=action-docker-scale").await;
+        let records: Vec<(String, bool)> = a["audit"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["capability"] == "approval")
+            .map(|r| (r["operation"].as_str().unwrap().to_owned(), r["allowed"].as_bool().unwrap()))
+            .collect();
+        (records.iter().any(|r| r.0 == "expire")).then_some(records)
+    })
+    .await;
+    for step in [("request", true), ("approve", true), ("reject", false), ("expire", false)] {
+        assert!(audit.contains(&(step.0.to_owned(), step.1)), "{step:?}: {audit:?}");
+    }
+    host.stop().await;
+}

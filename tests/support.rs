@@ -95,6 +95,7 @@ pub fn test_config(dir: &Path) -> Config {
         ..Config::default()
     };
     config.admin.token = Some(TOKEN.to_owned().into());
+    config.approvals.link_key_file = dir.join("approval-link.key");
     config.runtime.breaker_threshold = 3;
     config.runtime.reload_debounce_ms = 100;
     config

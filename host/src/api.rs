@@ -1,6 +1,7 @@
 //! The admin HTTP API. Every `/api/v1` route needs `Authorization: Bearer
 //! <token>`; `/metrics` takes the admin or the metrics token; `/healthz`
-//! (liveness) and `/readyz` (readiness) need none. Errors are JSON `{"error": "..."}` with a
+//! (liveness) and `/readyz` (readiness) need none; `/approvals/{id}` is a
+//! signed approval link, its signature the credential. Errors are JSON `{"error": "..."}` with a
 //! status code that says whose fault it was; database text never leaks.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::config::IngestConfig;
 use crate::ingest::group_commit::{CommitError, GroupCommit};
 use crate::ingest::{alertmanager, cloudevents, kubernetes};
 use crate::model;
+use crate::pipeline::approvals::{self, Approvals, Ruling, RulingError, Verdict, Waiting};
 use crate::pipeline::transport::Transport;
 use crate::registry::{self, Registry};
 use crate::runtime;
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub transport: Option<Arc<dyn Transport>>,
     /// The token that may read `/metrics` (besides the admin token).
     pub metrics_token: Option<Arc<SecretString>>,
+    /// Signs and checks approval links.
+    pub approvals: Arc<Approvals>,
 }
 
 /// The API's routes.
@@ -63,6 +67,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/dead-letters/{id}/replay", post(replay_dead_letter))
         .route("/silences", get(silences).post(create_silence))
         .route("/silences/{id}", axum::routing::delete(expire_silence))
+        .route("/approvals", get(approvals))
+        .route("/actions/{id}/approve", post(approve))
+        .route("/actions/{id}/reject", post(reject))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let ingest = Router::new()
         .route("/alerts/alertmanager", post(ingest_alertmanager))
@@ -76,8 +83,13 @@ pub fn router(state: ApiState) -> Router {
                 state.clone(),
                 require_metrics_token,
             ));
+    // Signed one-time links: the signature is the credential.
+    let links = Router::new()
+        .route("/approvals/{id}", get(approval_page).post(approval_link))
+        .layer(DefaultBodyLimit::max(16 * 1024));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(links)
         .route("/readyz", get(readyz))
         .merge(metrics)
         .nest("/api/v1", admin.merge(ingest))
@@ -503,6 +515,224 @@ async fn expire_silence(
         Some(_) => Err(ApiError::Conflict(format!(
             "silence `{id}` has already ended"
         ))),
+    }
+}
+
+impl From<RulingError> for ApiError {
+    fn from(e: RulingError) -> Self {
+        match e {
+            RulingError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RulingError::NotWaiting { .. } | RulingError::Expired(_) | RulingError::WrongHash(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            RulingError::NoHash | RulingError::Anonymous => ApiError::BadRequest(e.to_string()),
+            RulingError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Actions waiting for approval, the soonest to expire first.
+async fn approvals(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let waiting: Vec<Waiting> = s
+        .store
+        .awaiting_approval()
+        .await?
+        .iter()
+        .filter_map(Waiting::of)
+        .collect();
+    Ok(Json(json!({ "approvals": waiting })))
+}
+
+/// A ruling's body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulingBody {
+    /// Who rules.
+    by: String,
+    /// The params hash shown with the request (`GET /approvals`).
+    #[serde(default)]
+    params_hash: Option<String>,
+    /// Why.
+    #[serde(default)]
+    reason: String,
+}
+
+async fn rule_on(
+    s: &ApiState,
+    id: &str,
+    verdict: Verdict,
+    body: &[u8],
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: RulingBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid ruling: {e}")))?;
+    let ruling = Ruling {
+        verdict,
+        params_hash: b.params_hash,
+        by: b.by,
+        reason: b.reason,
+        via: "api",
+    };
+    let job = approvals::rule(&s.store, s.registry.metrics(), id, &ruling).await?;
+    Ok(Json(json!({ "action": job })))
+}
+
+/// Approve a waiting action: `{"by", "params_hash", "reason"?}`; 409 if it
+/// is not waiting, has expired or the hash is not its request's.
+async fn approve(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    rule_on(&s, &id, Verdict::Approve, &body).await
+}
+
+/// Reject a waiting action: `{"by", "reason"?, "params_hash"?}`.
+async fn reject(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    rule_on(&s, &id, Verdict::Reject, &body).await
+}
+
+/// What an approval link carries.
+#[derive(serde::Deserialize)]
+struct LinkQuery {
+    verdict: Verdict,
+    hash: String,
+    expires: i64,
+    sig: String,
+}
+
+/// The link's form.
+#[derive(serde::Deserialize)]
+struct LinkForm {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    reason: String,
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (status, headers, html).into_response()
+}
+
+/// HTML-escape `text`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The waiting action a link is about, if its signature is this host's
+/// and it has not expired.
+async fn linked(s: &ApiState, id: &str, q: &LinkQuery) -> Result<Waiting, Response> {
+    let invalid = || page(StatusCode::FORBIDDEN, "Invalid link", "<p>This approval link is not valid.</p>");
+    if !s.approvals.signed(id, &q.hash, q.verdict, q.expires, &q.sig) {
+        return Err(invalid());
+    }
+    if crate::store::now_ms() >= q.expires {
+        return Err(page(StatusCode::GONE, "Link expired", "<p>This approval has expired.</p>"));
+    }
+    let job = match s.store.job(crate::store::Queue::Actions, id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return Err(invalid()),
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    };
+    match (job.status, Waiting::of(&job)) {
+        (model::JobStatus::AwaitingApproval, Some(w)) => Ok(w),
+        (status, _) => Err(page(
+            StatusCode::CONFLICT,
+            "Already decided",
+            &format!("<p>This action is no longer waiting for approval: it is {}.</p>", escape(status.as_str())),
+        )),
+    }
+}
+
+/// A signed link, opened: the request and a form whose POST rules. A GET
+/// never rules, so a link preview cannot approve anything.
+async fn approval_page(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Response {
+    let w = match linked(&s, &id, &q).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let verb = match q.verdict {
+        Verdict::Approve => "Approve",
+        Verdict::Reject => "Reject",
+    };
+    let body = format!(
+        "<p>Rule <b>{rule}</b> asks to run <b>{plugin}</b> on <b>{target}</b>.</p>\
+         <p>Reason: {reason}</p><pre>{params}</pre><p>Params hash: <code>{hash}</code></p>\
+         <form method=\"post\"><label>Your name <input name=\"by\" required></label>\
+         <label>Reason <input name=\"reason\"></label>\
+         <button type=\"submit\">{verb}</button></form>",
+        rule = escape(&w.rule),
+        plugin = escape(&w.plugin),
+        target = escape(&w.target),
+        reason = escape(&w.reason),
+        params = escape(&serde_json::to_string_pretty(&w.params).unwrap_or_default()),
+        hash = escape(&w.params_hash),
+    );
+    page(StatusCode::OK, &format!("{verb} {} on {}?", w.plugin, w.target), &body)
+}
+
+/// A signed link's form, posted: the ruling it names.
+async fn approval_link(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+    axum::Form(form): axum::Form<LinkForm>,
+) -> Response {
+    if let Err(r) = linked(&s, &id, &q).await {
+        return r;
+    }
+    let ruling = Ruling {
+        verdict: q.verdict,
+        params_hash: Some(q.hash.clone()),
+        by: form.by,
+        reason: form.reason,
+        via: "link",
+    };
+    match approvals::rule(&s.store, s.registry.metrics(), &id, &ruling).await {
+        Ok(job) => page(
+            StatusCode::OK,
+            match q.verdict {
+                Verdict::Approve => "Approved",
+                Verdict::Reject => "Rejected",
+            },
+            &format!("<p>Action {} is now {}.</p>", escape(&job.id), escape(job.status.as_str())),
+        ),
+        Err(RulingError::Store(e)) => ApiError::from(e).into_response(),
+        Err(e) => {
+            let status = match e {
+                RulingError::Anonymous | RulingError::NoHash => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            page(status, "Not done", &format!("<p>{}</p>", escape(&e.to_string())))
+        }
     }
 }
 

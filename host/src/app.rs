@@ -17,6 +17,7 @@ use crate::api::{self, ApiState};
 use crate::config::{Config, TransportKind};
 use crate::ingest::group_commit::GroupCommit;
 use crate::pipeline::Pipeline;
+use crate::pipeline::approvals::Approvals;
 use crate::pipeline::kafka::{self, KafkaLog};
 use crate::pipeline::transport::{EmbeddedLog, Transport};
 use crate::registry::Registry;
@@ -93,8 +94,14 @@ impl App {
     }
 
     /// The HTTP routes, committing ingest through `commits`.
-    fn router(&self, commits: GroupCommit, transport: Option<Arc<dyn Transport>>) -> axum::Router {
+    fn router(
+        &self,
+        commits: GroupCommit,
+        transport: Option<Arc<dyn Transport>>,
+        approvals: Arc<Approvals>,
+    ) -> axum::Router {
         api::router(ApiState {
+            approvals,
             registry: self.registry.clone(),
             store: self.store.clone(),
             token: self.token.clone(),
@@ -123,7 +130,8 @@ impl App {
             Ok("ingest writer")
         });
         let transport = self.transport(&mut tasks, &shutdown).await?;
-        let router = self.router(commits, transport.clone());
+        let approvals = Arc::new(self.approvals(listener.local_addr()?)?);
+        let router = self.router(commits, transport.clone(), approvals.clone());
         let (metrics, stop) = (self.registry.metrics().clone(), shutdown.clone());
         tasks.spawn(async move {
             // Histogram samples are folded here as well as on each scrape,
@@ -165,6 +173,7 @@ impl App {
                 self.registry.clone(),
                 self.config.pipeline.clone(),
                 transport,
+                approvals,
             )
             .spawn(&mut tasks, &shutdown);
         }
@@ -189,6 +198,18 @@ impl App {
 }
 
 impl App {
+    /// Approval settings, links under `[approvals] public_url` or else
+    /// the address the host listens on.
+    fn approvals(&self, listening: std::net::SocketAddr) -> anyhow::Result<Approvals> {
+        let c = &self.config.approvals;
+        let key = kept_secret(c.link_key.as_ref(), &c.link_key_file, "approval link key")?;
+        let url = c
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listening}"));
+        Ok(Approvals::new(key, &url, c.notify.clone()))
+    }
+
     /// The stages' transport when the pipeline runs here (with Kafka, its
     /// topics created and the outbox relay started on `tasks`).
     async fn transport(
@@ -243,27 +264,35 @@ async fn write_audit(
     }
 }
 
-/// The configured token, else the one in `token_file`, else a new random one
-/// written there with mode 0600. The value is never logged.
+/// The configured admin token, else the one in `token_file`, else a new
+/// random one written there with mode 0600. The value is never logged.
 fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
-    if let Some(token) = &config.admin.token {
-        return Ok(token.clone());
+    kept_secret(
+        config.admin.token.as_ref(),
+        &config.admin.token_file,
+        "admin token",
+    )
+}
+
+/// `configured`, else the secret in `file`, else a new random one (32
+/// bytes, hex) written there with mode 0600.
+pub(crate) fn kept_secret(
+    configured: Option<&SecretString>,
+    file: &Path,
+    what: &str,
+) -> anyhow::Result<SecretString> {
+    if let Some(secret) = configured {
+        return Ok(secret.clone());
     }
-    let path = &config.admin.token_file;
-    if let Ok(text) = std::fs::read_to_string(path) {
+    if let Ok(text) = std::fs::read_to_string(file) {
         let t = text.trim();
-        anyhow::ensure!(
-            !t.is_empty(),
-            "admin token file {} is empty",
-            path.display()
-        );
+        anyhow::ensure!(!t.is_empty(), "{what} file {} is empty", file.display());
         return Ok(SecretString::from(t.to_owned()));
     }
-    let token = hex::encode(rand::random::<[u8; 32]>());
-    write_private(path, &token)
-        .with_context(|| format!("writing admin token to {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated an admin token");
-    Ok(SecretString::from(token))
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private(file, &secret).with_context(|| format!("writing the {what} to {}", file.display()))?;
+    tracing::info!(path = %file.display(), "generated the {what}");
+    Ok(SecretString::from(secret))
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -43,6 +43,39 @@ pub struct Config {
     pub instance: String,
     /// Logs and metrics.
     pub telemetry: TelemetryConfig,
+    /// Actions that wait for a person before they run.
+    pub approvals: ApprovalsConfig,
+}
+
+/// How approvals are asked for and answered. Which actions need one is
+/// each action plugin's `[safety]` (or the rule's decision).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Notifier plugins told when an action waits, with signed links to
+    /// approve or reject it (those not installed are skipped).
+    pub notify: Vec<String>,
+    /// The base URL the links use, as approvers reach this host (e.g.
+    /// `https://eventpulse.example.org`). Unset: `http://` and the address
+    /// the host listens on.
+    pub public_url: Option<String>,
+    /// The key that signs approval links. Every instance sharing a store
+    /// needs the same one. Unset: a random key kept in `link_key_file`.
+    #[serde(serialize_with = "redact")]
+    pub link_key: Option<SecretString>,
+    /// Where the generated link key is kept (mode 0600).
+    pub link_key_file: PathBuf,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            notify: vec!["notifier-log".into()],
+            public_url: None,
+            link_key: None,
+            link_key_file: PathBuf::from(".eventpulse/approval-link.key"),
+        }
+    }
 }
 
 /// Logs, metrics and traces.
@@ -311,6 +344,7 @@ impl Default for Config {
             transport: TransportConfig::default(),
             instance: String::new(),
             telemetry: TelemetryConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }

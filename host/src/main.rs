@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// Actions waiting for approval (in the configured store).
+    Approval {
+        #[command(subcommand)]
+        command: ApprovalCommand,
+    },
     /// Plugin authoring.
     Plugin {
         #[command(subcommand)]
@@ -106,6 +111,38 @@ enum PluginCommand {
         /// crate's workspace.
         #[arg(long)]
         target_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalCommand {
+    /// Actions waiting for approval, with the params hash to approve.
+    List,
+    /// Let a waiting action run.
+    Approve {
+        /// The action's id.
+        id: String,
+        /// Its params hash, as `list` shows it: the approval holds for
+        /// exactly that request.
+        #[arg(long)]
+        hash: String,
+        /// Who approves.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Refuse a waiting action: it never runs.
+    Reject {
+        /// The action's id.
+        id: String,
+        /// Who rejects.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -205,6 +242,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Silence { command } => runtime()?.block_on(silence(command, &config)),
+        Command::Approval { command } => runtime()?.block_on(approval(command, &config)),
         Command::Incidents { limit, json } => runtime()?.block_on(async {
             let store = eventpulse::store::Store::connect(&config.database_url).await?;
             let mut details = Vec::new();
@@ -274,6 +312,52 @@ async fn silence(command: SilenceCommand, config: &Config) -> anyhow::Result<()>
             None => anyhow::bail!("no silence `{id}` that has not ended"),
         },
     }
+    Ok(())
+}
+
+async fn approval(command: ApprovalCommand, config: &Config) -> anyhow::Result<()> {
+    use eventpulse::pipeline::approvals::{self, Ruling, Verdict, Waiting};
+    let store = eventpulse::store::Store::connect(&config.database_url).await?;
+    let (id, ruling) = match command {
+        ApprovalCommand::List => {
+            let waiting: Vec<Waiting> = store
+                .awaiting_approval()
+                .await?
+                .iter()
+                .filter_map(Waiting::of)
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&waiting)?);
+            return Ok(());
+        }
+        ApprovalCommand::Approve {
+            id,
+            hash,
+            by,
+            reason,
+        } => (
+            id,
+            Ruling {
+                verdict: Verdict::Approve,
+                params_hash: Some(hash),
+                by,
+                reason,
+                via: "cli",
+            },
+        ),
+        ApprovalCommand::Reject { id, by, reason } => (
+            id,
+            Ruling {
+                verdict: Verdict::Reject,
+                params_hash: None,
+                by,
+                reason,
+                via: "cli",
+            },
+        ),
+    };
+    let metrics = eventpulse::telemetry::Metrics::disabled();
+    let job = approvals::rule(&store, &metrics, &id, &ruling).await?;
+    println!("action {} is now {}", job.id, job.status);
     Ok(())
 }
 

@@ -393,6 +393,12 @@ impl Registry {
         }
     }
 
+    /// The `[safety]` of a loaded plugin, enabled or not (an action
+    /// requested while its plugin is disabled is still guarded by it).
+    pub fn safety(&self, name: &str) -> Option<crate::runtime::manifest::Safety> {
+        self.loaded(name).ok().map(|p| p.manifest().safety.clone())
+    }
+
     /// The serving version of a plugin, enabled or not.
     fn loaded(&self, name: &str) -> Result<Arc<Plugin>, runtime::Error> {
         let slots = self.slots.read().expect("registry lock");

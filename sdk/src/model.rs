@@ -320,6 +320,15 @@ pub struct ActionOutcome {
     pub attempts: u32,
 }
 
+impl ActionOutcome {
+    /// The action never ran: refused by a rate limit, rejected by an
+    /// approver, or its approval expired. Nothing changed, so there is
+    /// nothing to compensate.
+    pub fn never_ran(&self) -> bool {
+        self.attempts == 0 && self.result.is_err()
+    }
+}
+
 /// A notification a rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationRequest {
@@ -452,6 +461,18 @@ impl Decision {
         self.signal(
             "eventpulse.verify",
             serde_json::json!({ "action": action, "target": target, "within_secs": within_secs }),
+        )
+    }
+
+    /// Ask the host to hold the requested action `action` on `target`
+    /// until someone approves it (admin API, CLI or a signed link in the
+    /// approval notice). Rejected or not approved in time, it never runs
+    /// and the rule hears an `action.failed` whose
+    /// [`ActionOutcome::never_ran`] is true.
+    pub fn require_approval(self, action: &str, target: &str) -> Self {
+        self.signal(
+            "eventpulse.approval",
+            serde_json::json!({ "action": action, "target": target }),
         )
     }
 

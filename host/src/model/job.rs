@@ -4,7 +4,7 @@ use serde::Serialize;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its next attempt.
     Pending,
@@ -20,11 +20,17 @@ pub enum JobStatus {
     Refused,
     /// Never ran: a duplicate notification inside the dedup window.
     Suppressed,
+    /// An action held until someone approves it (or it expires).
+    AwaitingApproval,
+    /// Never ran: an approver rejected it.
+    Rejected,
+    /// Never ran: nobody approved it within its approval timeout.
+    Expired,
 }
 
 impl JobStatus {
     /// Every status.
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 10] = [
         JobStatus::Pending,
         JobStatus::Running,
         JobStatus::Completed,
@@ -32,6 +38,9 @@ impl JobStatus {
         JobStatus::Failed,
         JobStatus::Refused,
         JobStatus::Suppressed,
+        JobStatus::AwaitingApproval,
+        JobStatus::Rejected,
+        JobStatus::Expired,
     ];
 
     /// Lower-case name, as stored and shown.
@@ -44,6 +53,9 @@ impl JobStatus {
             JobStatus::Failed => "failed",
             JobStatus::Refused => "refused",
             JobStatus::Suppressed => "suppressed",
+            JobStatus::AwaitingApproval => "awaiting_approval",
+            JobStatus::Rejected => "rejected",
+            JobStatus::Expired => "expired",
         }
     }
 

@@ -1,11 +1,14 @@
 //! The action queue: `action.requested` → the `actions` table → action
 //! plugins. Admission applies the action plugin's rate limit on its target
 //! (`[safety] max_actions` per `window_secs`), counted in the transaction
-//! that enqueues; an attempt goes through the per-(plugin, target) circuit
-//! breaker.
+//! that enqueues, then holds the actions that need approval
+//! ([`super::approvals`]); an attempt goes through the per-(plugin,
+//! target) circuit breaker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::approvals::Approvals;
 use super::kinds::*;
 use super::queue::{Attempt, Executor, Work, deadline};
 use super::{Payload, Received, derive};
@@ -14,7 +17,10 @@ use crate::runtime::{self, BreakerState, types};
 use crate::store::{self, JobEnd, Queue, Tx, now_ms};
 
 /// Actions, as a queue's [`Work`].
-pub struct Actions;
+pub struct Actions {
+    /// Holds the actions that need approval.
+    pub approvals: Arc<Approvals>,
+}
 
 impl Work for Actions {
     const QUEUE: Queue = Queue::Actions;
@@ -34,7 +40,10 @@ impl Work for Actions {
     ) -> Result<(), store::Error> {
         let event = &received.event;
         let Some(error) = refusal(executor, tx, &job).await? else {
-            tx.enqueue(Queue::Actions, &job).await?;
+            let approvals = &executor.work.approvals;
+            if !approvals.hold(&executor.registry, tx, received, &job).await? {
+                tx.enqueue(Queue::Actions, &job).await?;
+            }
             return Ok(());
         };
         tracing::warn!(plugin = %job.plugin, target = %job.target, "{error}");
@@ -145,11 +154,7 @@ async fn refusal(
     tx: &mut Tx,
     job: &Job,
 ) -> Result<Option<String>, store::Error> {
-    let safety = executor
-        .registry
-        .get(&job.plugin)
-        .map(|p| p.manifest().safety.clone())
-        .unwrap_or_default();
+    let safety = executor.registry.safety(&job.plugin).unwrap_or_default();
     if safety.max_actions == 0 {
         return Ok(None);
     }

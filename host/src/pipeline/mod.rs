@@ -14,6 +14,8 @@
 //!
 //! - [`timers`] fires the timers rules set, as `timer.fired` events the rule
 //!   stage hands to the rule that set each one.
+//! - [`approvals`] holds the actions that must be approved, takes rulings
+//!   and expires the waits nobody ruled on.
 //!
 //! Every event enters a stage as a [`Received`] ([`payload`]): its payload
 //! is parsed there, once. A stage takes a batch (what the transport has
@@ -22,6 +24,7 @@
 //! no-op; the transport's position is acknowledged after that commit.
 
 pub mod actions;
+pub mod approvals;
 pub mod incidents;
 pub mod kafka;
 pub mod notifications;
@@ -436,6 +439,7 @@ pub struct Pipeline {
     registry: Arc<Registry>,
     config: PipelineConfig,
     transport: Arc<dyn Transport>,
+    approvals: Arc<approvals::Approvals>,
 }
 
 impl Pipeline {
@@ -445,12 +449,14 @@ impl Pipeline {
         registry: Arc<Registry>,
         config: PipelineConfig,
         transport: Arc<dyn Transport>,
+        approvals: Arc<approvals::Approvals>,
     ) -> Self {
         Pipeline {
             store,
             registry,
             config,
             transport,
+            approvals,
         }
     }
 
@@ -462,12 +468,17 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) {
         let (store, registry, config) = (&self.store, &self.registry, &self.config);
-        let actions = Arc::new(Executor::<Actions>::new(
+        let work = Actions {
+            approvals: self.approvals.clone(),
+        };
+        let actions = Arc::new(Executor::new(
+            work,
             store.clone(),
             registry.clone(),
             config.clone(),
         ));
-        let notifications = Arc::new(Executor::<Notifications>::new(
+        let notifications = Arc::new(Executor::new(
+            Notifications,
             store.clone(),
             registry.clone(),
             config.clone(),
@@ -503,5 +514,11 @@ impl Pipeline {
             cancel.clone(),
         );
         tasks.spawn(async move { timers::run(st, clock, c).await.map(|()| "timer task") });
+        let (st, m, c) = (
+            self.store.clone(),
+            self.registry.metrics().clone(),
+            cancel.clone(),
+        );
+        tasks.spawn(async move { approvals::run(st, m, c).await.map(|()| "approval expiry") });
     }
 }

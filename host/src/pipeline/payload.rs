@@ -28,6 +28,9 @@ pub struct ActionData {
     /// the action completing (see `pipeline::rules`, verification).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_secs: Option<u64>,
+    /// The rule asked that it wait for approval (see `pipeline::approvals`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
 }
 
 /// The reserved signal a rule adds to a decision to have one of its
@@ -36,6 +39,19 @@ pub const VERIFY_SIGNAL: &str = "eventpulse.verify";
 /// Timer keys the host sets to verify an action (`<prefix><action id>`);
 /// the rule hears the ones that failed.
 pub const VERIFY_TIMER: &str = "eventpulse.verify:";
+
+/// The reserved signal a rule adds to a decision to have one of its
+/// actions wait for approval: data `{"action", "target"}`.
+pub const APPROVAL_SIGNAL: &str = "eventpulse.approval";
+
+/// Which action an approval signal is about.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApprovalAsk {
+    /// The action plugin.
+    pub action: String,
+    /// Its target.
+    pub target: String,
+}
 
 /// What a verify signal asks.
 #[derive(Debug, Clone, Deserialize)]

@@ -119,7 +119,8 @@ struct Finished {
 
 /// Runs the jobs of one queue.
 pub struct Executor<W: Work> {
-    work: std::marker::PhantomData<W>,
+    /// What its jobs are.
+    pub(super) work: W,
     pub(super) store: Store,
     pub(super) registry: Arc<Registry>,
     pub(super) config: PipelineConfig,
@@ -127,10 +128,10 @@ pub struct Executor<W: Work> {
 }
 
 impl<W: Work> Executor<W> {
-    /// An executor for `W`'s queue.
-    pub fn new(store: Store, registry: Arc<Registry>, config: PipelineConfig) -> Self {
+    /// An executor for `work`'s queue.
+    pub fn new(work: W, store: Store, registry: Arc<Registry>, config: PipelineConfig) -> Self {
         Executor {
-            work: std::marker::PhantomData,
+            work,
             store,
             registry,
             config,
@@ -225,7 +226,9 @@ impl<W: Work> Executor<W> {
                 () = &mut woken => {}
                 () = &mut requeued => {}
                 () = sleep => {}
-                () = tokio::time::sleep(SHARED_POLL), if shared => {}
+                // Other processes enqueue too: instances on a shared
+                // store, and `eventpulse approval approve` on any.
+                () = tokio::time::sleep(SHARED_POLL) => {}
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     // Every attempt that has ended is recorded in one transaction.
                     let mut finished = Vec::new();

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::incidents::{IncidentData, transition};
 use super::kinds::*;
-use super::payload::{VERIFY_SIGNAL, VERIFY_TIMER, VerifyAsk, VerifyData};
+use super::payload::{APPROVAL_SIGNAL, ApprovalAsk, VERIFY_SIGNAL, VERIFY_TIMER, VerifyAsk, VerifyData};
 use super::silences::{Active, Effect};
 use super::{
     ActionData, NotificationData, Payload, Received, SignalData, Stage, TimerData, derive,
@@ -756,12 +756,21 @@ async fn apply(
         .filter(|s| s.name == VERIFY_SIGNAL)
         .filter_map(|s| serde_json::from_str(&s.data).ok())
         .collect();
+    let approve: Vec<ApprovalAsk> = decision
+        .signals
+        .iter()
+        .filter(|s| s.name == APPROVAL_SIGNAL)
+        .filter_map(|s| serde_json::from_str(&s.data).ok())
+        .collect();
     for request in &decision.actions {
         let action_id = uuid::Uuid::now_v7().to_string();
         let verify_secs = verify
             .iter()
             .find(|v| v.action == request.action && v.target == request.target)
             .map(|v| v.within_secs);
+        let approval = approve
+            .iter()
+            .any(|a| a.action == request.action && a.target == request.target);
         let data = ActionData {
             rule: rule.to_owned(),
             request: request.clone(),
@@ -769,6 +778,7 @@ async fn apply(
             error: None,
             attempts: 0,
             verify_secs,
+            approval,
         };
         let requested = derive(
             event,
@@ -815,7 +825,11 @@ async fn apply(
         ))
         .await?;
     }
-    for signal in decision.signals.iter().filter(|s| s.name != VERIFY_SIGNAL) {
+    for signal in decision
+        .signals
+        .iter()
+        .filter(|s| s.name != VERIFY_SIGNAL && s.name != APPROVAL_SIGNAL)
+    {
         let data = SignalData {
             rule: rule.to_owned(),
             signal: signal.clone(),

@@ -28,7 +28,8 @@ pub struct Manifest {
 }
 
 /// Action safety the host enforces per (plugin, target), whatever the
-/// plugin does: a rate limit (blast radius) and a circuit breaker.
+/// plugin does: a rate limit (blast radius), a circuit breaker, and
+/// approval before an action runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Safety {
@@ -41,6 +42,53 @@ pub struct Safety {
     pub breaker_threshold: u32,
     /// How long an open breaker holds attempts back before one trial.
     pub breaker_open_secs: u64,
+    /// Every action of this plugin waits for approval before it runs.
+    pub require_approval: bool,
+    /// Actions wait for approval when all of these Alertmanager-style
+    /// matchers match the request's `target`, `severity` (its incident's)
+    /// and `rule` (e.g. `['target=~"prod-.*"']`). Empty: only
+    /// `require_approval` or the rule's decision asks for approval.
+    pub approval_when: Vec<String>,
+    /// How long an action waits for approval before it expires, never run.
+    pub approval_timeout_secs: u64,
+}
+
+impl Safety {
+    /// Whether an action on `target` for `rule`, in an incident of
+    /// `severity`, must be approved by this plugin's manifest.
+    pub fn needs_approval(&self, target: &str, severity: &str, rule: &str) -> bool {
+        if self.require_approval {
+            return true;
+        }
+        if self.approval_when.is_empty() {
+            return false;
+        }
+        let labels = [
+            ("target".to_owned(), target.to_owned()),
+            ("severity".to_owned(), severity.to_owned()),
+            ("rule".to_owned(), rule.to_owned()),
+        ];
+        // Checked at load, so a matcher here always parses.
+        self.approval_when.iter().all(|m| {
+            eventpulse_matchers::Matcher::parse(m).is_ok_and(|m| m.matches(&labels))
+        })
+    }
+
+    /// Whether `approval_when` needs the incident's severity.
+    pub fn approval_reads_severity(&self) -> bool {
+        !self.require_approval && self.approval_when.iter().any(|m| m.trim_start().starts_with("severity"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for m in &self.approval_when {
+            eventpulse_matchers::Matcher::parse(m)
+                .map_err(|e| format!("[safety] approval_when: {e}"))?;
+        }
+        if (self.require_approval || !self.approval_when.is_empty()) && self.approval_timeout_secs == 0 {
+            return Err("[safety] approval_timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for Safety {
@@ -50,6 +98,9 @@ impl Default for Safety {
             window_secs: 600,
             breaker_threshold: 5,
             breaker_open_secs: 60,
+            require_approval: false,
+            approval_when: Vec::new(),
+            approval_timeout_secs: 3600,
         }
     }
 }
@@ -231,7 +282,15 @@ impl Manifest {
     /// Read `path` if it exists; a missing manifest means the defaults.
     pub fn load(path: &Path) -> Result<Manifest, String> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => {
+                let manifest: Manifest =
+                    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                manifest
+                    .safety
+                    .validate()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(manifest)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
@@ -289,6 +348,22 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approval_conditions_match_target_severity_and_rule() {
+        let s: Safety = toml::from_str(
+            "approval_when = ['target=~\"prod-.*\"', 'severity!=\"info\"']",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert!(s.needs_approval("prod-db", "critical", "r"));
+        assert!(!s.needs_approval("prod-db", "info", "r"));
+        assert!(!s.needs_approval("staging", "critical", "r"));
+        assert!(Safety { require_approval: true, ..Safety::default() }.needs_approval("x", "info", "r"));
+        assert!(!Safety::default().needs_approval("x", "critical", "r"));
+        let bad: Safety = toml::from_str("approval_when = ['target=~\"(\"']").unwrap();
+        assert!(bad.validate().unwrap_err().contains("approval_when"));
+    }
 
     #[test]
     fn defaults_deny_everything() {

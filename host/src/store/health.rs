@@ -102,7 +102,7 @@ impl Store {
     pub async fn queue_depth(&self, queue: super::Queue) -> Result<QueueDepth, Error> {
         let table = queue.table();
         let rows = sqlx::query(&format!(
-            "SELECT status, COUNT(*) FROM {table} WHERE status IN ('pending', 'running')
+            "SELECT status, COUNT(*) FROM {table} WHERE status IN ('pending', 'running', 'awaiting_approval')
              GROUP BY status"
         ))
         .fetch_all(&self.reads)

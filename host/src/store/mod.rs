@@ -18,6 +18,7 @@
 //! failures, and the ingest transaction.
 
 mod alerts;
+mod approvals;
 mod audit;
 mod counts;
 mod dead_letters;

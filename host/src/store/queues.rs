@@ -85,7 +85,7 @@ impl Tx {
     }
 
     /// Actions of `plugin` on `target` requested since `since_ms` that
-    /// were not refused (what a rate limit counts).
+    /// were not refused, rejected or expired (what a rate limit counts).
     pub async fn recent_actions(
         &mut self,
         plugin: &str,
@@ -96,7 +96,8 @@ impl Tx {
         self.flush().await?;
         let row = sqlx::query(
             "SELECT COUNT(*) FROM actions
-             WHERE plugin = $1 AND target = $2 AND created_at >= $3 AND status <> 'refused'",
+             WHERE plugin = $1 AND target = $2 AND created_at >= $3
+               AND status NOT IN ('refused', 'rejected', 'expired')",
         )
         .bind(plugin)
         .bind(target)

@@ -156,7 +156,7 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "eventpulse_queue_jobs",
         Kind::Gauge,
         None,
-        "Work-queue jobs, by queue and status.",
+        "Work-queue jobs, by queue and status (pending, running, awaiting_approval).",
     ),
     (
         "eventpulse_queue_oldest_due_seconds",
@@ -199,6 +199,12 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Alert events a silence acted on, by effect (all: handed to no rule; notifications: rules ran, their notifications muted).",
+    ),
+    (
+        "eventpulse_approvals_total",
+        Kind::Counter,
+        None,
+        "Approval steps of actions, by action plugin and outcome (requested, approved, rejected, expired).",
     ),
     (
         "eventpulse_scrape_errors_total",
@@ -471,6 +477,15 @@ impl Metrics {
     /// A silence of `mode` acted on an alert event.
     pub fn silenced(&self, mode: &str) {
         self.count("eventpulse_alerts_silenced_total", &[("mode", mode)], 1);
+    }
+
+    /// An action of `plugin` reached approval step `outcome`.
+    pub fn approval(&self, plugin: &str, outcome: &str) {
+        self.count(
+            "eventpulse_approvals_total",
+            &[("plugin", plugin), ("outcome", outcome)],
+            1,
+        );
     }
 
     /// A scrape could not sample `what`.

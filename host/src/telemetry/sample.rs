@@ -79,7 +79,7 @@ pub async fn sample(
         let name = queue.table();
         match store.queue_depth(queue).await {
             Ok(depth) => {
-                for status in ["pending", "running"] {
+                for status in ["pending", "running", "awaiting_approval"] {
                     let n = depth
                         .by_status
                         .iter()

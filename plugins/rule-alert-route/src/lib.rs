@@ -10,7 +10,9 @@
 //! - firing: open (or join, by `dedup_key`) an incident with `title`,
 //!   `body` (its summary), `service` and `severity`; notify the `channels`
 //!   for that severity (`default` for the rest) with the same dedup key;
-//!   request each of `actions` (`action`, `target`, `params`);
+//!   request each of `actions` (`action`, `target`, `params`, and
+//!   `require_approval = true` to have the host hold it until someone
+//!   approves it);
 //! - resolved: once every alert firing under that dedup key has resolved,
 //!   resolve the incident and notify that it did (unless
 //!   `notify_resolved = false`).
@@ -73,6 +75,8 @@ struct ActionConfig {
     target: String,
     #[serde(default)]
     params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    require_approval: bool,
 }
 
 fn default_severity() -> String {
@@ -308,6 +312,9 @@ impl Rule for AlertRoute {
                         for (k, v) in &a.params {
                             request = request.param(k, r.value(&format!("params.{k}"), v)?);
                         }
+                        if a.require_approval {
+                            decision = decision.require_approval(&request.action, &request.target);
+                        }
                         decision = decision.action(request);
                     }
                     notes.push(format!("route {}: {dedup_key} firing", route.name));
@@ -462,7 +469,7 @@ mod tests {
         let routes = r#"[
             { name = "db", matchers = ['service=~"db|cache"', 'severity!="info"'], continue = true,
               channels = { critical = ["pager"], default = ["chat"] },
-              actions = [{ action = "action-container-restart", target = "{{ labels.container }}",
+              actions = [{ action = "action-container-restart", target = "{{ labels.container }}", require_approval = true,
                            params = { reason = "{{ alert.name }}", grace_secs = 10,
                                       containers = ["{{ labels.container }}"] } }] },
             { name = "audit", matchers = [], channels = { default = ["log"] } },
@@ -486,6 +493,8 @@ mod tests {
         );
         assert_eq!(d.actions.len(), 1);
         assert_eq!(d.actions[0].target, "db-1");
+        let approval = d.signals.iter().find(|s| s.name == "eventpulse.approval").unwrap();
+        assert_eq!(approval.data["target"], "db-1");
         assert_eq!(d.actions[0].params["reason"], "Down");
         assert_eq!(d.actions[0].params["grace_secs"], 10);
         assert_eq!(

@@ -361,6 +361,19 @@ impl Rule for CpuAutoscale {
             Err(e) => e.to_string(),
             Ok(_) => "unknown".into(),
         };
+        if outcome.never_ran() {
+            // Refused, rejected or not approved: nothing changed, so
+            // nothing to compensate; the incident waits for the alert.
+            let note = format!("scale-out of {service} did not run: {why}");
+            let mut d = Decision::none().note(note.clone());
+            for channel in cx.channels(Severity::Warning) {
+                d = d.notify(
+                    NotificationRequest::new(channel, Severity::Warning, &note, &why)
+                        .dedup_key(format!("not-run:{}", outcome.action_id)),
+                );
+            }
+            return Ok(d);
+        }
         Ok(Decision::none()
             .action(s.scale(
                 service,
@@ -469,6 +482,25 @@ mod tests {
         let d = CpuAutoscale.decide(&low, &cx).unwrap();
         assert_eq!(d.actions[0].params["replicas"], 1);
         assert!(d.incident.is_none());
+    }
+
+    #[test]
+    fn a_scale_out_that_never_ran_is_not_compensated() {
+        let host = FakeHost::new();
+        let request = ActionRequest::new("action-docker-scale", "app").param("replicas", 2);
+        let outcome = ActionOutcome {
+            action_id: "a1".into(),
+            request,
+            result: Err(Error::permanent("rejected by alice via api")),
+            attempts: 0,
+        };
+        assert!(outcome.never_ran());
+        let d = CpuAutoscale
+            .on_action_failed(&high(AlertStatus::Firing), &outcome, &host.context())
+            .unwrap();
+        assert!(d.actions.is_empty(), "{d:?}");
+        assert!(d.incident.is_none(), "the incident waits for the alert");
+        assert!(d.notifications[0].title.contains("did not run"), "{d:?}");
     }
 
     #[test]
