@@ -718,8 +718,14 @@ fn approval_link(d: &IncidentDetail, id: &str, verdict: &str) -> String {
             (data["rule"] == "eventpulse/approvals" && body.contains(id)).then_some(body)
         })
         .expect("an approval notice");
-    let start = notice.find(&format!("/approvals/{id}?verdict={verdict}")).unwrap();
-    notice[start..].split_whitespace().next().unwrap().to_owned()
+    let start = notice
+        .find(&format!("/approvals/{id}?verdict={verdict}"))
+        .unwrap();
+    notice[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 async fn waiting(host: &Host) -> Vec<serde_json::Value> {
@@ -771,7 +777,11 @@ async fn actions_needing_approval_run_only_when_approved() {
     let host = host.restart().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(action_status(&host, &id).await, "awaiting_approval");
-    assert_eq!(svc.counts().await, (1, 1), "a restart runs nothing unapproved");
+    assert_eq!(
+        svc.counts().await,
+        (1, 1),
+        "a restart runs nothing unapproved"
+    );
 
     let approve = format!("/api/v1/actions/{id}/approve");
     let r = host
@@ -783,7 +793,12 @@ async fn actions_needing_approval_run_only_when_approved() {
     assert_eq!(r.status(), 409);
     let text = r.text().await.unwrap();
     assert!(text.contains("params hash does not match"), "{text}");
-    let r = host.post(&approve).json(&serde_json::json!({"params_hash": hash})).send().await.unwrap();
+    let r = host
+        .post(&approve)
+        .json(&serde_json::json!({"params_hash": hash}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "a ruling names who made it");
     let r = reqwest::Client::new()
         .post(format!("{}{approve}", host.url))
@@ -798,7 +813,10 @@ async fn actions_needing_approval_run_only_when_approved() {
     let incident = host.store.incidents(1).await.unwrap()[0].id.clone();
     let d = wait_for("the approval notice", SETTLE, || async {
         let d = host.store.incident_detail(&incident).await.unwrap()?;
-        let noticed = d.notifications.iter().any(|n| n.plugin == "notifier-log" && n.status == "delivered");
+        let noticed = d
+            .notifications
+            .iter()
+            .any(|n| n.plugin == "notifier-log" && n.status == "delivered");
         noticed.then_some(d)
     })
     .await;
@@ -809,18 +827,39 @@ async fn actions_needing_approval_run_only_when_approved() {
     let page = client.get(&url).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains(&hash) && html.contains("<form method=\"post\""), "{html}");
+    assert!(
+        html.contains(&hash) && html.contains("<form method=\"post\""),
+        "{html}"
+    );
     let forged = url.replace("verdict=approve", "verdict=reject");
-    assert_eq!(client.get(&forged).send().await.unwrap().status(), 403, "the verdict is signed");
-    assert_eq!(action_status(&host, &id).await, "awaiting_approval", "a GET rules nothing");
-    let r = client.post(&url).form(&[("by", "alice"), ("reason", "load is real")]).send().await.unwrap();
+    assert_eq!(
+        client.get(&forged).send().await.unwrap().status(),
+        403,
+        "the verdict is signed"
+    );
+    assert_eq!(
+        action_status(&host, &id).await,
+        "awaiting_approval",
+        "a GET rules nothing"
+    );
+    let r = client
+        .post(&url)
+        .form(&[("by", "alice"), ("reason", "load is real")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     settle_counts(&svc, (2, 2)).await;
     wait_for("the approved scale-out completed", SETTLE, || async {
         (action_status(&host, &id).await == "completed").then_some(())
     })
     .await;
-    let again = client.post(&url).form(&[("by", "alice")]).send().await.unwrap();
+    let again = client
+        .post(&url)
+        .form(&[("by", "alice")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 409, "a link works once");
 
     // The scale-in on the resolved alert: rejected, it never runs.
@@ -844,7 +883,11 @@ async fn actions_needing_approval_run_only_when_approved() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 409, "a rejected action cannot be approved after");
+    assert_eq!(
+        r.status(),
+        409,
+        "a rejected action cannot be approved after"
+    );
 
     // A LowCPU scale-in whose approval expires.
     let expiring = safety.replace("approval_timeout_secs = 600", "approval_timeout_secs = 3");
@@ -867,30 +910,68 @@ async fn actions_needing_approval_run_only_when_approved() {
         (action_status(&host, &low_id).await == "expired").then_some(())
     })
     .await;
-    let expired = host.store.job(eventpulse::store::Queue::Actions, &low_id).await.unwrap().unwrap();
+    let expired = host
+        .store
+        .job(eventpulse::store::Queue::Actions, &low_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(expired.attempts, 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(svc.counts().await, (2, 2), "neither the rejected nor the expired scale-in ran");
+    assert_eq!(
+        svc.counts().await,
+        (2, 2),
+        "neither the rejected nor the expired scale-in ran"
+    );
     assert_eq!(action_status(&host, &scale_in).await, "rejected");
 
-    let d = host.store.incident_detail(&incident).await.unwrap().unwrap();
+    let d = host
+        .store
+        .incident_detail(&incident)
+        .await
+        .unwrap()
+        .unwrap();
     let timeline = kinds(&d);
-    for step in ["waiting for approval", "approved by alice via link: load is real", "rejected by bob via api: keep the capacity"] {
-        assert!(timeline.iter().any(|k| k.starts_with("approval") && k.contains(step)), "{step}: {timeline:?}");
+    for step in [
+        "waiting for approval",
+        "approved by alice via link: load is real",
+        "rejected by bob via api: keep the capacity",
+    ] {
+        assert!(
+            timeline
+                .iter()
+                .any(|k| k.starts_with("approval") && k.contains(step)),
+            "{step}: {timeline:?}"
+        );
     }
     let audit = wait_for("the approval audit", SETTLE, || async {
-        let a = host.get_json("/api/v1/audit?plugin=action-docker-scale").await;
+        let a = host
+            .get_json("/api/v1/audit?plugin=action-docker-scale")
+            .await;
         let records: Vec<(String, bool)> = a["audit"]
             .as_array()?
             .iter()
             .filter(|r| r["capability"] == "approval")
-            .map(|r| (r["operation"].as_str().unwrap().to_owned(), r["allowed"].as_bool().unwrap()))
+            .map(|r| {
+                (
+                    r["operation"].as_str().unwrap().to_owned(),
+                    r["allowed"].as_bool().unwrap(),
+                )
+            })
             .collect();
         (records.iter().any(|r| r.0 == "expire")).then_some(records)
     })
     .await;
-    for step in [("request", true), ("approve", true), ("reject", false), ("expire", false)] {
-        assert!(audit.contains(&(step.0.to_owned(), step.1)), "{step:?}: {audit:?}");
+    for step in [
+        ("request", true),
+        ("approve", true),
+        ("reject", false),
+        ("expire", false),
+    ] {
+        assert!(
+            audit.contains(&(step.0.to_owned(), step.1)),
+            "{step:?}: {audit:?}"
+        );
     }
     host.stop().await;
 }

@@ -873,3 +873,219 @@ async fn timers_replace_cancel_and_fire_once_on_sqlite() {
 async fn timers_replace_cancel_and_fire_once_on_postgres() {
     timers_replace_cancel_and_fire_once(Backend::Postgres).await;
 }
+
+/// A counter or gauge series' value in `/metrics` (0 when absent).
+async fn series(host: &Host, name_and_labels: &str) -> f64 {
+    let text = host.get_text("/metrics").await;
+    let prefix = format!("{name_and_labels} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Approvals asked both ways: by the rule's decision (`rule-alert-route`'s
+/// `require_approval`) and by the action plugin's `[safety]
+/// approval_when` (target and incident severity). An action neither asks
+/// for runs at once. One held action is approved from another store
+/// connection, as `eventpulse approval approve` does from another process,
+/// and runs; the other is rejected and never runs. The queue gauge and the
+/// approval counter follow.
+async fn approvals_hold_what_is_asked(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    let route = r#"
+[[config.routes]]
+matchers = ['alertname="DiskFull"']
+severity = "{{ labels.severity }}"
+channels = { default = ["notifier-log"] }
+actions = [
+  { action = "action-noop", target = "asked", require_approval = true },
+  { action = "action-noop", target = "free" },
+  { action = "action-noop", target = "guarded" },
+]
+"#;
+    host.install("rule-alert-route", "rule-alert-route", route);
+    host.install(
+        "action-noop",
+        "action-noop",
+        "[safety]\napproval_when = ['target=~\"guard.*\"', 'severity=\"critical\"']\napproval_timeout_secs = 600\n",
+    );
+    host.install_now("notifier-log", "notifier-log", "").await;
+    let alert = sample(
+        "DiskFull",
+        &[("service", "db"), ("severity", "critical")],
+        false,
+        "2026-11-24T10:00:00Z",
+        "",
+    );
+    let (status, body) = post_webhook(&host.url, &alert).await;
+    assert_eq!(status, 200, "{body}");
+    let d = host
+        .newest_incident("the free action done, two held", SETTLE, |d| {
+            let status = |t: &str| d.actions.iter().find(|a| a.target == t).map(|a| a.status);
+            status("free").is_some_and(|s| s == "completed")
+                && status("asked").is_some_and(|s| s == "awaiting_approval")
+                && status("guarded").is_some_and(|s| s == "awaiting_approval")
+        })
+        .await;
+    let held = |t: &str| d.actions.iter().find(|a| a.target == t).unwrap().clone();
+    let (asked, guarded) = (held("asked"), held("guarded"));
+    assert_eq!(
+        series(
+            &host,
+            "eventpulse_queue_jobs{queue=\"actions\",status=\"awaiting_approval\"}"
+        )
+        .await,
+        2.0
+    );
+    let requested = "eventpulse_approvals_total{plugin=\"action-noop\",outcome=\"requested\"}";
+    assert_eq!(series(&host, requested).await, 2.0);
+    let causes: Vec<&str> = d
+        .timeline
+        .iter()
+        .filter(|e| e.kind == "approval")
+        .map(|e| e.cause.as_str())
+        .collect();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("asked by rule rule-alert-route"))
+            && causes
+                .iter()
+                .any(|c| c.contains("asked by the [safety] of action-noop")),
+        "{causes:?}"
+    );
+
+    // Approved from another connection (the CLI's path): this host's
+    // executor is not woken, it finds the job on its own.
+    let other = eventpulse::store::Store::connect(host.database_url())
+        .await
+        .unwrap();
+    let waiting = eventpulse::pipeline::approvals::Waiting::of(&asked).unwrap();
+    let ruling =
+        |verdict, hash: Option<String>, by: &str| eventpulse::pipeline::approvals::Ruling {
+            verdict,
+            params_hash: hash,
+            by: by.into(),
+            reason: String::new(),
+            via: "cli",
+        };
+    use eventpulse::pipeline::approvals::{RulingError, Verdict, rule};
+    let metrics = eventpulse::telemetry::Metrics::disabled();
+    let wrong = rule(
+        &other,
+        &metrics,
+        &asked.id,
+        &ruling(Verdict::Approve, Some(hash_of(&guarded)), "carol"),
+    )
+    .await;
+    assert!(
+        matches!(wrong, Err(RulingError::WrongHash(_))),
+        "another action's hash: {wrong:?}"
+    );
+    let none = rule(
+        &other,
+        &metrics,
+        &asked.id,
+        &ruling(Verdict::Approve, None, "carol"),
+    )
+    .await;
+    assert!(matches!(none, Err(RulingError::NoHash)), "{none:?}");
+    let job = rule(
+        &other,
+        &metrics,
+        &asked.id,
+        &ruling(Verdict::Approve, Some(waiting.params_hash), "carol"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(job.status, "pending");
+    wait_for("the approved action ran", SETTLE, || async {
+        let job = host.store.job(Queue::Actions, &asked.id).await.unwrap()?;
+        (job.status == "completed").then_some(())
+    })
+    .await;
+
+    let r = host
+        .post(&format!("/api/v1/actions/{}/reject", guarded.id))
+        .json(&serde_json::json!({"by": "dave", "reason": "not now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["action"]["status"], "rejected");
+    let r = host
+        .post(&format!("/api/v1/actions/{}/reject", guarded.id))
+        .json(&serde_json::json!({"by": "dave"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "ruled once");
+    let r = host
+        .post("/api/v1/actions/nope/approve")
+        .json(&serde_json::json!({"by": "dave", "params_hash": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = host
+        .post(&format!("/api/v1/actions/{}/approve", guarded.id))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The rule hears that the rejected action never ran.
+    wait_for("the rejection on the timeline", SETTLE, || async {
+        let d = host.store.incident_detail(&d.incident.id).await.unwrap()?;
+        let seen = d.timeline.iter().any(|e| {
+            e.kind == "action"
+                && e.cause.contains("guarded")
+                && e.cause.contains("rejected by dave via api")
+        });
+        seen.then_some(())
+    })
+    .await;
+    let job = host
+        .store
+        .job(Queue::Actions, &guarded.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((job.status.as_str(), job.attempts), ("rejected", 0));
+    // The approval counter of this process counts its own rulings.
+    let rejected = "eventpulse_approvals_total{plugin=\"action-noop\",outcome=\"rejected\"}";
+    assert_eq!(series(&host, rejected).await, 1.0);
+    assert_eq!(
+        series(
+            &host,
+            "eventpulse_queue_jobs{queue=\"actions\",status=\"awaiting_approval\"}"
+        )
+        .await,
+        0.0
+    );
+    assert!(
+        host.get_json("/api/v1/approvals").await["approvals"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    host.stop().await;
+}
+
+/// The params hash of a held action.
+fn hash_of(job: &eventpulse::store::Job) -> String {
+    eventpulse::pipeline::approvals::Waiting::of(job)
+        .unwrap()
+        .params_hash
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_hold_what_is_asked_on_sqlite() {
+    approvals_hold_what_is_asked(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_hold_what_is_asked_on_postgres() {
+    approvals_hold_what_is_asked(Backend::Postgres).await;
+}

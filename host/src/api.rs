@@ -522,9 +522,9 @@ impl From<RulingError> for ApiError {
     fn from(e: RulingError) -> Self {
         match e {
             RulingError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            RulingError::NotWaiting { .. } | RulingError::Expired(_) | RulingError::WrongHash(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            RulingError::NotWaiting { .. }
+            | RulingError::Expired(_)
+            | RulingError::WrongHash(_) => ApiError::Conflict(e.to_string()),
             RulingError::NoHash | RulingError::Anonymous => ApiError::BadRequest(e.to_string()),
             RulingError::Store(e) => e.into(),
         }
@@ -646,12 +646,25 @@ fn escape(text: &str) -> String {
 /// The waiting action a link is about, if its signature is this host's
 /// and it has not expired.
 async fn linked(s: &ApiState, id: &str, q: &LinkQuery) -> Result<Waiting, Response> {
-    let invalid = || page(StatusCode::FORBIDDEN, "Invalid link", "<p>This approval link is not valid.</p>");
-    if !s.approvals.signed(id, &q.hash, q.verdict, q.expires, &q.sig) {
+    let invalid = || {
+        page(
+            StatusCode::FORBIDDEN,
+            "Invalid link",
+            "<p>This approval link is not valid.</p>",
+        )
+    };
+    if !s
+        .approvals
+        .signed(id, &q.hash, q.verdict, q.expires, &q.sig)
+    {
         return Err(invalid());
     }
     if crate::store::now_ms() >= q.expires {
-        return Err(page(StatusCode::GONE, "Link expired", "<p>This approval has expired.</p>"));
+        return Err(page(
+            StatusCode::GONE,
+            "Link expired",
+            "<p>This approval has expired.</p>",
+        ));
     }
     let job = match s.store.job(crate::store::Queue::Actions, id).await {
         Ok(Some(job)) => job,
@@ -663,7 +676,10 @@ async fn linked(s: &ApiState, id: &str, q: &LinkQuery) -> Result<Waiting, Respon
         (status, _) => Err(page(
             StatusCode::CONFLICT,
             "Already decided",
-            &format!("<p>This action is no longer waiting for approval: it is {}.</p>", escape(status.as_str())),
+            &format!(
+                "<p>This action is no longer waiting for approval: it is {}.</p>",
+                escape(status.as_str())
+            ),
         )),
     }
 }
@@ -696,7 +712,11 @@ async fn approval_page(
         params = escape(&serde_json::to_string_pretty(&w.params).unwrap_or_default()),
         hash = escape(&w.params_hash),
     );
-    page(StatusCode::OK, &format!("{verb} {} on {}?", w.plugin, w.target), &body)
+    page(
+        StatusCode::OK,
+        &format!("{verb} {} on {}?", w.plugin, w.target),
+        &body,
+    )
 }
 
 /// A signed link's form, posted: the ruling it names.
@@ -723,7 +743,11 @@ async fn approval_link(
                 Verdict::Approve => "Approved",
                 Verdict::Reject => "Rejected",
             },
-            &format!("<p>Action {} is now {}.</p>", escape(&job.id), escape(job.status.as_str())),
+            &format!(
+                "<p>Action {} is now {}.</p>",
+                escape(&job.id),
+                escape(job.status.as_str())
+            ),
         ),
         Err(RulingError::Store(e)) => ApiError::from(e).into_response(),
         Err(e) => {
@@ -731,7 +755,11 @@ async fn approval_link(
                 RulingError::Anonymous | RulingError::NoHash => StatusCode::BAD_REQUEST,
                 _ => StatusCode::CONFLICT,
             };
-            page(status, "Not done", &format!("<p>{}</p>", escape(&e.to_string())))
+            page(
+                status,
+                "Not done",
+                &format!("<p>{}</p>", escape(&e.to_string())),
+            )
         }
     }
 }

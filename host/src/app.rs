@@ -290,7 +290,8 @@ pub(crate) fn kept_secret(
         return Ok(SecretString::from(t.to_owned()));
     }
     let secret = hex::encode(rand::random::<[u8; 32]>());
-    write_private(file, &secret).with_context(|| format!("writing the {what} to {}", file.display()))?;
+    write_private(file, &secret)
+        .with_context(|| format!("writing the {what} to {}", file.display()))?;
     tracing::info!(path = %file.display(), "generated the {what}");
     Ok(SecretString::from(secret))
 }

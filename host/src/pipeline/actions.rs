@@ -41,7 +41,10 @@ impl Work for Actions {
         let event = &received.event;
         let Some(error) = refusal(executor, tx, &job).await? else {
             let approvals = &executor.work.approvals;
-            if !approvals.hold(&executor.registry, tx, received, &job).await? {
+            if !approvals
+                .hold(&executor.registry, tx, received, &job)
+                .await?
+            {
                 tx.enqueue(Queue::Actions, &job).await?;
             }
             return Ok(());

@@ -32,7 +32,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::kinds::*;
-use super::{ActionData, NotificationData, Payload, Received, derive, sleep_or_cancel, store_backoff};
+use super::{
+    ActionData, NotificationData, Payload, Received, derive, sleep_or_cancel, store_backoff,
+};
 use crate::model::{self, AuditRecord, Job, JobStatus, TimelineEntry};
 use crate::registry::Registry;
 use crate::runtime::{PluginKind, types};
@@ -203,7 +205,11 @@ impl Approvals {
     /// The link that rules `verdict` on action `id` with `hash`, valid
     /// until `expires` (ms).
     pub fn link(&self, id: &str, hash: &str, verdict: Verdict, expires: i64) -> String {
-        let sig = hex::encode(self.signature(id, hash, verdict, expires).finalize().into_bytes());
+        let sig = hex::encode(
+            self.signature(id, hash, verdict, expires)
+                .finalize()
+                .into_bytes(),
+        );
         format!(
             "{}/approvals/{id}?verdict={}&hash={hash}&expires={expires}&sig={sig}",
             self.public_url,
@@ -310,7 +316,13 @@ impl Approvals {
                 action_id: None,
                 ..received.event.correlation.clone()
             };
-            let event = derive(&received.event, NOTIFICATION_REQUESTED, SOURCE, correlation, &notice);
+            let event = derive(
+                &received.event,
+                NOTIFICATION_REQUESTED,
+                SOURCE,
+                correlation,
+                &notice,
+            );
             tx.append(&event).await?;
         }
         registry.metrics().approval(&job.plugin, "requested");
@@ -356,7 +368,11 @@ async fn record(
 
 /// The `action.failed` an action that will never run announces, so its
 /// rule hears (with no attempts: nothing ran).
-async fn announce_never_ran(tx: &mut Tx, job: &Job, why: &str) -> Result<Option<String>, store::Error> {
+async fn announce_never_ran(
+    tx: &mut Tx,
+    job: &Job,
+    why: &str,
+) -> Result<Option<String>, store::Error> {
     let Ok(received) = Received::parse(&job.request) else {
         return Ok(None);
     };
@@ -366,7 +382,13 @@ async fn announce_never_ran(tx: &mut Tx, job: &Job, why: &str) -> Result<Option<
     data.attempts = 0;
     data.error = Some(types::PluginError::Permanent(why.to_owned()));
     let event = &received.event;
-    let failed = derive(event, ACTION_FAILED, SOURCE, event.correlation.clone(), &data);
+    let failed = derive(
+        event,
+        ACTION_FAILED,
+        SOURCE,
+        event.correlation.clone(),
+        &data,
+    );
     tx.append(&failed).await?;
     Ok(Some(failed.id))
 }
@@ -388,11 +410,21 @@ pub async fn rule(
         .ok_or_else(|| RulingError::NotFound(id.to_owned()))?;
     let waiting = match (job.status, Waiting::of(&job)) {
         (JobStatus::AwaitingApproval, Some(w)) => w,
-        (status, _) => return Err(RulingError::NotWaiting { id: id.to_owned(), status }),
+        (status, _) => {
+            return Err(RulingError::NotWaiting {
+                id: id.to_owned(),
+                status,
+            });
+        }
     };
     match (&ruling.params_hash, ruling.verdict) {
         (None, Verdict::Approve) => return Err(RulingError::NoHash),
-        (Some(h), _) if !constant_time_eq::constant_time_eq(h.as_bytes(), waiting.params_hash.as_bytes()) => {
+        (Some(h), _)
+            if !constant_time_eq::constant_time_eq(
+                h.as_bytes(),
+                waiting.params_hash.as_bytes(),
+            ) =>
+        {
             return Err(RulingError::WrongHash(id.to_owned()));
         }
         _ => {}
@@ -421,10 +453,16 @@ pub async fn rule(
     if !tx.rule_on_approval(id, to, error.as_deref(), now).await? {
         drop(tx);
         // Someone else ruled, or it expired, since it was read.
-        let status = store.job(Queue::Actions, id).await?.map_or(job.status, |j| j.status);
+        let status = store
+            .job(Queue::Actions, id)
+            .await?
+            .map_or(job.status, |j| j.status);
         return Err(match status {
             JobStatus::AwaitingApproval | JobStatus::Expired => RulingError::Expired(id.to_owned()),
-            status => RulingError::NotWaiting { id: id.to_owned(), status },
+            status => RulingError::NotWaiting {
+                id: id.to_owned(),
+                status,
+            },
         });
     }
     let event_id = match ruling.verdict {
@@ -433,7 +471,15 @@ pub async fn rule(
     };
     let event_id = event_id.unwrap_or_else(|| format!("{SOURCE}/{}", ruling.via));
     let approved = ruling.verdict == Verdict::Approve;
-    record(&mut tx, &job, &event_id, &cause, ruling.verdict.as_str(), approved).await?;
+    record(
+        &mut tx,
+        &job,
+        &event_id,
+        &cause,
+        ruling.verdict.as_str(),
+        approved,
+    )
+    .await?;
     tx.commit().await?;
     if approved {
         // Wake this process's action executor (others poll).
@@ -457,7 +503,9 @@ pub async fn run(store: Store, metrics: Metrics, cancel: CancellationToken) -> a
             Ok(_) => {
                 wait = store_backoff();
                 match store.next_approval_expiry().await {
-                    Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(LOOK_EVERY),
+                    Ok(Some(at)) => {
+                        Duration::from_millis((at - now_ms()).max(0) as u64).min(LOOK_EVERY)
+                    }
                     _ => LOOK_EVERY,
                 }
             }
@@ -495,8 +543,10 @@ async fn expire_due(store: &Store, metrics: &Metrics) -> Result<usize, store::Er
 
 /// `ms` as an RFC 3339 UTC time.
 fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 #[cfg(test)]
@@ -530,7 +580,10 @@ mod tests {
     fn links_are_signed_per_action_hash_verdict_and_expiry() {
         let a = Approvals::new("k".to_owned().into(), "http://h:1/", vec![]);
         let link = a.link("id1", "abc", Verdict::Approve, 99);
-        assert!(link.starts_with("http://h:1/approvals/id1?verdict=approve&hash=abc&expires=99&sig="), "{link}");
+        assert!(
+            link.starts_with("http://h:1/approvals/id1?verdict=approve&hash=abc&expires=99&sig="),
+            "{link}"
+        );
         let sig = link.rsplit_once("sig=").unwrap().1;
         assert!(a.signed("id1", "abc", Verdict::Approve, 99, sig));
         assert!(!a.signed("id1", "abc", Verdict::Reject, 99, sig));

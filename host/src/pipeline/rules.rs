@@ -13,7 +13,9 @@ use tracing::Instrument;
 
 use super::incidents::{IncidentData, transition};
 use super::kinds::*;
-use super::payload::{APPROVAL_SIGNAL, ApprovalAsk, VERIFY_SIGNAL, VERIFY_TIMER, VerifyAsk, VerifyData};
+use super::payload::{
+    APPROVAL_SIGNAL, ApprovalAsk, VERIFY_SIGNAL, VERIFY_TIMER, VerifyAsk, VerifyData,
+};
 use super::silences::{Active, Effect};
 use super::{
     ActionData, NotificationData, Payload, Received, SignalData, Stage, TimerData, derive,

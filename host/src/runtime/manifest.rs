@@ -69,14 +69,18 @@ impl Safety {
             ("rule".to_owned(), rule.to_owned()),
         ];
         // Checked at load, so a matcher here always parses.
-        self.approval_when.iter().all(|m| {
-            eventpulse_matchers::Matcher::parse(m).is_ok_and(|m| m.matches(&labels))
-        })
+        self.approval_when
+            .iter()
+            .all(|m| eventpulse_matchers::Matcher::parse(m).is_ok_and(|m| m.matches(&labels)))
     }
 
     /// Whether `approval_when` needs the incident's severity.
     pub fn approval_reads_severity(&self) -> bool {
-        !self.require_approval && self.approval_when.iter().any(|m| m.trim_start().starts_with("severity"))
+        !self.require_approval
+            && self
+                .approval_when
+                .iter()
+                .any(|m| m.trim_start().starts_with("severity"))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -84,7 +88,9 @@ impl Safety {
             eventpulse_matchers::Matcher::parse(m)
                 .map_err(|e| format!("[safety] approval_when: {e}"))?;
         }
-        if (self.require_approval || !self.approval_when.is_empty()) && self.approval_timeout_secs == 0 {
+        if (self.require_approval || !self.approval_when.is_empty())
+            && self.approval_timeout_secs == 0
+        {
             return Err("[safety] approval_timeout_secs must be at least 1".into());
         }
         Ok(())
@@ -351,15 +357,20 @@ mod tests {
 
     #[test]
     fn approval_conditions_match_target_severity_and_rule() {
-        let s: Safety = toml::from_str(
-            "approval_when = ['target=~\"prod-.*\"', 'severity!=\"info\"']",
-        )
-        .unwrap();
+        let s: Safety =
+            toml::from_str("approval_when = ['target=~\"prod-.*\"', 'severity!=\"info\"']")
+                .unwrap();
         s.validate().unwrap();
         assert!(s.needs_approval("prod-db", "critical", "r"));
         assert!(!s.needs_approval("prod-db", "info", "r"));
         assert!(!s.needs_approval("staging", "critical", "r"));
-        assert!(Safety { require_approval: true, ..Safety::default() }.needs_approval("x", "info", "r"));
+        assert!(
+            Safety {
+                require_approval: true,
+                ..Safety::default()
+            }
+            .needs_approval("x", "info", "r")
+        );
         assert!(!Safety::default().needs_approval("x", "critical", "r"));
         let bad: Safety = toml::from_str("approval_when = ['target=~\"(\"']").unwrap();
         assert!(bad.validate().unwrap_err().contains("approval_when"));

@@ -238,7 +238,11 @@ impl Tx {
                         .bind(status.as_str())
                         .bind(0_i64)
                         // Due now, unless the job says when (an approval's expiry).
-                        .bind(if job.next_attempt_at > 0 { job.next_attempt_at } else { now })
+                        .bind(if job.next_attempt_at > 0 {
+                            job.next_attempt_at
+                        } else {
+                            now
+                        })
                         .bind(error)
                         .bind(None::<String>)
                         .bind(&job.request)

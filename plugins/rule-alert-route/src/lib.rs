@@ -493,7 +493,11 @@ mod tests {
         );
         assert_eq!(d.actions.len(), 1);
         assert_eq!(d.actions[0].target, "db-1");
-        let approval = d.signals.iter().find(|s| s.name == "eventpulse.approval").unwrap();
+        let approval = d
+            .signals
+            .iter()
+            .find(|s| s.name == "eventpulse.approval")
+            .unwrap();
         assert_eq!(approval.data["target"], "db-1");
         assert_eq!(d.actions[0].params["reason"], "Down");
         assert_eq!(d.actions[0].params["grace_secs"], 10);
