@@ -925,6 +925,8 @@ actions = [
             status("free").is_some_and(|s| s == "completed")
                 && status("asked").is_some_and(|s| s == "awaiting_approval")
                 && status("guarded").is_some_and(|s| s == "awaiting_approval")
+                // (the timeline is read apart from the actions)
+                && d.timeline.iter().filter(|e| e.kind == "approval").count() == 2
         })
         .await;
     let held = |t: &str| d.actions.iter().find(|a| a.target == t).unwrap().clone();
@@ -1088,4 +1090,167 @@ async fn approvals_hold_what_is_asked_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_hold_what_is_asked_on_postgres() {
     approvals_hold_what_is_asked(Backend::Postgres).await;
+}
+
+/// Retention, with every age at one second and the prune run as if a year
+/// had passed: a resolved incident goes with its timeline, jobs, decisions
+/// and resolved alert, and so do the outbox events every stage has
+/// processed; an open incident keeps everything it refers to, and an
+/// event no stage has processed yet (the pipeline was off when it came)
+/// survives and is handled once the pipeline runs again. A dry run counts
+/// the same rows and deletes none.
+async fn retention_keeps_what_is_still_needed(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    host.install_first_party("cooldown_secs = \"0\"\nresolve_on = \"alert\"\n")
+        .await;
+    let alert = |service: &str, resolved: bool, starts: &str| {
+        let ends = if resolved { "2026-11-24T10:05:00Z" } else { "" };
+        sample(
+            "HighCPU",
+            &[("service", service), ("severity", "critical")],
+            resolved,
+            starts,
+            ends,
+        )
+    };
+    let starts = "2026-11-24T10:00:00Z";
+    post_webhook(&host.url, &alert("done", false, starts)).await;
+    host.newest_incident("the first scale-out done", SETTLE, |d| {
+        d.actions.iter().any(|a| a.status == "completed")
+    })
+    .await;
+    post_webhook(&host.url, &alert("done", true, starts)).await;
+    host.newest_incident("the first incident resolved", SETTLE, |d| {
+        d.incident.status == "resolved" && d.actions.iter().all(|a| a.status == "completed")
+    })
+    .await;
+    post_webhook(&host.url, &alert("open", false, starts)).await;
+    let open = host
+        .newest_incident("the second incident mitigating", SETTLE, |d| {
+            d.incident.service == "open"
+                && d.incident.status == "mitigating"
+                && !d.actions.is_empty()
+                && d.actions.iter().all(|a| a.status == "completed")
+                && d.notifications.iter().all(|n| n.status == "delivered")
+        })
+        .await;
+    wait_for("every action finished", SETTLE, || async {
+        let c = host.store.counts().await.unwrap();
+        (c.actions_completed == 3).then_some(())
+    })
+    .await;
+    let done = host.store.incidents(10).await.unwrap();
+    let done = done
+        .iter()
+        .find(|i| i.service == "done")
+        .unwrap()
+        .id
+        .clone();
+    // `open`'s incident stays mitigating: its alert keeps firing.
+
+    // An alert arriving while no stage runs.
+    let host = host.restart_with(|c| c.pipeline.enabled = false).await;
+    post_webhook(&host.url, &alert("late", false, starts)).await;
+    let late_alert = host
+        .store
+        .outbox_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|(_, kind, payload)| kind == "alert.raised" && payload.contains("late"))
+        .expect("the late alert's event")
+        .0;
+
+    let mut retention = eventpulse::config::RetentionConfig::default();
+    for age in [
+        &mut retention.outbox_secs,
+        &mut retention.inbox_secs,
+        &mut retention.decisions_secs,
+        &mut retention.audit_secs,
+        &mut retention.incidents_secs,
+        &mut retention.alerts_secs,
+        &mut retention.kube_events_secs,
+        &mut retention.dead_letters_secs,
+        &mut retention.jobs_secs,
+    ] {
+        *age = 1;
+    }
+    retention.batch = 3; // several batches per table
+    let feeds = eventpulse::store::Feeds::Embedded(eventpulse::pipeline::CONSUMERS);
+    let later = eventpulse::store::now_ms() + 365 * 24 * 3600 * 1000;
+    let before = host.store.counts().await.unwrap();
+    let dry = host
+        .store
+        .prune(&retention, feeds, later, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        host.store.counts().await.unwrap(),
+        before,
+        "a dry run deletes nothing"
+    );
+    let pruned = host
+        .store
+        .prune(&retention, feeds, later, false)
+        .await
+        .unwrap();
+    assert_eq!(dry, pruned, "the dry run counted what the prune deleted");
+    let count = |what: &str| pruned.iter().find(|(w, _)| *w == what).unwrap().1;
+    assert_eq!(count("closed incidents"), 1, "{pruned:?}");
+    assert_eq!(count("resolved alerts"), 1, "{pruned:?}");
+    assert!(
+        count("outbox events") > 0 && count("inbox rows") > 0 && count("decisions") > 0,
+        "{pruned:?}"
+    );
+
+    assert!(
+        host.store.incident_detail(&done).await.unwrap().is_none(),
+        "the resolved incident went"
+    );
+    let kept = host
+        .store
+        .incident_detail(&open.incident.id)
+        .await
+        .unwrap()
+        .expect("the open incident stays");
+    assert_eq!(
+        kept.timeline.len(),
+        open.timeline.len(),
+        "with its whole timeline"
+    );
+    assert_eq!(kept.actions.len(), open.actions.len());
+    assert_eq!(kept.alerts.len(), 1, "and its firing alert");
+    let outbox = host.store.outbox_after(0, 10_000).await.unwrap();
+    assert!(
+        outbox.iter().any(|(seq, _, _)| *seq == late_alert),
+        "the unprocessed event stays"
+    );
+    let again = host
+        .store
+        .prune(&retention, feeds, later, false)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|(_, n)| *n == 0),
+        "a second prune finds nothing: {again:?}"
+    );
+
+    // The pipeline back on: the late alert is handled, once.
+    let host = host.restart_with(|c| c.pipeline.enabled = true).await;
+    host.newest_incident("the late alert's incident", SETTLE, |d| {
+        d.incident.service == "late"
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_is_still_needed_on_sqlite() {
+    retention_keeps_what_is_still_needed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_is_still_needed_on_postgres() {
+    retention_keeps_what_is_still_needed(Backend::Postgres).await;
 }

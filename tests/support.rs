@@ -197,6 +197,15 @@ impl Host {
         Host::start_with(config, dir, clock).await
     }
 
+    /// Stop this host and start another over the same directory and
+    /// database, its configuration changed by `change`.
+    pub async fn restart_with(self, change: impl FnOnce(&mut Config)) -> Host {
+        let (mut config, dir, clock) = (self.config.clone(), self.dir.clone(), self.clock.clone());
+        change(&mut config);
+        self.stop().await;
+        Host::start_with(config, dir, clock).await
+    }
+
     /// Stop the host and wait for its tasks.
     pub async fn stop(self) {
         self.shutdown.cancel();

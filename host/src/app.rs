@@ -144,6 +144,14 @@ impl App {
                 }
             }
         });
+        if self.config.retention.enabled {
+            tasks.spawn(prune(
+                self.store.clone(),
+                self.config.clone(),
+                self.registry.metrics().clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(write_audit(
             self.store.clone(),
             self.audit_rx,
@@ -237,6 +245,55 @@ impl App {
                 log
             }
         }))
+    }
+}
+
+/// What the outbox feeds under `config`, for retention.
+pub fn feeds(config: &Config) -> crate::store::Feeds {
+    match config.transport.kind {
+        TransportKind::Embedded => crate::store::Feeds::Embedded(crate::pipeline::CONSUMERS),
+        TransportKind::Kafka => crate::store::Feeds::Kafka,
+    }
+}
+
+/// Prune what is past its retention every `retention.every_secs` (the
+/// first time a minute after start); a failed prune is logged and tried
+/// again next time.
+async fn prune(
+    store: Store,
+    config: Config,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> anyhow::Result<&'static str> {
+    let every = std::time::Duration::from_secs(config.retention.every_secs.max(1));
+    let mut next = std::time::Duration::from_secs(60).min(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok("pruning"),
+            () = tokio::time::sleep(next) => {}
+        }
+        next = every;
+        let started = std::time::Instant::now();
+        match store
+            .prune(
+                &config.retention,
+                feeds(&config),
+                crate::store::now_ms(),
+                false,
+            )
+            .await
+        {
+            Ok(pruned) => {
+                let total: u64 = pruned.iter().map(|(_, n)| n).sum();
+                for (what, n) in &pruned {
+                    metrics.pruned(what, *n);
+                }
+                if total > 0 {
+                    tracing::info!(rows = total, took_ms = started.elapsed().as_millis() as u64, detail = ?pruned.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>(), "pruned old records");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning failed; trying again next time"),
+        }
     }
 }
 

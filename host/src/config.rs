@@ -45,6 +45,64 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Actions that wait for a person before they run.
     pub approvals: ApprovalsConfig,
+    /// How long records are kept.
+    pub retention: RetentionConfig,
+}
+
+/// How long each kind of record is kept before the pruning task deletes
+/// it (ages in seconds; `0` keeps that kind for ever). Whatever the age,
+/// nothing a consumer has not processed and nothing an open incident
+/// refers to is deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Run the pruning task (`eventpulse prune` works either way).
+    pub enabled: bool,
+    /// How often it runs.
+    pub every_secs: u64,
+    /// Rows deleted per statement, so no prune holds the database long.
+    pub batch: u32,
+    /// Outbox events, once every stage has processed them (embedded) or
+    /// they are published (Kafka).
+    pub outbox_secs: u64,
+    /// Inbox rows (which events a stage has already applied).
+    pub inbox_secs: u64,
+    /// The decisions log.
+    pub decisions_secs: u64,
+    /// Capability and approval audit records, and sandbox failures.
+    pub audit_secs: u64,
+    /// Resolved and failed incidents, with their timelines, actions and
+    /// notifications (not those with work still waiting).
+    pub incidents_secs: u64,
+    /// Resolved alerts not attached to an open incident.
+    pub alerts_secs: u64,
+    /// Kubernetes events, by when they were last seen.
+    pub kube_events_secs: u64,
+    /// Dead letters, replayed or not.
+    pub dead_letters_secs: u64,
+    /// Finished actions and notifications of no incident, and ended
+    /// silences.
+    pub jobs_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        RetentionConfig {
+            enabled: true,
+            every_secs: 3600,
+            batch: 5000,
+            outbox_secs: 7 * DAY,
+            inbox_secs: 7 * DAY,
+            decisions_secs: 30 * DAY,
+            audit_secs: 90 * DAY,
+            incidents_secs: 90 * DAY,
+            alerts_secs: 30 * DAY,
+            kube_events_secs: 30 * DAY,
+            dead_letters_secs: 30 * DAY,
+            jobs_secs: 30 * DAY,
+        }
+    }
 }
 
 /// How approvals are asked for and answered. Which actions need one is
@@ -345,6 +403,7 @@ impl Default for Config {
             instance: String::new(),
             telemetry: TelemetryConfig::default(),
             approvals: ApprovalsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

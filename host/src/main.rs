@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: SilenceCommand,
     },
+    /// Delete what is past its retention (`[retention]`) now.
+    Prune {
+        /// Count what would go, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Actions waiting for approval (in the configured store).
     Approval {
         #[command(subcommand)]
@@ -243,6 +249,17 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Silence { command } => runtime()?.block_on(silence(command, &config)),
         Command::Approval { command } => runtime()?.block_on(approval(command, &config)),
+        Command::Prune { dry_run } => runtime()?.block_on(async {
+            let store = eventpulse::store::Store::connect(&config.database_url).await?;
+            let now = eventpulse::store::now_ms();
+            let feeds = eventpulse::app::feeds(&config);
+            let pruned = store.prune(&config.retention, feeds, now, dry_run).await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for (what, n) in pruned {
+                println!("{verb} {n:>9} {what}");
+            }
+            Ok(())
+        }),
         Command::Incidents { limit, json } => runtime()?.block_on(async {
             let store = eventpulse::store::Store::connect(&config.database_url).await?;
             let mut details = Vec::new();

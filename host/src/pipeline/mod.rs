@@ -102,6 +102,14 @@ pub mod kinds {
     ];
 }
 
+/// Every stage's consumer name (inbox rows, embedded offsets, dead letters).
+pub const CONSUMERS: &[&str] = &[
+    <rules::RuleStage as Stage>::NAME,
+    <incidents::IncidentStage as Stage>::NAME,
+    Actions::CONSUMER,
+    Notifications::CONSUMER,
+];
+
 pub use payload::{
     ActionData, NotificationData, Payload, Received, SignalData, TimerData, Unreadable,
 };

@@ -27,6 +27,7 @@ mod incidents;
 mod kube_events;
 mod log;
 mod queues;
+mod retention;
 mod rows;
 mod silences;
 mod timers;
@@ -49,6 +50,7 @@ pub use health::{Backlog, QueueDepth, Unfinished};
 pub use incidents::IncidentDetail;
 pub use log::{OutboxRow, RelayLease};
 pub use queues::{Dedup, JobEnd, Queue};
+pub use retention::{Feeds, Pruned};
 use tx::multi_insert;
 pub use tx::{DecisionRecord, Tx};
 

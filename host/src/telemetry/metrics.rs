@@ -207,6 +207,12 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Approval steps of actions, by action plugin and outcome (requested, approved, rejected, expired).",
     ),
     (
+        "eventpulse_pruned_total",
+        Kind::Counter,
+        None,
+        "Rows the retention task deleted, by what (outbox events, inbox rows, closed incidents, ...).",
+    ),
+    (
         "eventpulse_scrape_errors_total",
         Kind::Counter,
         None,
@@ -486,6 +492,11 @@ impl Metrics {
             &[("plugin", plugin), ("outcome", outcome)],
             1,
         );
+    }
+
+    /// The retention task deleted `n` rows of `what`.
+    pub fn pruned(&self, what: &str, n: u64) {
+        self.count("eventpulse_pruned_total", &[("what", what)], n);
     }
 
     /// A scrape could not sample `what`.
