@@ -4,6 +4,8 @@
 //! timeout fails the read. The receiving end is a local HTTP server on
 //! 127.0.0.1.
 
+mod kube_tls;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -112,3 +112,111 @@ async fn nodes(State(st): State<St>, headers: HeaderMap) -> Result<Json<Value>, 
         json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items}),
     ))
 }
+
+/// A Kubernetes API server stand-in over TLS (rustls): `GET /api/v1/nodes`
+/// answers a `NodeList` of one Ready node, `tls-node-0`, to clients that
+/// present `token` (if given) and a client certificate signed by
+/// `client_ca` (if given); anything else gets 401 or a refused handshake.
+/// A plain HTTP/1.1 exchange per connection, which is all the host's
+/// client needs.
+pub struct TlsKubeApi {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsKubeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsKubeApi {
+    /// Serve with `server`'s certificate.
+    pub async fn start(
+        server: &super::pki::Issued,
+        client_ca: Option<&std::path::Path>,
+        token: Option<&str>,
+    ) -> TlsKubeApi {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&server.cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&server.key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).unwrap() {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(certs, key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let token = token.map(str::to_owned);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, token) = (acceptor.clone(), token.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = answer(tls, token.as_deref()).await;
+                    }
+                });
+            }
+        });
+        TlsKubeApi { url, task }
+    }
+}
+
+async fn answer(
+    mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    token: Option<&str>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tls.read(&mut buf).await?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let authorised =
+        token.is_none_or(|t| head.contains(&format!("authorization: bearer {}", t.to_lowercase())));
+    let (status, body) = if !head.starts_with("get /api/v1/nodes") {
+        ("404 Not Found", "{}".to_owned())
+    } else if authorised {
+        let list = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {},
+                          "items": [node("tls-node-0", true, "control-plane")]});
+        ("200 OK", list.to_string())
+    } else {
+        ("401 Unauthorized", "{}".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(response.as_bytes()).await?;
+    tls.shutdown().await
+}

@@ -698,16 +698,19 @@ impl Link {
 async fn readyz_follows_postgres_going_away_and_coming_back() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let url = eventpulse_tests::database_url(eventpulse_tests::Backend::Postgres, dir.path()).await;
-    let (prefix, database) = url.rsplit_once('/').unwrap();
-    let server: std::net::SocketAddr = prefix
-        .rsplit_once('@')
+    let server: std::net::SocketAddr = url
+        .split_once('@')
         .unwrap()
         .1
+        .split_once('/')
+        .unwrap()
+        .0
         .parse()
         .expect("EP_TEST_POSTGRES_URL names host:port");
     let link = Link::to(server).await;
     let mut config = test_config(dir.path());
-    config.database_url = format!("postgres://postgres@127.0.0.1:{}/{database}", link.port);
+    // Through the link, with the same database and TLS settings.
+    config.database_url = url.replacen(&server.to_string(), &format!("127.0.0.1:{}", link.port), 1);
     std::fs::create_dir_all(&config.plugin_dir).unwrap();
     let host = Host::start_with(config, dir, Clock::system()).await;
     let ready = || async {

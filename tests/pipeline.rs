@@ -171,7 +171,15 @@ fn scripted(group: &str, params: &str) -> serde_json::Value {
 }
 
 async fn retries_and_dead_letters(backend: Backend) {
-    let host = Host::start_on(backend).await;
+    // Backoff 100-400 ms: attempts come at least 100, 300 and 700 ms after
+    // the first.
+    let host = Host::start_on(backend)
+        .await
+        .restart_with(|c| {
+            c.pipeline.backoff_initial_ms = 100;
+            c.pipeline.backoff_max_ms = 400;
+        })
+        .await;
     host.install("rule-scripted", "rule-scripted", "");
     // All three act on target `svc`; the per-target breaker would open on
     // the broken one's failures and fail the flaky one fast. Breakers are
@@ -187,12 +195,12 @@ async fn retries_and_dead_letters(backend: Backend) {
         .unwrap()
         .as_millis() as u64;
 
-    // Flaky for 200 ms after the post (the first attempt comes well before,
-    // even on a loaded machine): retried with backoff (the 5th attempt is at least
-    // 240 ms after the first), then completes.
+    // Flaky for 600 ms after the post (the first attempt comes well before,
+    // even on a loaded machine): retried with backoff (the 4th attempt is at
+    // least 700 ms after the first), then completes.
     let flaky = scripted(
         "flaky",
-        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 200),
+        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 600),
     );
     assert_eq!(post_webhook(&host.url, &flaky).await.0, 200);
     // Never succeeds: 5 attempts (max_attempts), then failed + dead letter.
@@ -1162,6 +1170,13 @@ async fn retention_keeps_what_is_still_needed(backend: Backend) {
         .expect("the late alert's event")
         .0;
 
+    // Its history as it stands, with no stage running.
+    let open = host
+        .store
+        .incident_detail(&open.incident.id)
+        .await
+        .unwrap()
+        .unwrap();
     let mut retention = eventpulse::config::RetentionConfig::default();
     for age in [
         &mut retention.outbox_secs,

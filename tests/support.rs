@@ -5,6 +5,7 @@
 
 pub mod dockerkit;
 pub mod kubeapi;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -114,6 +115,25 @@ pub fn postgres_base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into())
 }
 
+/// `url` (a PostgreSQL URL, perhaps with `?sslmode=...`) naming database
+/// `name` instead of its own.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (main, query) = url
+        .split_once('?')
+        .map_or((url, None), |(m, q)| (m, Some(q)));
+    let (prefix, _) = main.rsplit_once('/').expect("URL has a database part");
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// The database a PostgreSQL URL names.
+pub fn database_of(url: &str) -> &str {
+    let main = url.split_once('?').map_or(url, |(m, _)| m);
+    main.rsplit_once('/').expect("URL has a database part").1
+}
+
 /// A fresh, empty database for one test. PostgreSQL must be running: a
 /// test that needs it fails (it never skips) when it is not.
 pub async fn database_url(backend: Backend, dir: &Path) -> String {
@@ -138,8 +158,7 @@ pub async fn database_url(backend: Backend, dir: &Path) -> String {
             conn.execute(format!("CREATE DATABASE {name}").as_str())
                 .await
                 .unwrap();
-            let (prefix, _) = base.rsplit_once('/').expect("URL has a database part");
-            format!("{prefix}/{name}")
+            with_database(&base, &name)
         }
     }
 }

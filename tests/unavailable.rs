@@ -88,7 +88,7 @@ async fn sqlite_locked_is_503_then_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_is_503_then_resumes() {
     let host = host_on(Backend::Postgres).await;
-    let db = host.database_url().rsplit_once('/').unwrap().1.to_owned();
+    let db = eventpulse_tests::database_of(host.database_url()).to_owned();
     let mut admin = sqlx::PgConnection::connect(&eventpulse_tests::postgres_base_url())
         .await
         .unwrap();
@@ -132,4 +132,65 @@ async fn postgres_down_is_503_then_resumes() {
     );
     both_processed(&host).await;
     host.stop().await;
+}
+
+/// PostgreSQL over TLS (`.ci/run` starts the server with `ssl=on`, a
+/// certificate from its own throwaway CA, and `hostnossl ... reject`, so
+/// every PostgreSQL test runs over TLS): `sslmode=verify-full` with the
+/// server's CA connects; another CA is refused, naming the certificate;
+/// without TLS the server refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_server() {
+    let base = eventpulse_tests::postgres_base_url();
+    assert!(
+        base.contains("sslmode=verify-full") && base.contains("sslrootcert="),
+        "EP_TEST_POSTGRES_URL must ask for TLS with verify-full and name its CA (.ci/run does): {base}"
+    );
+    let store = eventpulse::store::Store::connect(&base)
+        .await
+        .expect("verify-full connects");
+    assert!(store.ping().await.is_ok());
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = eventpulse_tests::pki::TestCa::new(dir.path(), "other");
+    let (head, query) = base.split_once('?').unwrap();
+    let rest: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.starts_with("sslrootcert="))
+        .map(str::to_owned)
+        .collect();
+    let wrong = format!(
+        "{head}?{}&sslrootcert={}",
+        rest.join("&"),
+        other.cert.display()
+    );
+    let err = eventpulse::store::Store::connect(&wrong)
+        .await
+        .err()
+        .expect("another CA is refused");
+    let text = chain(&err).to_lowercase();
+    assert!(
+        text.contains("certificate") || text.contains("unknownissuer"),
+        "{text}"
+    );
+
+    let plain = format!("{head}?sslmode=disable");
+    let err = eventpulse::store::Store::connect(&plain)
+        .await
+        .err()
+        .expect("plain text is refused");
+    let text = chain(&err);
+    assert!(text.contains("pg_hba") || text.contains("SSL"), "{text}");
+}
+
+/// An error with its sources.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -51,6 +51,8 @@ pub struct PluginEnv {
     pub audit: super::Audit,
     /// Where capability calls are counted.
     pub metrics: crate::telemetry::Metrics,
+    /// The `kube` grant's HTTP client, built at its first call.
+    pub kube_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// The span a capability call runs in (a child of the invocation's).

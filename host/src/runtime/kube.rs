@@ -1,7 +1,10 @@
 //! The `kube` capability: read-only calls to the Kubernetes API server the
-//! plugin's [`KubeGrant`] names, with the bearer token from the plugin's
-//! own secrets. Responses are capped in size and time; the server being
-//! unreachable (or answering 5xx) is `unavailable`, other refusals `failed`.
+//! plugin's [`KubeGrant`] names, over https verified against the grant's
+//! CA bundle (or the system roots), authenticated by a bearer token from
+//! the plugin's own secrets and/or a client certificate, or as the pod's
+//! service account (`in_cluster`). Responses are capped in size and time;
+//! the server being unreachable (or answering 5xx) is `unavailable`, a
+//! certificate it cannot prove and other refusals `failed`.
 
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use tracing::Instrument as _;
 
 use super::bindings::eventpulse::plugin::{kube, types};
 use super::host::{HostState, PluginEnv};
+use super::manifest::KubeGrant;
 
 type CapResult<T> = Result<T, types::CapabilityError>;
 
@@ -113,13 +117,47 @@ impl HostState {
     }
 }
 
-/// GET `path` from the API server `grant` names.
-async fn kube_fetch(
-    env: &PluginEnv,
-    grant: &super::manifest::KubeGrant,
-    path: &str,
-    query: &[(&str, &str)],
-) -> CapResult<serde_json::Value> {
+/// Where the service account is mounted in a pod.
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The API server to call: its base URL, the bearer token, and the CA
+/// bundle to trust (none: the system roots).
+#[derive(Debug)]
+struct Target {
+    endpoint: String,
+    token: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where `grant` points, with its token.
+fn target(env: &PluginEnv, grant: &KubeGrant) -> CapResult<Target> {
+    if grant.in_cluster {
+        let dir = grant
+            .service_account_dir
+            .clone()
+            .unwrap_or_else(|| SERVICE_ACCOUNT.into());
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+            failed("kube: in_cluster, but KUBERNETES_SERVICE_HOST is not set".into())
+        })?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let token_file = dir.join("token");
+        let token = std::fs::read_to_string(&token_file).map_err(|e| {
+            failed(format!(
+                "kube: service account token {}: {e}",
+                token_file.display()
+            ))
+        })?;
+        return Ok(Target {
+            endpoint: format!("https://{host}:{port}"),
+            token: Some(token.trim().to_owned()),
+            ca_file: Some(grant.ca_file.clone().unwrap_or_else(|| dir.join("ca.crt"))),
+        });
+    }
     let token = match &grant.token_secret {
         Some(name) => Some(
             env.secrets
@@ -130,11 +168,90 @@ async fn kube_fetch(
         ),
         None => None,
     };
-    let url = format!("{}{path}", grant.endpoint.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|e| failed(format!("kube: {e}")))?;
+    Ok(Target {
+        endpoint: grant.endpoint.trim_end_matches('/').to_owned(),
+        token,
+        ca_file: grant.ca_file.clone(),
+    })
+}
+
+/// The HTTP client for `grant`: rustls, trusting only `ca_file` when it
+/// is set, presenting the client certificate when there is one.
+fn client(grant: &KubeGrant, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder().use_rustls_tls().timeout(TIMEOUT);
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("kube: CA bundle {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("kube: CA bundle {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "kube: CA bundle {} holds no certificate",
+                path.display()
+            ));
+        }
+        b = b.tls_built_in_root_certs(false);
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    match (&grant.client_cert_file, &grant.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| format!("kube: client certificate {}: {e}", cert.display()))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| format!("kube: client key {}: {e}", key.display()))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("kube: client certificate {}: {e}", cert.display()))?;
+            b = b.identity(identity);
+        }
+        (None, None) => {}
+        _ => return Err("kube: client_cert_file and client_key_file go together".into()),
+    }
+    b.build().map_err(|e| format!("kube: {e}"))
+}
+
+/// Why a request failed, certificate problems named as such.
+fn send_error(e: reqwest::Error) -> types::CapabilityError {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = source {
+        chain.push_str(&s.to_string());
+        chain.push_str(": ");
+        source = s.source();
+    }
+    let text = e.without_url().to_string();
+    if chain.contains("certificate")
+        || chain.contains("UnknownIssuer")
+        || chain.contains("NotValidForName")
+    {
+        // A server that cannot prove who it is will not later: not retryable.
+        return failed(format!(
+            "kube: the API server's TLS certificate was refused: {}",
+            chain.trim_end_matches(": ")
+        ));
+    }
+    types::CapabilityError::Unavailable(format!("kube: {text}"))
+}
+
+/// GET `path` from the API server `grant` names.
+async fn kube_fetch(
+    env: &PluginEnv,
+    grant: &KubeGrant,
+    path: &str,
+    query: &[(&str, &str)],
+) -> CapResult<serde_json::Value> {
+    let target = target(env, grant)?;
+    let client = env
+        .kube_client
+        .get_or_init(|| client(grant, target.ca_file.as_deref()))
+        .clone()
+        .map_err(failed)?;
+    let url = format!("{}{path}", target.endpoint);
+    let token = target.token;
     let mut request = client.get(&url).query(query);
     if let Some(t) = token {
         request = request.bearer_auth(t);
@@ -142,7 +259,7 @@ async fn kube_fetch(
     let unavailable = |e: reqwest::Error| {
         types::CapabilityError::Unavailable(format!("kube: {}", e.without_url()))
     };
-    let mut response = request.send().await.map_err(unavailable)?;
+    let mut response = request.send().await.map_err(send_error)?;
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(unavailable)? {

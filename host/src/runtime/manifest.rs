@@ -168,10 +168,24 @@ pub struct DockerGrant {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubeGrant {
-    /// API server URL.
+    /// API server URL (unset with `in_cluster`).
     pub endpoint: String,
     /// Name of the secret (in `[secrets]`) holding the bearer token.
     pub token_secret: Option<String>,
+    /// PEM bundle of the CAs that sign the API server's certificate; the
+    /// system roots are not trusted when it is set.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate to authenticate with (with `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// The pod's service account: the API server from
+    /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, the token (read
+    /// on every call, as it rotates) and `ca.crt` from
+    /// `service_account_dir`.
+    pub in_cluster: bool,
+    /// Where the service account is mounted.
+    pub service_account_dir: Option<PathBuf>,
 }
 
 /// Access to one SMTP server.

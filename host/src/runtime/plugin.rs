@@ -142,6 +142,7 @@ impl Plugin {
             docker: runtime.docker.clone(),
             audit: runtime.audit.clone(),
             metrics: runtime.metrics.clone(),
+            kube_client: std::sync::OnceLock::new(),
         });
         let mut plugin = Plugin {
             slots: Semaphore::new(env.manifest.limits.max_concurrency.max(1) as usize),

@@ -115,6 +115,14 @@ pub fn postgres_database() -> String {
             .await
             .unwrap();
     });
-    let (prefix, _) = base.rsplit_once('/').expect("URL has a database part");
-    format!("{prefix}/{name}")
+    // Keep any `?sslmode=...` after the database.
+    let (main, query) = base
+        .split_once('?')
+        .map_or((base.as_str(), ""), |(m, q)| (m, q));
+    let (prefix, _) = main.rsplit_once('/').expect("URL has a database part");
+    if query.is_empty() {
+        format!("{prefix}/{name}")
+    } else {
+        format!("{prefix}/{name}?{query}")
+    }
 }

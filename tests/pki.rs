@@ -1,0 +1,114 @@
+//! Throwaway certificate authorities for TLS tests, made by the openssl
+//! command line: a CA, and server or client certificates it signs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A CA in a directory.
+pub struct TestCa {
+    dir: PathBuf,
+    /// Its certificate (PEM): what a peer trusts.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A certificate and its key (PEM files).
+pub struct Issued {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is needed to make test certificates");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+impl TestCa {
+    /// A new CA named `name`, its files under `dir`.
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        let cert = dir.join(format!("{name}-ca.pem"));
+        let key = dir.join(format!("{name}-ca.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}-test-ca"),
+            "-keyout",
+            path(&key),
+            "-out",
+            path(&cert),
+        ]);
+        TestCa {
+            dir: dir.to_owned(),
+            cert,
+            key,
+        }
+    }
+
+    /// A certificate for `name` signed by this CA: a server one valid for
+    /// 127.0.0.1 and `localhost`, or a client one.
+    pub fn issue(&self, name: &str, client: bool) -> Issued {
+        let (cert, key) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        let (csr, ext) = (
+            self.dir.join(format!("{name}.csr")),
+            self.dir.join(format!("{name}.ext")),
+        );
+        let usage = if client {
+            "extendedKeyUsage=clientAuth\n"
+        } else {
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        };
+        std::fs::write(&ext, format!("basicConstraints=CA:FALSE\n{usage}")).unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            path(&key),
+            "-out",
+            path(&csr),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            path(&csr),
+            "-CA",
+            path(&self.cert),
+            "-CAkey",
+            path(&self.key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            path(&ext),
+            "-out",
+            path(&cert),
+        ]);
+        Issued { cert, key }
+    }
+}
