@@ -2,11 +2,12 @@
 //! one Kafka cluster. Every stage is a consumer group, so the instances
 //! split the partitions; the outbox relay runs on one of them at a time.
 //!
-//! The Kafka cluster is librdkafka's own mock cluster, in this process: a
-//! Kafka-protocol broker (three of them) with real topics, keyed
-//! partitions, consumer-group rebalancing and offset commits, reached over
-//! TCP on 127.0.0.1 by the same client code a real cluster would see. A
-//! full broker cannot be built within CI's budget here (see NOTES).
+//! Two brokers: a real Kafka-protocol broker, tansu (`.ci/run` starts it on
+//! 127.0.0.1, `EP_TEST_KAFKA_BROKERS`), where the host creates its topics
+//! itself through the AdminClient; and librdkafka's own mock cluster, in
+//! this process, for the faults it can inject (brokers going down). Both
+//! have real topics, keyed partitions, consumer-group rebalancing and
+//! offset commits, reached over TCP on 127.0.0.1.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +25,43 @@ use sqlx::{Connection, Row};
 const SETTLE: Duration = Duration::from_secs(60);
 const STARTS: &str = "2026-11-24T10:00:00Z";
 
-/// An instance named `name` on `database` and `brokers`, with the
+/// Where the instances' Kafka is.
+#[derive(Clone)]
+struct Kafka {
+    /// `bootstrap.servers`.
+    brokers: String,
+    /// Topic and group prefix (unique per test on the shared broker).
+    prefix: String,
+    /// Whether the host creates the topics (the mock cannot).
+    create_topics: bool,
+}
+
+impl Kafka {
+    /// The mock cluster's.
+    fn mock(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Kafka {
+        Kafka {
+            brokers: cluster.bootstrap_servers(),
+            prefix: "eventpulse.".into(),
+            create_topics: false,
+        }
+    }
+
+    /// The real broker `.ci/run` starts, with topics of this test's own.
+    fn real() -> Kafka {
+        let brokers = std::env::var("EP_TEST_KAFKA_BROKERS").expect(
+            "EP_TEST_KAFKA_BROKERS must name the Kafka-protocol broker (.ci/run starts tansu)",
+        );
+        Kafka {
+            brokers,
+            prefix: format!("ep{}.", eventpulse_tests::dockerkit::unique()),
+            create_topics: true,
+        }
+    }
+}
+
+/// An instance named `name` on `database` and `kafka`, with the
 /// first-party rule, action and notifier loaded.
-async fn instance(name: &str, database: &str, brokers: &str) -> Host {
+async fn instance(name: &str, database: &str, kafka: &Kafka) -> Host {
     // Warnings show with a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn,librdkafka=off,rdkafka=off")
@@ -37,17 +72,29 @@ async fn instance(name: &str, database: &str, brokers: &str) -> Host {
     config.instance = name.into();
     config.database_url = database.into();
     config.transport.kind = TransportKind::Kafka;
-    let kafka = &mut config.transport.kafka;
-    kafka.brokers = brokers.into();
-    // The mock cluster has no CreateTopics API: `kafka_cluster` made them.
-    kafka.create_topics = false;
-    kafka.relay_poll_ms = 50;
+    let k = &mut config.transport.kafka;
+    k.brokers = kafka.brokers.clone();
+    k.topic_prefix = kafka.prefix.clone();
+    k.group_prefix = kafka.prefix.clone();
+    k.create_topics = kafka.create_topics;
+    k.partitions = 4;
+    k.relay_poll_ms = 50;
+    if kafka.create_topics {
+        // Per-kind topic settings, and compressed batches.
+        k.topics.insert(
+            kinds::ALERT_RAISED.into(),
+            eventpulse::config::TopicSettings {
+                partitions: Some(8),
+                config: [("retention.ms".to_owned(), "86400000".to_owned())].into(),
+            },
+        );
+        k.properties
+            .insert("compression.type".into(), "zstd".into());
+    }
     // Quick group joins and failure detection for the test.
-    kafka
-        .properties
+    k.properties
         .insert("session.timeout.ms".into(), "6000".into());
-    kafka
-        .properties
+    k.properties
         .insert("heartbeat.interval.ms".into(), "500".into());
     config.pipeline.backoff_initial_ms = 20;
     config.pipeline.backoff_max_ms = 100;
@@ -131,14 +178,40 @@ async fn services_handled_by(database: &str, instance: &str) -> Vec<String> {
     .collect()
 }
 
+/// On the real broker: the first instance creates the topics; the second
+/// joins every group and the partitions rebalance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_split_the_work_and_one_takes_over_when_the_other_leaves() {
+    split_and_take_over(Kafka::real()).await;
+}
+
+/// The same on three mock brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_split_the_work_on_the_mock_cluster() {
     let cluster = kafka_cluster(3);
-    let brokers = cluster.bootstrap_servers();
+    split_and_take_over(Kafka::mock(&cluster)).await;
+}
+
+async fn split_and_take_over(kafka: Kafka) {
     let scratch = tempfile::tempdir().unwrap();
     let database = database_url(Backend::Postgres, scratch.path()).await;
-    let a = instance("a", &database, &brokers).await;
-    let b = instance("b", &database, &brokers).await;
+    let a = instance("a", &database, &kafka).await;
+    let b = instance("b", &database, &kafka).await;
+    if kafka.create_topics {
+        // The host made its topics, alert.raised with its own partitions.
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .create()
+            .unwrap();
+        for (kind, want) in [(kinds::ALERT_RAISED, 8), (kinds::ACTION_REQUESTED, 4)] {
+            let topic = format!("{}{kind}", kafka.prefix);
+            let md = client
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(md.topics()[0].partitions().len(), want, "{topic}");
+        }
+    }
 
     // Alerts for new services, half to each instance's ingest, until both
     // instances have processed some (B joins the groups after A, and a
@@ -219,10 +292,9 @@ async fn two_instances_split_the_work_and_one_takes_over_when_the_other_leaves()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alerts_accepted_while_kafka_is_down_are_delivered_when_it_returns() {
     let cluster = kafka_cluster(1);
-    let brokers = cluster.bootstrap_servers();
     let scratch = tempfile::tempdir().unwrap();
     let database = database_url(Backend::Postgres, scratch.path()).await;
-    let a = instance("a", &database, &brokers).await;
+    let a = instance("a", &database, &Kafka::mock(&cluster)).await;
     post_webhook(&a.url, &high_cpu("before")).await;
     all_resolved(&a.store, 1).await;
 
@@ -350,10 +422,9 @@ async fn action_state(database: &str, target: &str) -> (String, i64) {
 /// their owner. The dead instance's rows are written as it leaves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_claim_left_by_a_dead_instance_is_taken_over_after_its_lease() {
-    let cluster = kafka_cluster(1);
     let scratch = tempfile::tempdir().unwrap();
     let database = database_url(Backend::Postgres, scratch.path()).await;
-    let a = instance("a", &database, &cluster.bootstrap_servers()).await;
+    let a = instance("a", &database, &Kafka::real()).await;
     for service in ["stale", "live"] {
         post_webhook(&a.url, &high_cpu(service)).await;
     }

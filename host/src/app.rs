@@ -232,7 +232,7 @@ impl App {
         Ok(Some(match self.config.transport.kind {
             TransportKind::Embedded => Arc::new(EmbeddedLog::new(self.store.clone(), batch)),
             TransportKind::Kafka => {
-                let log = Arc::new(KafkaLog::new(self.config.transport.kafka.clone(), batch));
+                let log = Arc::new(KafkaLog::new(self.config.transport.kafka.clone(), batch)?);
                 if self.config.transport.kafka.create_topics {
                     log.create_topics().await?;
                 }

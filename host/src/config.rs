@@ -213,8 +213,29 @@ pub struct KafkaConfig {
     /// appended (its own appends wake it at once).
     pub relay_poll_ms: u64,
     /// Further librdkafka properties for every client (e.g.
-    /// `security.protocol`, `sasl.mechanisms`).
+    /// `security.protocol = "SASL_SSL"`, `sasl.mechanisms = "SCRAM-SHA-512"`,
+    /// `ssl.ca.location`, `compression.type = "zstd"`).
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets (`sasl.password`,
+    /// `ssl.key.password`), each read from `{ env = "VAR" }` or
+    /// `{ file = "/run/secrets/x" }` at start and never logged.
+    pub secret_properties: BTreeMap<String, crate::runtime::manifest::SecretRef>,
+    /// Topic configs of every topic the host creates (e.g. `retention.ms`,
+    /// `compression.type`, `min.insync.replicas`).
+    pub topic_config: BTreeMap<String, String>,
+    /// Per event kind (`alert.raised`, ...): partitions and topic configs
+    /// that override the ones above.
+    pub topics: BTreeMap<String, TopicSettings>,
+}
+
+/// One event kind's topic, when the host creates it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicSettings {
+    /// Partitions (default: `partitions`).
+    pub partitions: Option<i32>,
+    /// Topic configs over `topic_config`.
+    pub config: BTreeMap<String, String>,
 }
 
 impl Default for TransportConfig {
@@ -237,6 +258,9 @@ impl Default for KafkaConfig {
             replication: 1,
             relay_poll_ms: 200,
             properties: BTreeMap::new(),
+            secret_properties: BTreeMap::new(),
+            topic_config: BTreeMap::new(),
+            topics: BTreeMap::new(),
         }
     }
 }

@@ -124,13 +124,27 @@ const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
 impl KafkaLog {
     /// Consumers fetch at most `batch` events at once; the relay publishes
     /// `batch` rows per round.
-    pub fn new(config: KafkaConfig, batch: u32) -> Self {
+    pub fn new(config: KafkaConfig, batch: u32) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret as _;
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &config.brokers);
         for (k, v) in &config.properties {
             client.set(k, v);
         }
-        KafkaLog {
+        for (k, source) in &config.secret_properties {
+            let value = source
+                .read()
+                .map_err(|e| anyhow::anyhow!("Kafka property {k}: {e}"))?;
+            client.set(k, value.expose_secret());
+        }
+        for kind in config.topics.keys() {
+            anyhow::ensure!(
+                kinds::ALL.contains(&kind.as_str()),
+                "transport.kafka.topics: `{kind}` is not an event kind (one of {})",
+                kinds::ALL.join(", ")
+            );
+        }
+        Ok(KafkaLog {
             config,
             batch: batch.max(1),
             subscribed: Mutex::default(),
@@ -138,7 +152,7 @@ impl KafkaLog {
                 config: client,
                 clients: Arc::default(),
             },
-        }
+        })
     }
 
     /// The topic events of `kind` go to.
@@ -158,15 +172,22 @@ impl KafkaLog {
             .client_config()
             .create()
             .context("creating the Kafka admin client")?;
-        let names: Vec<String> = kinds::ALL.iter().map(|k| self.topic(k)).collect();
+        let names: Vec<(String, &str)> = kinds::ALL.iter().map(|k| (self.topic(k), *k)).collect();
+        let no_override = crate::config::TopicSettings::default();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
-            .map(|n| {
-                NewTopic::new(
-                    n,
-                    self.config.partitions,
+            .map(|(name, kind)| {
+                let own = self.config.topics.get(*kind).unwrap_or(&no_override);
+                let partitions = own.partitions.unwrap_or(self.config.partitions);
+                let mut topic = NewTopic::new(
+                    name,
+                    partitions,
                     TopicReplication::Fixed(self.config.replication),
-                )
+                );
+                for (k, v) in self.config.topic_config.iter().chain(&own.config) {
+                    topic = topic.set(k, v);
+                }
+                topic
             })
             .collect();
         let timeout = Some(Duration::from_secs(30));
@@ -437,5 +458,56 @@ async fn publish(
     match failure {
         Some(e) => Err(e),
         None => Ok(rows.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::FutureProducer;
+
+    /// librdkafka is built with OpenSSL (SSL, SASL PLAIN/SCRAM) and zstd:
+    /// clients with those settings are created (a build without them
+    /// refuses the values). Secret properties come from their source, and
+    /// an unknown event kind in `topics` is refused.
+    #[test]
+    fn tls_sasl_and_compression_are_built_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("kafka-password");
+        std::fs::write(&secret, "hunter2\n").unwrap();
+        let mut config = KafkaConfig::default();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "eventpulse"),
+            ("compression.type", "zstd"),
+        ] {
+            config.properties.insert(k.into(), v.into());
+        }
+        config.secret_properties.insert(
+            "sasl.password".into(),
+            crate::runtime::manifest::SecretRef::File(secret),
+        );
+        let log = KafkaLog::new(config.clone(), 1).unwrap();
+        assert_eq!(
+            log.client_config().get("sasl.password"),
+            Some("hunter2"),
+            "read from its file"
+        );
+        let producer: Result<FutureProducer, _> = log.client_config().create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+        for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+            let mut c = log.client_config();
+            c.set("sasl.mechanisms", mechanism)
+                .set("compression.type", "lz4");
+            let p: Result<FutureProducer, _> = c.create();
+            assert!(p.is_ok(), "{mechanism}: {:?}", p.err());
+        }
+
+        config
+            .topics
+            .insert("alert.rased".into(), Default::default());
+        let err = KafkaLog::new(config, 1).err().unwrap().to_string();
+        assert!(err.contains("alert.rased"), "{err}");
     }
 }

@@ -289,13 +289,29 @@ impl HttpGrant {
 }
 
 /// Where a secret's value comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum SecretRef {
     /// An environment variable of the host process.
     Env(String),
     /// A file (e.g. a mounted Docker/Kubernetes secret); trailing newline trimmed.
     File(PathBuf),
+}
+
+impl SecretRef {
+    /// The value; the error names the source, never a value.
+    pub fn read(&self) -> Result<SecretString, String> {
+        let value = match self {
+            SecretRef::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        };
+        Ok(SecretString::from(value))
+    }
 }
 
 impl Manifest {
@@ -336,16 +352,8 @@ impl Manifest {
         self.secrets
             .iter()
             .map(|(name, source)| {
-                let value = match source {
-                    SecretRef::Env(var) => std::env::var(var).map_err(|_| {
-                        format!("secret `{name}`: environment variable {var} is not set")
-                    })?,
-                    SecretRef::File(path) => std::fs::read_to_string(path)
-                        .map_err(|e| format!("secret `{name}`: {}: {e}", path.display()))?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned(),
-                };
-                Ok((name.clone(), SecretString::from(value)))
+                let value = source.read().map_err(|e| format!("secret `{name}`: {e}"))?;
+                Ok((name.clone(), value))
             })
             .collect()
     }
