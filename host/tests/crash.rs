@@ -1,9 +1,11 @@
-//! Crash safety of the embedded pipeline, on SQLite and on PostgreSQL: a
+//! Crash safety, on SQLite and on PostgreSQL (embedded), and of two
+//! instances on PostgreSQL + Kafka (the real broker `.ci/run` starts): a
 //! real `eventpulse serve` process is `kill -9`ed at random moments, at
-//! least 20 times, while
-//! 10,000 alerts (with Alertmanager-style retries and duplicates mixed in)
-//! are posted to it; every kill is followed by a restart. Afterwards, once
-//! the pipeline has drained:
+//! least 20 times (10 for the pair, where the other instance survives and
+//! takes over its partitions and claimed jobs), while alerts (with
+//! Alertmanager-style retries and duplicates mixed in) are posted to every
+//! instance; every kill is followed by a restart. Afterwards, once the
+//! pipeline has drained:
 //! - every alert that got a 2xx is in the store,
 //! - there is exactly one incident per alert group (service),
 //! - no action and no notification was requested twice, and each ran.
@@ -23,8 +25,20 @@ use sqlx::{Connection, Row};
 
 const SERVICES: usize = 200;
 const ALERTS_PER_WEBHOOK: usize = 5;
-const WEBHOOKS: usize = 2_000; // × 5 = 10,000 alerts
-const KILLS: usize = 20;
+
+/// One run's shape.
+struct Run {
+    /// Webhooks posted (× 5 alerts).
+    webhooks: usize,
+    /// Kills at least.
+    kills: usize,
+    /// Instances; the last one is the one killed.
+    instances: usize,
+    /// Kafka brokers (none: the embedded transport).
+    kafka: Option<String>,
+    /// How long the killed instance lives between kills, in ms.
+    life_ms: std::ops::Range<u64>,
+}
 
 /// Webhook `n`: alerts `n*5 .. n*5+5`, alert `i` for service `i % 200`.
 fn webhook(n: usize) -> serde_json::Value {
@@ -52,67 +66,131 @@ fn webhook(n: usize) -> serde_json::Value {
 fn kill_9_at_random_moments_loses_and_repeats_nothing_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("eventpulse.db").display());
-    kill_9_at_random_moments(dir.path(), &url);
+    let run = Run {
+        webhooks: 2_000,
+        kills: 20,
+        instances: 1,
+        kafka: None,
+        life_ms: 50..400,
+    };
+    kill_9_at_random_moments(dir.path(), &url, &run);
 }
 
 #[test]
 fn kill_9_at_random_moments_loses_and_repeats_nothing_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    kill_9_at_random_moments(dir.path(), &postgres_database());
+    let run = Run {
+        webhooks: 2_000,
+        kills: 20,
+        instances: 1,
+        kafka: None,
+        life_ms: 50..400,
+    };
+    kill_9_at_random_moments(dir.path(), &postgres_database(), &run);
 }
 
-fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
+/// Two instances on PostgreSQL + Kafka; the second is killed and restarted
+/// at random moments while both take alerts.
+#[test]
+fn kill_9_one_of_two_instances_on_kafka_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = std::env::var("EP_TEST_KAFKA_BROKERS")
+        .expect("EP_TEST_KAFKA_BROKERS must name the Kafka-protocol broker (.ci/run starts tansu)");
+    // Long enough lives that it joins the groups, takes partitions and
+    // claims jobs before it dies.
+    let run = Run {
+        webhooks: 400,
+        kills: 10,
+        instances: 2,
+        kafka: Some(brokers),
+        life_ms: 2000..5000,
+    };
+    kill_9_at_random_moments(dir.path(), &postgres_database(), &run);
+}
+
+fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str, run: &Run) {
     sqlx::any::install_default_drivers();
-    // One scale-out per service: the cooldown outlasts the test.
-    build_pipeline(root, "action-noop", "cooldown_secs = \"3600\"\n");
-    let port = write_config_on(
-        root,
-        db_url,
-        "\n[pipeline]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n",
-    );
-    let url = format!("http://127.0.0.1:{port}/api/v1/alerts/alertmanager");
-    let health = format!("http://127.0.0.1:{port}/healthz");
+    let transport = match &run.kafka {
+        None => String::new(),
+        Some(brokers) => {
+            let prefix = format!("epcrash{}.", std::process::id());
+            format!(
+                "\n[transport]\nkind = \"kafka\"\n\n[transport.kafka]\nbrokers = {brokers:?}\n\
+                 topic_prefix = {prefix:?}\ngroup_prefix = {prefix:?}\npartitions = 4\nrelay_poll_ms = 50\n\n\
+                 [transport.kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n"
+            )
+        }
+    };
+    let mut roots = Vec::new();
+    let mut urls = Vec::new();
+    let mut healths = Vec::new();
+    for i in 0..run.instances {
+        let root = root.join(format!("instance-{i}"));
+        std::fs::create_dir_all(&root).unwrap();
+        // One scale-out per service: the cooldown outlasts the test.
+        build_pipeline(&root, "action-noop", "cooldown_secs = \"3600\"\n");
+        let port = write_config_on(
+            &root,
+            db_url,
+            &format!("\n[pipeline]\nbackoff_initial_ms = 20\nbackoff_max_ms = 200\n{transport}"),
+        );
+        urls.push(format!(
+            "http://127.0.0.1:{port}/api/v1/alerts/alertmanager"
+        ));
+        healths.push(format!("http://127.0.0.1:{port}/healthz"));
+        roots.push(root);
+    }
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let log_file = root.join("serve.log");
-    let wait_healthy = move |client: &reqwest::blocking::Client| {
-        let t = Instant::now();
-        while !client
-            .get(&health)
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "host did not come up; log:\n{}",
-                std::fs::read_to_string(&log_file).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_healthy =
+        move |client: &reqwest::blocking::Client, health: &str, root: &std::path::Path| {
+            let t = Instant::now();
+            while !client
+                .get(health)
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "host did not come up; log:\n{}",
+                    std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
 
-    let server = Arc::new(Mutex::new(Some(start(root, "warn"))));
-    wait_healthy(&client);
+    let mut survivors = Vec::new();
+    for i in 0..run.instances - 1 {
+        survivors.push(start(&roots[i], "warn"));
+        wait_healthy(&client, &healths[i], &roots[i]);
+    }
+    let last = run.instances - 1;
+    let server = Arc::new(Mutex::new(Some(start(&roots[last], "warn"))));
+    wait_healthy(&client, &healths[last], &roots[last]);
 
     let posting_done = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(AtomicUsize::new(0));
+    let (want_kills, life) = (run.kills, run.life_ms.clone());
     let killer = {
-        let (server, posting_done, kills, root) = (
+        let (server, posting_done, kills, root, health) = (
             server.clone(),
             posting_done.clone(),
             kills.clone(),
-            root.to_owned(),
+            roots[last].clone(),
+            healths[last].clone(),
         );
         let client = client.clone();
         std::thread::spawn(move || {
             let mut rng = rand::rng();
-            while kills.load(Ordering::SeqCst) < KILLS || !posting_done.load(Ordering::SeqCst) {
-                if posting_done.load(Ordering::SeqCst) && kills.load(Ordering::SeqCst) >= KILLS {
+            while kills.load(Ordering::SeqCst) < want_kills || !posting_done.load(Ordering::SeqCst)
+            {
+                if posting_done.load(Ordering::SeqCst) && kills.load(Ordering::SeqCst) >= want_kills
+                {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+                std::thread::sleep(Duration::from_millis(rng.random_range(life.clone())));
                 let mut guard = server.lock().unwrap();
                 if let Some(mut s) = guard.take() {
                     s.0.kill().unwrap(); // SIGKILL
@@ -121,7 +199,7 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
                 kills.fetch_add(1, Ordering::SeqCst);
                 *guard = Some(start(&root, "warn"));
                 drop(guard);
-                wait_healthy(&client);
+                wait_healthy(&client, &health, &root);
             }
         })
     };
@@ -135,7 +213,9 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
     let mut failed_attempts = 0usize;
     let post_until_acked = |n: usize, posts: &mut usize, failed: &mut usize| loop {
         *posts += 1;
-        match client.post(&url).json(&webhook(n)).send() {
+        // Webhooks alternate between the instances' ingests.
+        let url = &urls[(n + *posts) % urls.len()];
+        match client.post(url).json(&webhook(n)).send() {
             Ok(r) if r.status().is_success() => return,
             Ok(r) => {
                 assert!(r.status().as_u16() == 503, "unexpected {}", r.status());
@@ -145,7 +225,8 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    for n in 0..WEBHOOKS {
+    let webhooks = run.webhooks;
+    for n in 0..webhooks {
         post_until_acked(n, &mut posts, &mut failed_attempts);
         for i in n * ALERTS_PER_WEBHOOK..(n + 1) * ALERTS_PER_WEBHOOK {
             acked.insert(format!("fp{i:06}"));
@@ -155,8 +236,8 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
             post_until_acked(earlier, &mut posts, &mut failed_attempts);
         }
     }
-    while kills.load(Ordering::SeqCst) < KILLS {
-        let earlier = rng.random_range(0..WEBHOOKS);
+    while kills.load(Ordering::SeqCst) < run.kills {
+        let earlier = rng.random_range(0..webhooks);
         post_until_acked(earlier, &mut posts, &mut failed_attempts);
     }
     posting_done.store(true, Ordering::SeqCst);
@@ -178,13 +259,14 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "pipeline did not drain; log:\n{}",
-            std::fs::read_to_string(root.join("serve.log")).unwrap_or_default()
+            std::fs::read_to_string(roots[last].join("serve.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Let anything that would (wrongly) happen twice happen.
     std::thread::sleep(Duration::from_millis(500));
     drop(server.lock().unwrap().take());
+    drop(survivors);
 
     let (stored, per_key, requested) = rt.block_on(async {
         let mut db = sqlx::AnyConnection::connect(db_url).await.unwrap();
@@ -255,16 +337,33 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str) {
     println!("actions rows (total/distinct target): {actions:?}");
     println!("notifications rows (total/distinct):  {notifications:?}");
 
-    assert!(kills >= KILLS, "{kills} kills");
+    if run.instances > 1 {
+        // Instance names are `<hostname>-<pid>`: each restart is a new one.
+        let split: Vec<(String, i64)> = rt.block_on(async {
+            let mut db = sqlx::AnyConnection::connect(db_url).await.unwrap();
+            sqlx::query_as(
+                "SELECT processed_by, count(*) FROM inbox_events WHERE consumer = 'rules'
+                 GROUP BY processed_by ORDER BY 2 DESC",
+            )
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+        });
+        println!("rule-stage events by instance process:  {split:?}");
+        // How the work splits depends on how the broker rebalances during
+        // the kills; what must hold is that both instances took part.
+        assert!(split.len() >= 2, "both instances processed: {split:?}");
+    }
+    assert!(kills >= run.kills, "{kills} kills");
     let missing: Vec<_> = acked.difference(&stored).take(5).collect();
     assert!(
         missing.is_empty(),
         "acknowledged but not stored: {missing:?}"
     );
-    assert_eq!(acked.len(), WEBHOOKS * ALERTS_PER_WEBHOOK);
+    assert_eq!(acked.len(), webhooks * ALERTS_PER_WEBHOOK);
     assert_eq!(
         requested["alert.raised"].0,
-        (WEBHOOKS * ALERTS_PER_WEBHOOK) as i64,
+        (webhooks * ALERTS_PER_WEBHOOK) as i64,
         "one alert.raised per alert"
     );
     assert_eq!(per_key.len(), SERVICES, "one incident key per service");
