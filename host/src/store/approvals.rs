@@ -69,20 +69,7 @@ impl Tx {
 
     /// Append an audit record in this transaction.
     pub async fn audit(&mut self, r: &AuditRecord) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, plugin, capability, operation, target, allowed, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(r.at)
-        .bind(&r.plugin)
-        .bind(&r.capability)
-        .bind(&r.operation)
-        .bind(&r.target)
-        .bind(i64::from(r.allowed))
-        .bind(&r.detail)
-        .execute(self.conn())
-        .await?;
-        Ok(())
+        super::audit::insert(self.conn(), r).await
     }
 }
 

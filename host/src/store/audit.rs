@@ -4,24 +4,33 @@ use sqlx::Row;
 
 use super::{Error, Store};
 
+/// Append one audit record on `conn`.
+pub(super) async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    r: &crate::model::AuditRecord,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, plugin, capability, operation, target, allowed, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(r.at)
+    .bind(&r.plugin)
+    .bind(&r.capability)
+    .bind(&r.operation)
+    .bind(&r.target)
+    .bind(i64::from(r.allowed))
+    .bind(&r.detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Append capability audit records.
     pub async fn audit(&self, records: &[crate::model::AuditRecord]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         for r in records {
-            sqlx::query(
-                "INSERT INTO audit_log (at, plugin, capability, operation, target, allowed, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(r.at)
-            .bind(&r.plugin)
-            .bind(&r.capability)
-            .bind(&r.operation)
-            .bind(&r.target)
-            .bind(i64::from(r.allowed))
-            .bind(&r.detail)
-            .execute(&mut *tx)
-            .await?;
+            insert(&mut tx, r).await?;
         }
         tx.commit().await?;
         Ok(())

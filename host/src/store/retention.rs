@@ -189,6 +189,27 @@ async fn by_id(
     Ok(done.rows_affected())
 }
 
+/// Delete up to `batch` rows of `table` (keyed by the columns `key`)
+/// matching `filter` (which reads the cutoff as `$1`).
+async fn by_key(
+    conn: &mut AnyConnection,
+    table: &str,
+    key: &str,
+    filter: &str,
+    cutoff: i64,
+    batch: i64,
+) -> Result<u64, Error> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {filter} LIMIT $2)"
+    );
+    let done = sqlx::query(&sql)
+        .bind(cutoff)
+        .bind(batch)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// One batch of `kind`: how many rows went.
 async fn prune_batch(
     conn: &mut AnyConnection,
@@ -230,15 +251,16 @@ async fn prune_batch(
             .await
         }
         Kind::Inbox => {
-            let sql = "DELETE FROM inbox_events WHERE (consumer, event_id) IN (
-                           SELECT consumer, event_id FROM inbox_events
-                           WHERE processed_at < $1 LIMIT $2)";
-            let done = sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(conn)
-                .await?;
-            Ok(done.rows_affected())
+            let key = "consumer, event_id";
+            by_key(
+                conn,
+                "inbox_events",
+                key,
+                "processed_at < $1",
+                cutoff,
+                batch,
+            )
+            .await
         }
         Kind::Decisions => {
             let extra = format!(
@@ -289,84 +311,59 @@ async fn prune_batch(
             Ok(done.rows_affected())
         }
         Kind::Alerts => {
-            let sql = format!(
-                "DELETE FROM alerts WHERE (fingerprint, starts_at) IN (
-                     SELECT fingerprint, starts_at FROM alerts a
-                     WHERE a.status = 'resolved' AND a.last_seen < $1
-                       AND NOT EXISTS (
-                           SELECT 1 FROM incident_alerts ia JOIN incidents i ON i.id = ia.incident_id
-                           WHERE ia.fingerprint = a.fingerprint AND ia.starts_at = a.starts_at
-                             AND i.status IN {OPEN_INCIDENTS})
-                     LIMIT $2)"
+            let filter = format!(
+                "status = 'resolved' AND last_seen < $1
+                 AND NOT EXISTS (
+                     SELECT 1 FROM incident_alerts ia JOIN incidents i ON i.id = ia.incident_id
+                     WHERE ia.fingerprint = alerts.fingerprint AND ia.starts_at = alerts.starts_at
+                       AND i.status IN {OPEN_INCIDENTS})"
             );
-            let done = sqlx::query(&sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(conn)
-                .await?;
-            Ok(done.rows_affected())
+            by_key(
+                conn,
+                "alerts",
+                "fingerprint, starts_at",
+                &filter,
+                cutoff,
+                batch,
+            )
+            .await
         }
         Kind::KubeEvents => {
-            let sql = "DELETE FROM kube_events WHERE dedup_key IN (
-                           SELECT dedup_key FROM kube_events WHERE updated_at < $1 LIMIT $2)";
-            let done = sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(conn)
-                .await?;
-            Ok(done.rows_affected())
+            by_key(
+                conn,
+                "kube_events",
+                "dedup_key",
+                "updated_at < $1",
+                cutoff,
+                batch,
+            )
+            .await
         }
         Kind::Jobs => {
-            let mut n = 0;
-            for table in ["actions", "notifications"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE id IN (
-                         SELECT id FROM {table}
-                         WHERE incident_id IS NULL AND status NOT IN {ACTIVE_JOBS}
-                           AND updated_at < $1 LIMIT $2)"
-                );
-                let done = sqlx::query(&sql)
-                    .bind(cutoff)
-                    .bind(batch)
-                    .execute(&mut *conn)
-                    .await?;
-                n += done.rows_affected();
-            }
-            Ok(n)
+            let filter =
+                format!("incident_id IS NULL AND status NOT IN {ACTIVE_JOBS} AND updated_at < $1");
+            let actions = by_key(&mut *conn, "actions", "id", &filter, cutoff, batch).await?;
+            Ok(actions + by_key(conn, "notifications", "id", &filter, cutoff, batch).await?)
         }
         Kind::Silences => {
-            let sql = "DELETE FROM silences WHERE id IN (
-                           SELECT id FROM silences
-                           WHERE (ends_at < $1 OR (expired_at IS NOT NULL AND expired_at < $1))
-                           LIMIT $2)";
-            let done = sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(conn)
-                .await?;
-            Ok(done.rows_affected())
+            let filter = "ends_at < $1 OR (expired_at IS NOT NULL AND expired_at < $1)";
+            by_key(conn, "silences", "id", filter, cutoff, batch).await
         }
         Kind::Dedup => {
-            let sql = "DELETE FROM notification_dedup WHERE (channel, dedup_key) IN (
-                           SELECT channel, dedup_key FROM notification_dedup
-                           WHERE last_sent_at < $1 LIMIT $2)";
-            let done = sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(conn)
-                .await?;
-            Ok(done.rows_affected())
+            let key = "channel, dedup_key";
+            by_key(
+                conn,
+                "notification_dedup",
+                key,
+                "last_sent_at < $1",
+                cutoff,
+                batch,
+            )
+            .await
         }
         Kind::ExpiredState => {
-            let sql = "DELETE FROM plugin_state WHERE (plugin, key) IN (
-                           SELECT plugin, key FROM plugin_state
-                           WHERE expires_at IS NOT NULL AND expires_at < $1 LIMIT $2)";
-            let done = sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch)
-                .execute(conn)
-                .await?;
-            Ok(done.rows_affected())
+            let filter = "expires_at IS NOT NULL AND expires_at < $1";
+            by_key(conn, "plugin_state", "plugin, key", filter, cutoff, batch).await
         }
     }
 }
