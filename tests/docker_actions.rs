@@ -975,3 +975,61 @@ async fn actions_needing_approval_run_only_when_approved() {
     }
     host.stop().await;
 }
+
+/// The `docker` capability over TCP with TLS client certificates
+/// (`runtime.docker_host = "tcp://…"`, `runtime.docker_cert_path` with
+/// `ca.pem`, `cert.pem`, `key.pem`). The Engine here only listens on its
+/// unix socket, so the peer is `DockerTlsFront` (rustls, client
+/// certificates required) forwarding to it: the probe's container list is
+/// the Engine's; a client certificate from another CA gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_over_tls_presents_the_client_certificate() {
+    use eventpulse_tests::dockerkit::DockerTlsFront;
+    use eventpulse_tests::pki::TestCa;
+    let svc = Service::start("tlsapp", "eventpulse-demo-app:latest", true).await;
+    settle_counts(&svc, (1, 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "docker");
+    let clients = TestCa::new(dir.path(), "docker-clients");
+    let strangers = TestCa::new(dir.path(), "strangers");
+    let front = DockerTlsFront::start(&ca.issue("dockerd", false), &clients.cert).await;
+    let cert_dir = |name: &str, issuer: &TestCa| {
+        let me = issuer.issue(name, true);
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&ca.cert, d.join("ca.pem")).unwrap();
+        std::fs::copy(&me.cert, d.join("cert.pem")).unwrap();
+        std::fs::copy(&me.key, d.join("key.pem")).unwrap();
+        d
+    };
+    let (good, bad) = (
+        cert_dir("eventpulse", &clients),
+        cert_dir("stranger", &strangers),
+    );
+    let event =
+        eventpulse_tests::alert_event("HighCPU", eventpulse::model::AlertStatus::Firing, &[]);
+    let list = probe_request(serde_json::json!({"op": "list", "selector": {}}));
+    let mut answers = Vec::new();
+    for certs in [good, bad] {
+        let host = Host::start()
+            .await
+            .restart_with(|c| {
+                c.runtime.docker_host = format!("tcp://{}", front.addr);
+                c.runtime.docker_cert_path = Some(certs.clone());
+            })
+            .await;
+        host.install_now("action-docker-probe", "action-docker-probe", &svc.grant())
+            .await;
+        answers.push(
+            host.registry
+                .run_action("action-docker-probe", &event, &list)
+                .await
+                .map(|r| r.summary)
+                .map_err(|e| e.to_string()),
+        );
+        host.stop().await;
+    }
+    assert_eq!(answers[0].as_deref(), Ok("1 containers"), "{answers:?}");
+    let err = answers[1].as_ref().unwrap_err();
+    assert!(err.contains("docker engine"), "{err}");
+}

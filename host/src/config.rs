@@ -409,6 +409,11 @@ pub struct RuntimeConfig {
     /// The Docker Engine the `docker` capability talks to:
     /// `unix:///path/to/docker.sock` or `tcp://host:port`.
     pub docker_host: String,
+    /// With a `tcp://` engine: a directory holding `ca.pem`, `cert.pem` and
+    /// `key.pem` (Docker's `DOCKER_CERT_PATH` layout). The engine's
+    /// certificate is checked against `ca.pem` and `cert.pem` is presented
+    /// to it, as `docker --tlsverify` does.
+    pub docker_cert_path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -450,6 +455,7 @@ impl Default for RuntimeConfig {
             breaker_open_secs: 30,
             reload_debounce_ms: 250,
             docker_host: "unix:///var/run/docker.sock".into(),
+            docker_cert_path: None,
         }
     }
 }

@@ -41,19 +41,35 @@ pub const CREATED_BY: &str = "eventpulse.created-by";
 /// Label set on a replica: the container it was copied from.
 pub const REPLICA_OF: &str = "eventpulse.replica-of";
 
-/// Where the Docker Engine listens (`unix:///…` or `tcp://host:port`).
+/// Where the Docker Engine listens (`unix:///…` or `tcp://host:port`),
+/// and for TCP, the client certificates that make it TLS.
 #[derive(Debug, Clone)]
-pub struct DockerHost(pub String);
+pub struct DockerHost {
+    /// `runtime.docker_host`.
+    pub url: String,
+    /// `runtime.docker_cert_path`: `ca.pem`, `cert.pem`, `key.pem`.
+    pub cert_path: Option<std::path::PathBuf>,
+}
 
 impl DockerHost {
     /// A client; connecting is lazy, so a missing engine shows up as an
     /// `unavailable` error on the first call, not here.
     fn client(&self) -> CapResult<Docker> {
-        let url = &self.0;
-        let made = if let Some(addr) = url.strip_prefix("tcp://").or(url.strip_prefix("http://")) {
-            Docker::connect_with_http(&format!("http://{addr}"), 30, &API_VERSION)
-        } else {
-            Docker::connect_with_unix(url, 30, &API_VERSION)
+        let url = &self.url;
+        let tcp = url.strip_prefix("tcp://").or(url.strip_prefix("http://"));
+        let made = match (tcp.or(url.strip_prefix("https://")), &self.cert_path) {
+            (Some(addr), Some(dir)) => Docker::connect_with_ssl(
+                &format!("https://{addr}"),
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                30,
+                &API_VERSION,
+            ),
+            (Some(addr), None) => {
+                Docker::connect_with_http(&format!("http://{addr}"), 30, &API_VERSION)
+            }
+            (None, _) => Docker::connect_with_unix(url, 30, &API_VERSION),
         };
         made.map_err(|e| unavailable(&e))
     }

@@ -320,7 +320,10 @@ impl Runtime {
             cache_dir: cache_dir.to_owned(),
             max_memory_mb: limits.max_memory_mb,
             tuning: options.tuning,
-            docker: DockerHost(limits.docker_host.clone()),
+            docker: DockerHost {
+                url: limits.docker_host.clone(),
+                cert_path: limits.docker_cert_path.clone(),
+            },
             audit: Audit::log_only(),
             metrics: crate::telemetry::Metrics::new(),
         })
