@@ -52,8 +52,9 @@ enum Command {
         /// The `severity` label.
         #[arg(long, default_value = "critical")]
         severity: String,
-        /// Send it resolved instead of firing.
-        #[arg(long)]
+        /// Send it resolved instead of firing (with the `--starts-at` the
+        /// firing one printed).
+        #[arg(long, requires = "starts_at")]
         resolved: bool,
         /// `startsAt` (RFC 3339): the same value identifies the same alert
         /// instance, so its resolution must repeat it. Default: now.
@@ -245,6 +246,12 @@ fn main() -> anyhow::Result<()> {
             let answer =
                 send_alert(&config, &url, &alertname, &labels, resolved, &starts_at).await?;
             println!("{answer}");
+            if !resolved {
+                println!(
+                    "startsAt {starts_at}; resolve it with: eventpulse send-alert --alertname {alertname} \
+                     --service {service} --resolved --starts-at {starts_at}"
+                );
+            }
             Ok(())
         }),
         Command::Silence { command } => runtime()?.block_on(silence(command, &config)),

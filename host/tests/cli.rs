@@ -2,6 +2,8 @@
 //! `plugin build` installs it, and a running `eventpulse serve` loads it and
 //! answers a dry run, with no hand edits in between.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -279,4 +281,104 @@ fn silences_from_the_command_line() {
         "x",
     ]);
     assert!(!ok && err.contains("no operator"), "{err}");
+}
+
+/// The README's flow from another terminal, as written: `send-alert`
+/// prints the alert's startsAt and the command that resolves it (a
+/// `--resolved` without `--starts-at` is refused); and an action that
+/// needs approval waits until `eventpulse approval approve`, run as its own
+/// process, lets it run.
+#[test]
+fn send_alert_resolve_and_approve_from_the_command_line() {
+    use common::{build_pipeline, start, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    build_pipeline(root, "action-noop", "resolve_on = \"alert\"\n");
+    std::fs::write(
+        root.join("dist/action-noop.toml"),
+        "[safety]\nrequire_approval = true\n",
+    )
+    .unwrap();
+    let port = write_config(root, "");
+    let _serve = start(root, "warn");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--config", "eventpulse.toml"])
+            .args(args)
+            .current_dir(root)
+            .env("EVENTPULSE_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    wait_for(|| {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"))
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(())
+    });
+    let (ok, out, err) = cli(&["send-alert", "--service", "web"]);
+    assert!(ok, "{err}");
+    let starts_at = out
+        .split("startsAt ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no startsAt in {out:?}"))
+        .to_owned();
+    assert!(
+        out.contains(&format!("--resolved --starts-at {starts_at}")),
+        "{out}"
+    );
+
+    let incident = |cli: &dyn Fn(&[&str]) -> (bool, String, String)| {
+        let (ok, out, err) = cli(&["incidents", "--json"]);
+        assert!(ok, "{err}");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        list.into_iter().next()
+    };
+    let waiting = wait_for(|| {
+        let (ok, out, _) = cli(&["approval", "list"]);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+        (ok && !list.is_empty()).then(|| list[0].clone())
+    });
+    let (id, hash) = (
+        waiting["id"].as_str().unwrap(),
+        waiting["params_hash"].as_str().unwrap(),
+    );
+    let (ok, _, err) = cli(&[
+        "approval",
+        "approve",
+        id,
+        "--hash",
+        &"0".repeat(64),
+        "--by",
+        "ops",
+    ]);
+    assert!(!ok && err.contains("params hash does not match"), "{err}");
+    let (ok, out, err) = cli(&["approval", "approve", id, "--hash", hash, "--by", "ops"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is now pending"), "{out}");
+    wait_for(|| {
+        let i = incident(&cli)?;
+        (i["actions"][0]["status"] == "completed").then_some(())
+    });
+
+    let (ok, _, err) = cli(&["send-alert", "--service", "web", "--resolved"]);
+    assert!(!ok && err.contains("--starts-at"), "{err}");
+    let (ok, _, err) = cli(&[
+        "send-alert",
+        "--service",
+        "web",
+        "--resolved",
+        "--starts-at",
+        &starts_at,
+    ]);
+    assert!(ok, "{err}");
+    wait_for(|| {
+        let i = incident(&cli)?;
+        (i["status"] == "resolved").then_some(())
+    });
 }
