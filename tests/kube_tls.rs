@@ -4,7 +4,8 @@
 //! openssl: the right CA bundle connects, a wrong one is refused clearly
 //! (and not retried), a server that requires a client certificate gets
 //! one, and the in-cluster service account (token file, `ca.crt`,
-//! `KUBERNETES_SERVICE_HOST`/`PORT`) works the same way.
+//! `KUBERNETES_SERVICE_HOST`/`PORT`) works the same way. The `http`
+//! grant's own CA bundle is checked against the same server.
 
 use eventpulse_tests::kubeapi::TlsKubeApi;
 use eventpulse_tests::pki::TestCa;
@@ -121,5 +122,56 @@ async fn kube_in_cluster_uses_the_service_account() {
         err.contains("401"),
         "the stand-in only knows the old token: {err}"
     );
+    host.stop().await;
+}
+
+/// An `http` grant with `ca_file` reaches an https endpoint signed by that
+/// CA (an internal one the system roots do not know); another CA's bundle,
+/// or none, is refused (a certificate error; a TLS error from wasmtime's
+/// own client without a bundle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_grants_trust_their_own_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "internal");
+    let other = TestCa::new(dir.path(), "other");
+    let server = TlsKubeApi::start(&ca.issue("hooks", false), None, None).await;
+    let host = Host::start().await;
+    let manifest = |ca: Option<&std::path::Path>| {
+        let ca = ca.map_or(String::new(), |p| {
+            format!(", ca_file = \"{}\"", p.display())
+        });
+        format!(
+            "[grants]\nhttp = {{ allow = [\"{url}\"]{ca} }}\n\n[config]\nurl = \"{url}/hook\"\n",
+            url = server.url
+        )
+    };
+    let event = alert_event("HighCPU", eventpulse::model::AlertStatus::Firing, &[]);
+    let notification = eventpulse::runtime::types::NotificationRequest {
+        channel: "probe".into(),
+        severity: eventpulse::runtime::types::Severity::Warning,
+        title: "t".into(),
+        body: "b".into(),
+        dedup_key: None,
+        fields: vec![],
+    };
+    let mut answers = Vec::new();
+    for ca in [Some(ca.cert.as_path()), Some(other.cert.as_path()), None] {
+        host.install_now("probe", "notifier-http-probe", &manifest(ca))
+            .await;
+        answers.push(
+            host.registry
+                .deliver("probe", &event, &notification)
+                .await
+                .map(|d| d.detail)
+                .map_err(|e| e.to_string()),
+        );
+        host.registry.reset_breaker("probe").unwrap();
+    }
+    assert_eq!(answers[0].as_deref(), Ok("HTTP 200"), "{answers:?}");
+    let other_ca = answers[1].as_ref().unwrap_err().to_lowercase();
+    assert!(other_ca.contains("certificate"), "{other_ca}");
+    // No bundle: wasmtime's own client (webpki roots) refuses the handshake.
+    let no_ca = answers[2].as_ref().unwrap_err().to_lowercase();
+    assert!(no_ca.contains("tls"), "{no_ca}");
     host.stop().await;
 }

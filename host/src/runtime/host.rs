@@ -53,6 +53,9 @@ pub struct PluginEnv {
     pub metrics: crate::telemetry::Metrics,
     /// The `kube` grant's HTTP client, built at its first call.
     pub kube_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// The `http` grant's client when it names a `ca_file`, built at its
+    /// first call.
+    pub http_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// The span a capability call runs in (a child of the invocation's).
@@ -272,6 +275,10 @@ impl http_body::Body for CappedBody {
     }
 }
 
+/// What is left of a connection after its response head arrived.
+type IoDone =
+    std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>>;
+
 type SendResult = wasmtime_wasi_http::Result<(
     http::Response<wasmtime_wasi_http::WasiBody>,
     Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
@@ -315,13 +322,36 @@ impl WasiHttpHooks for HttpGate {
             between_bytes_timeout: cap(options.between_bytes_timeout),
         };
         let span = capability_span("http", &operation);
+        let env = self.env.clone();
         Box::new(tracing::Instrument::instrument(
             async move {
                 use http_body_util::BodyExt;
-                let send = wasmtime_wasi_http::default_send_request(request, Some(options));
-                let (response, io) = tokio::time::timeout(limit, send)
-                    .await
-                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                let (response, io): (http::Response<wasmtime_wasi_http::WasiBody>, IoDone) =
+                    match &grant.ca_file {
+                        None => {
+                            let send =
+                                wasmtime_wasi_http::default_send_request(request, Some(options));
+                            let (response, io) = tokio::time::timeout(limit, send)
+                                .await
+                                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                            (response.map(|b| b.boxed_unsync()), Box::pin(io))
+                        }
+                        Some(ca) => {
+                            let client = env
+                                .http_client
+                                .get_or_init(|| super::tls::client_trusting(ca, limit))
+                                .clone()
+                                .map_err(|e| {
+                                    tracing::warn!(error = %e, "http grant's CA bundle");
+                                    wasmtime_wasi_http::Error::TlsCertificateError
+                                })?;
+                            let send = super::tls::send(&client, request, grant.max_response_bytes);
+                            let response = tokio::time::timeout(limit, send)
+                                .await
+                                .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                            (response, Box::pin(async { Ok(()) }))
+                        }
+                    };
                 let max = grant.max_response_bytes;
                 if let Some(len) = http_body::Body::size_hint(response.body()).exact()
                     && len > max

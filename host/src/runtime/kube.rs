@@ -180,20 +180,7 @@ fn target(env: &PluginEnv, grant: &KubeGrant) -> CapResult<Target> {
 fn client(grant: &KubeGrant, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder().use_rustls_tls().timeout(TIMEOUT);
     if let Some(path) = ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("kube: CA bundle {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("kube: CA bundle {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "kube: CA bundle {} holds no certificate",
-                path.display()
-            ));
-        }
-        b = b.tls_built_in_root_certs(false);
-        for cert in certs {
-            b = b.add_root_certificate(cert);
-        }
+        b = super::tls::trust_only(b, path).map_err(|e| format!("kube: {e}"))?;
     }
     match (&grant.client_cert_file, &grant.client_key_file) {
         (Some(cert), Some(key)) => {

@@ -238,6 +238,10 @@ pub struct HttpGrant {
     pub timeout_ms: u64,
     /// Largest response body the plugin may read; more fails the read.
     pub max_response_bytes: u64,
+    /// PEM bundle of the CAs that sign the granted servers' certificates
+    /// (internal endpoints). Set, only these CAs are trusted for https,
+    /// and redirects are not followed.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for HttpGrant {
@@ -246,6 +250,7 @@ impl Default for HttpGrant {
             allow: Vec::new(),
             timeout_ms: 10_000,
             max_response_bytes: 1 << 20,
+            ca_file: None,
         }
     }
 }

@@ -15,6 +15,7 @@ mod kube;
 pub mod manifest;
 mod plugin;
 mod smtp;
+mod tls;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};

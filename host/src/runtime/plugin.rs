@@ -143,6 +143,7 @@ impl Plugin {
             audit: runtime.audit.clone(),
             metrics: runtime.metrics.clone(),
             kube_client: std::sync::OnceLock::new(),
+            http_client: std::sync::OnceLock::new(),
         });
         let mut plugin = Plugin {
             slots: Semaphore::new(env.manifest.limits.max_concurrency.max(1) as usize),
