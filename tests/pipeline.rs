@@ -171,13 +171,13 @@ fn scripted(group: &str, params: &str) -> serde_json::Value {
 }
 
 async fn retries_and_dead_letters(backend: Backend) {
-    // Backoff 100-400 ms: attempts come at least 100, 300 and 700 ms after
-    // the first.
+    // Backoff 400-1600 ms: the 5th attempt comes at least 4.4 s after the
+    // first.
     let host = Host::start_on(backend)
         .await
         .restart_with(|c| {
-            c.pipeline.backoff_initial_ms = 100;
-            c.pipeline.backoff_max_ms = 400;
+            c.pipeline.backoff_initial_ms = 400;
+            c.pipeline.backoff_max_ms = 1600;
         })
         .await;
     host.install("rule-scripted", "rule-scripted", "");
@@ -195,12 +195,12 @@ async fn retries_and_dead_letters(backend: Backend) {
         .unwrap()
         .as_millis() as u64;
 
-    // Flaky for 600 ms after the post (the first attempt comes well before,
-    // even on a loaded machine): retried with backoff (the 4th attempt is at
-    // least 700 ms after the first), then completes.
+    // Flaky for 2 s after the post (the first attempt comes well before,
+    // even on a loaded machine): retried with backoff, then completes
+    // (by the 5th attempt at the latest).
     let flaky = scripted(
         "flaky",
-        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 600),
+        &format!(r#"{{"fail":"retryable","until_ms":{}}}"#, now + 2000),
     );
     assert_eq!(post_webhook(&host.url, &flaky).await.0, 200);
     // Never succeeds: 5 attempts (max_attempts), then failed + dead letter.
