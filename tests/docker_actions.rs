@@ -979,12 +979,12 @@ async fn actions_needing_approval_run_only_when_approved() {
 /// The `docker` capability over TCP with TLS client certificates
 /// (`runtime.docker_host = "tcp://…"`, `runtime.docker_cert_path` with
 /// `ca.pem`, `cert.pem`, `key.pem`). The Engine here only listens on its
-/// unix socket, so the peer is `DockerTlsFront` (rustls, client
+/// unix socket, so the peer is `docker_tls_front` (rustls, client
 /// certificates required) forwarding to it: the probe's container list is
 /// the Engine's; a client certificate from another CA gets no answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_over_tls_presents_the_client_certificate() {
-    use eventpulse_tests::dockerkit::DockerTlsFront;
+    use eventpulse_tests::dockerkit::docker_tls_front;
     use eventpulse_tests::pki::TestCa;
     let svc = Service::start("tlsapp", "eventpulse-demo-app:latest", true).await;
     settle_counts(&svc, (1, 1)).await;
@@ -992,7 +992,7 @@ async fn docker_over_tls_presents_the_client_certificate() {
     let ca = TestCa::new(dir.path(), "docker");
     let clients = TestCa::new(dir.path(), "docker-clients");
     let strangers = TestCa::new(dir.path(), "strangers");
-    let front = DockerTlsFront::start(&ca.issue("dockerd", false), &clients.cert).await;
+    let front = docker_tls_front(&ca.issue("dockerd", false), &clients.cert).await;
     let cert_dir = |name: &str, issuer: &TestCa| {
         let me = issuer.issue(name, true);
         let d = dir.path().join(name);

@@ -234,44 +234,14 @@ pub fn unique() -> String {
 /// only here and cannot be given a TLS listener: rustls presenting
 /// `server`, requiring a client certificate signed by `client_ca`, each
 /// connection forwarded to `/var/run/docker.sock`.
-pub struct DockerTlsFront {
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DockerTlsFront {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl DockerTlsFront {
-    /// Listen on a free port.
-    pub async fn start(server: &super::pki::Issued, client_ca: &std::path::Path) -> DockerTlsFront {
-        let acceptor =
-            tokio_rustls::TlsAcceptor::from(super::pki::server_config(server, Some(client_ca)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut engine) =
-                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                    else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut engine).await;
-                });
-            }
-        });
-        DockerTlsFront { addr, task }
-    }
+pub async fn docker_tls_front(
+    server: &super::pki::Issued,
+    client_ca: &std::path::Path,
+) -> super::pki::TlsFront {
+    super::pki::TlsFront::start(
+        server,
+        Some(client_ca),
+        super::pki::Backend::Unix("/var/run/docker.sock".into()),
+    )
+    .await
 }

@@ -149,3 +149,75 @@ pub fn server_config(
     };
     Arc::new(builder.with_single_cert(certs, key).unwrap())
 }
+
+/// A TLS front for a server that cannot terminate TLS itself, the way a
+/// TLS-terminating proxy sits in front of one in production: rustls
+/// presenting `server` (and requiring a client certificate signed by
+/// `client_ca` when given), each connection forwarded to the backend.
+pub struct TlsFront {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Where a [`TlsFront`] forwards to.
+#[derive(Clone)]
+pub enum Backend {
+    /// `host:port`.
+    Tcp(String),
+    /// A unix socket.
+    Unix(PathBuf),
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsFront {
+    /// Listen on a free port.
+    pub async fn start(server: &Issued, client_ca: Option<&Path>, backend: Backend) -> TlsFront {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(server, client_ca));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = match backend {
+                        Backend::Tcp(to) => match tokio::net::TcpStream::connect(&to).await {
+                            Ok(mut plain) => {
+                                tokio::io::copy_bidirectional(&mut tls, &mut plain).await
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Backend::Unix(to) => match tokio::net::UnixStream::connect(&to).await {
+                            Ok(mut plain) => {
+                                tokio::io::copy_bidirectional(&mut tls, &mut plain).await
+                            }
+                            Err(e) => Err(e),
+                        },
+                    };
+                });
+            }
+        });
+        TlsFront { addr, task }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: another process may
+/// take it in between, which is rare enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -34,6 +34,8 @@ struct Kafka {
     prefix: String,
     /// Whether the host creates the topics (the mock cannot).
     create_topics: bool,
+    /// Client settings beyond the test's own (TLS, for one).
+    properties: Vec<(String, String)>,
 }
 
 impl Kafka {
@@ -43,6 +45,7 @@ impl Kafka {
             brokers: cluster.bootstrap_servers(),
             prefix: "eventpulse.".into(),
             create_topics: false,
+            properties: Vec::new(),
         }
     }
 
@@ -55,6 +58,7 @@ impl Kafka {
             brokers,
             prefix: format!("ep{}.", eventpulse_tests::dockerkit::unique()),
             create_topics: true,
+            properties: Vec::new(),
         }
     }
 }
@@ -96,6 +100,7 @@ async fn instance(name: &str, database: &str, kafka: &Kafka) -> Host {
         .insert("session.timeout.ms".into(), "6000".into());
     k.properties
         .insert("heartbeat.interval.ms".into(), "500".into());
+    k.properties.extend(kafka.properties.iter().cloned());
     config.pipeline.backoff_initial_ms = 20;
     config.pipeline.backoff_max_ms = 100;
     std::fs::create_dir_all(&config.plugin_dir).unwrap();
@@ -454,4 +459,150 @@ async fn a_claim_left_by_a_dead_instance_is_taken_over_after_its_lease() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(action_state(&database, "live").await, ("running".into(), 1));
     a.stop().await;
+}
+
+/// A tansu broker of a test's own, for settings the shared one lacks.
+struct Tansu(std::process::Child);
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Tansu {
+    /// Listening on `port`, advertising `advertised` (`host:port`), with
+    /// SASL authentication required when `authentication`.
+    async fn start(port: u16, advertised: &str, authentication: bool) -> Tansu {
+        let binary = std::env::var("EP_TEST_TANSU")
+            .expect("EP_TEST_TANSU must name the tansu binary (.ci/run fetches it)");
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("broker")
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if authentication {
+            command.arg("--authentication");
+        }
+        let broker = Tansu(command.spawn().expect("starting tansu"));
+        wait_for("tansu listening", SETTLE, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        broker
+    }
+}
+
+/// A Kafka log on `brokers` with `properties`, to ask whether it is ready.
+async fn readiness(
+    brokers: &str,
+    properties: &[(&str, &str)],
+    secret: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use eventpulse::pipeline::transport::Transport as _;
+    let mut config = eventpulse::config::KafkaConfig {
+        brokers: brokers.into(),
+        ..Default::default()
+    };
+    for (k, v) in properties {
+        config.properties.insert((*k).into(), (*v).into());
+    }
+    if let Some(file) = secret {
+        config.secret_properties.insert(
+            "sasl.password".into(),
+            eventpulse::runtime::manifest::SecretRef::File(file.into()),
+        );
+    }
+    eventpulse::pipeline::kafka::KafkaLog::new(config, 1)
+        .unwrap()
+        .ready()
+        .await
+}
+
+/// Kafka over TLS, and SASL, against tansu. tansu 0.6.0 has no TLS
+/// listener of its own (`--cert` is accepted, and a ClientHello is then
+/// read as a Kafka frame), so TLS is terminated in front of it by rustls
+/// (`pki::TlsFront`) and tansu advertises the front: every connection
+/// librdkafka makes, to the bootstrap server and to partition leaders,
+/// is TLS, verified against the test CA with the hostname checked.
+///
+/// - An instance with `security.protocol = "ssl"` creates its topics and
+///   runs an alert through the whole pipeline.
+/// - Another CA's certificate is refused, and readiness says why.
+/// - SASL: tansu keeps its users in its storage, and the only storage of
+///   this build is in memory, where no user can be created once
+///   authentication is required. So only the refusal is shown: a
+///   SCRAM-SHA-512 login over TLS is refused by the broker, readiness
+///   names it, and the password appears nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_over_tls_verifies_the_broker_and_logs_in_with_sasl() {
+    use eventpulse_tests::pki::{Backend as Forward, TestCa, TlsFront, free_port};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "kafka");
+    let server = ca.issue("broker", false);
+    let ca_file = ca.cert.to_str().unwrap().to_owned();
+
+    let back = free_port();
+    let front = TlsFront::start(&server, None, Forward::Tcp(format!("127.0.0.1:{back}"))).await;
+    let _broker = Tansu::start(back, &front.addr, false).await;
+    let kafka = Kafka {
+        brokers: front.addr.clone(),
+        prefix: format!("eptls{}.", eventpulse_tests::dockerkit::unique()),
+        create_topics: true,
+        properties: vec![
+            ("security.protocol".into(), "ssl".into()),
+            ("ssl.ca.location".into(), ca_file.clone()),
+        ],
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let database = database_url(Backend::Postgres, scratch.path()).await;
+    let a = instance("tls", &database, &kafka).await;
+    let (status, body) = post_webhook(&a.url, &high_cpu("over-tls")).await;
+    assert_eq!(status, 200, "{body}");
+    all_resolved(&a.store, 1).await;
+    a.stop().await;
+
+    let stranger = TestCa::new(dir.path(), "stranger");
+    let refused = readiness(
+        &front.addr,
+        &[
+            ("security.protocol", "ssl"),
+            ("ssl.ca.location", stranger.cert.to_str().unwrap()),
+        ],
+        None,
+    )
+    .await
+    .expect_err("a broker certificate from another CA");
+    eprintln!("another CA: {refused}");
+    assert!(refused.contains("certificate verify failed"), "{refused}");
+
+    let back = free_port();
+    let guarded = TlsFront::start(&server, None, Forward::Tcp(format!("127.0.0.1:{back}"))).await;
+    let _broker = Tansu::start(back, &guarded.addr, true).await;
+    let password = dir.path().join("kafka-password");
+    std::fs::write(&password, "not-a-user-here-9f2c\n").unwrap();
+    let refused = readiness(
+        &guarded.addr,
+        &[
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", &ca_file),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "eventpulse"),
+        ],
+        Some(&password),
+    )
+    .await
+    .expect_err("an unknown SASL user");
+    eprintln!("unknown SASL user: {refused}");
+    assert!(
+        refused.contains("SASL authentication error") && refused.contains("unknown-user"),
+        "{refused}"
+    );
+    assert!(!refused.contains("not-a-user-here"), "{refused}");
 }

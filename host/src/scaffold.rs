@@ -19,13 +19,168 @@ pub enum Kind {
     Notifier,
 }
 
-/// The SDK this binary was built with, for crates scaffolded outside the
-/// EventPulse workspace.
-const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+/// The SDK and the WIT contract this binary was built with, carried in
+/// the binary: `plugin new` outside the EventPulse workspace writes them
+/// into the new crate (`sdk/`, `wit/`), so it builds wherever the binary
+/// is, with no checkout beside it and no registry that serves the SDK.
+/// Paths are relative to the workspace root; the SDK's bindings read
+/// `../wit`, which the same layout keeps true inside the new crate.
+/// `embedded_sdk_is_complete` checks the list against the tree.
+const SDK_FILES: &[(&str, &str)] = &[
+    (
+        "sdk/src/__bindings.rs",
+        include_str!("../../sdk/src/__bindings.rs"),
+    ),
+    (
+        "sdk/src/__guest.rs",
+        include_str!("../../sdk/src/__guest.rs"),
+    ),
+    ("sdk/src/arena.rs", include_str!("../../sdk/src/arena.rs")),
+    (
+        "sdk/src/context.rs",
+        include_str!("../../sdk/src/context.rs"),
+    ),
+    ("sdk/src/lib.rs", include_str!("../../sdk/src/lib.rs")),
+    (
+        "sdk/src/message.rs",
+        include_str!("../../sdk/src/message.rs"),
+    ),
+    ("sdk/src/model.rs", include_str!("../../sdk/src/model.rs")),
+    (
+        "sdk/src/testing.rs",
+        include_str!("../../sdk/src/testing.rs"),
+    ),
+    ("wit/host.wit", include_str!("../../wit/host.wit")),
+    ("wit/types.wit", include_str!("../../wit/types.wit")),
+    ("wit/worlds.wit", include_str!("../../wit/worlds.wit")),
+    (
+        "wit/deps/README.md",
+        include_str!("../../wit/deps/README.md"),
+    ),
+    (
+        "wit/deps/cli/package.wit",
+        include_str!("../../wit/deps/cli/package.wit"),
+    ),
+    (
+        "wit/deps/clocks/package.wit",
+        include_str!("../../wit/deps/clocks/package.wit"),
+    ),
+    (
+        "wit/deps/filesystem/package.wit",
+        include_str!("../../wit/deps/filesystem/package.wit"),
+    ),
+    (
+        "wit/deps/http/package.wit",
+        include_str!("../../wit/deps/http/package.wit"),
+    ),
+    (
+        "wit/deps/io/package.wit",
+        include_str!("../../wit/deps/io/package.wit"),
+    ),
+    (
+        "wit/deps/random/package.wit",
+        include_str!("../../wit/deps/random/package.wit"),
+    ),
+    (
+        "wit/deps/sockets/package.wit",
+        include_str!("../../wit/deps/sockets/package.wit"),
+    ),
+];
 
-/// Create crate `name` in `dir`. Inside the EventPulse workspace's
-/// `plugins/` it joins the workspace; elsewhere it is standalone with a
-/// path dependency on the SDK.
+/// The SDK's manifest and the workspace's (for the versions the SDK
+/// inherits).
+const SDK_MANIFEST: &str = include_str!("../../sdk/Cargo.toml");
+const WORKSPACE_MANIFEST: &str = include_str!("../../Cargo.toml");
+
+/// Whether `dir` is the `plugins/` folder of an EventPulse checkout.
+fn is_workspace_plugins(dir: &Path) -> bool {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    dir.file_name().is_some_and(|n| n == "plugins")
+        && dir.parent().is_some_and(|root| {
+            root.join("sdk/Cargo.toml").is_file() && root.join("wit/worlds.wit").is_file()
+        })
+}
+
+/// Write the embedded SDK and WIT under `root` (`root/sdk`, `root/wit`),
+/// the SDK's manifest made standalone: what it inherited from the
+/// workspace (version, edition, dependency versions) written out.
+fn write_sdk(root: &Path) -> anyhow::Result<()> {
+    for (path, text) in SDK_FILES {
+        let dest = root.join(path);
+        std::fs::create_dir_all(dest.parent().expect("a file in a folder"))?;
+        std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
+    }
+    std::fs::write(root.join("sdk/Cargo.toml"), standalone_sdk_manifest()?)?;
+    Ok(())
+}
+
+/// The SDK's `Cargo.toml` with every `workspace = true` resolved.
+fn standalone_sdk_manifest() -> anyhow::Result<String> {
+    let workspace: toml::Table = toml::from_str(WORKSPACE_MANIFEST)?;
+    let ws = workspace
+        .get("workspace")
+        .and_then(|w| w.as_table())
+        .context("the workspace manifest has no [workspace]")?;
+    let inherited = |section: &str| ws.get(section).and_then(|p| p.as_table()).cloned();
+    let (package, deps) = (
+        inherited("package").unwrap_or_default(),
+        inherited("dependencies").unwrap_or_default(),
+    );
+    let mut sdk: toml::Table = toml::from_str(SDK_MANIFEST)?;
+    sdk.remove("lints");
+    if let Some(toml::Value::Table(p)) = sdk.get_mut("package") {
+        for (key, value) in p.iter_mut() {
+            if is_inherited(value) {
+                *value = package
+                    .get(key)
+                    .cloned()
+                    .with_context(|| format!("package.{key} is not in [workspace.package]"))?;
+            }
+        }
+        p.insert("publish".into(), false.into());
+    }
+    if let Some(toml::Value::Table(d)) = sdk.get_mut("dependencies") {
+        for (name, value) in d.iter_mut() {
+            if !is_inherited(value) {
+                continue;
+            }
+            let mut resolved = match deps.get(name) {
+                Some(toml::Value::String(version)) => {
+                    toml::Table::from_iter([("version".to_owned(), version.clone().into())])
+                }
+                Some(toml::Value::Table(t)) => t.clone(),
+                _ => bail!("dependency {name} is not in [workspace.dependencies]"),
+            };
+            // What the SDK adds to the inherited entry (features).
+            if let toml::Value::Table(own) = value {
+                for (k, v) in own.iter().filter(|(k, _)| *k != "workspace") {
+                    resolved.insert(k.clone(), v.clone());
+                }
+            }
+            *value = resolved.into();
+        }
+    }
+    Ok(format!(
+        "# The EventPulse SDK {}, written by `eventpulse plugin new` from the binary that\n\
+         # scaffolded this crate, with the WIT contract it builds against in ../wit.\n\n{}",
+        env!("CARGO_PKG_VERSION"),
+        toml::to_string(&sdk)?
+    ))
+}
+
+fn is_inherited(value: &toml::Value) -> bool {
+    value
+        .as_table()
+        .and_then(|t| t.get("workspace"))
+        .and_then(toml::Value::as_bool)
+        == Some(true)
+}
+
+/// Create crate `name` in `dir`. Inside an EventPulse checkout's
+/// `plugins/` it joins the workspace; anywhere else it is a workspace of
+/// its own with the SDK and the WIT written into it (see [`SDK_FILES`]).
 pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf> {
     ensure!(
         !name.is_empty()
@@ -38,11 +193,7 @@ pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf>
     ensure!(!root.exists(), "{} already exists", root.display());
     std::fs::create_dir_all(root.join("src"))?;
 
-    let sdk = std::fs::canonicalize(SDK_DIR).context("locating the EventPulse SDK")?;
-    let in_workspace = std::fs::canonicalize(dir)
-        .ok()
-        .is_some_and(|d| d == sdk.with_file_name("plugins"));
-    let (sdk_dep, serde_dep, lints, standalone) = if in_workspace {
+    let (sdk_dep, serde_dep, lints, standalone) = if is_workspace_plugins(dir) {
         (
             "eventpulse-sdk.workspace = true".to_owned(),
             "serde_json.workspace = true",
@@ -50,11 +201,10 @@ pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf>
             "",
         )
     } else {
+        write_sdk(&root)?;
+        std::fs::write(root.join(".gitignore"), "/target\n")?;
         (
-            format!(
-                "eventpulse-sdk = {{ path = {:?} }}",
-                sdk.display().to_string()
-            ),
+            "eventpulse-sdk = { path = \"sdk\" }".to_owned(),
             "serde_json = \"1\"",
             "",
             STANDALONE,
@@ -318,5 +468,54 @@ fn ensure_wasm_target() {
         Ok(s) if s.success() => {}
         Ok(s) => tracing::warn!(status = %s, "rustup target add wasm32-wasip2 failed"),
         Err(e) => tracing::warn!(error = %e, "could not run rustup"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of `sdk/src` and `wit/` is in [`SDK_FILES`], so a file
+    /// added to either cannot be left out of scaffolded crates.
+    #[test]
+    fn embedded_sdk_is_complete() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        fn walk(dir: &Path, root: &Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, found);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    found.push(rel.to_str().unwrap().to_owned());
+                }
+            }
+        }
+        let mut on_disk = Vec::new();
+        walk(&root.join("sdk/src"), &root, &mut on_disk);
+        walk(&root.join("wit"), &root, &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<String> = SDK_FILES.iter().map(|(p, _)| (*p).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+    }
+
+    /// The standalone SDK manifest inherits nothing and names the
+    /// workspace's versions.
+    #[test]
+    fn the_sdk_manifest_stands_alone() {
+        let text = standalone_sdk_manifest().unwrap();
+        assert!(!text.contains("workspace"), "{text}");
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(doc["package"]["name"].as_str(), Some("eventpulse-sdk"));
+        assert_eq!(
+            doc["package"]["version"].as_str(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(
+            doc["dependencies"]["wit-bindgen"]["version"].is_str(),
+            "{text}"
+        );
+        assert!(doc.get("lints").is_none());
     }
 }

@@ -58,6 +58,12 @@ impl Matcher {
     }
 
     /// Whether `labels` satisfy it.
+    /// The label it reads.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `labels` satisfy it.
     pub fn matches(&self, labels: &Labels) -> bool {
         let value = labels
             .iter()

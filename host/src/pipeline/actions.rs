@@ -13,6 +13,7 @@ use super::kinds::*;
 use super::queue::{Attempt, Executor, Work, deadline};
 use super::{Payload, Received, derive};
 use crate::model::{Job, JobStatus};
+use crate::runtime::manifest::Safety;
 use crate::runtime::{self, BreakerState, types};
 use crate::store::{self, JobEnd, Queue, Tx, now_ms};
 
@@ -39,10 +40,12 @@ impl Work for Actions {
         job: Job,
     ) -> Result<(), store::Error> {
         let event = &received.event;
-        let Some(error) = refusal(executor, tx, &job).await? else {
+        // Read once per request: the rate limit and approval both use it.
+        let safety = executor.registry.safety(&job.plugin).unwrap_or_default();
+        let Some(error) = refusal(&safety, tx, &job).await? else {
             let approvals = &executor.work.approvals;
             if !approvals
-                .hold(&executor.registry, tx, received, &job)
+                .hold(&executor.registry, &safety, tx, received, &job)
                 .await?
             {
                 tx.enqueue(Queue::Actions, &job).await?;
@@ -152,12 +155,7 @@ impl Work for Actions {
 /// Why `job` must not run, if the action plugin's rate limit on its
 /// target is reached (`[safety] max_actions` per `window_secs`). Counted
 /// in the transaction that enqueues.
-async fn refusal(
-    executor: &Executor<Actions>,
-    tx: &mut Tx,
-    job: &Job,
-) -> Result<Option<String>, store::Error> {
-    let safety = executor.registry.safety(&job.plugin).unwrap_or_default();
+async fn refusal(safety: &Safety, tx: &mut Tx, job: &Job) -> Result<Option<String>, store::Error> {
     if safety.max_actions == 0 {
         return Ok(None);
     }

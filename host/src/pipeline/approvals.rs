@@ -37,6 +37,7 @@ use super::{
 };
 use crate::model::{self, AuditRecord, Job, JobStatus, TimelineEntry};
 use crate::registry::Registry;
+use crate::runtime::manifest::Safety;
 use crate::runtime::{PluginKind, types};
 use crate::store::{self, Queue, Store, Tx, now_ms};
 use crate::telemetry::Metrics;
@@ -234,6 +235,7 @@ impl Approvals {
     pub async fn hold(
         &self,
         registry: &Registry,
+        safety: &Safety,
         tx: &mut Tx,
         received: &Received,
         job: &Job,
@@ -241,7 +243,6 @@ impl Approvals {
         let Payload::Action(data) = &received.payload else {
             return Ok(false);
         };
-        let safety = registry.safety(&job.plugin).unwrap_or_default();
         let incident = match &job.incident_id {
             Some(id) if !data.approval && safety.approval_reads_severity() => {
                 tx.incident(id).await?

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -47,12 +48,42 @@ pub struct KafkaLog {
 struct Monitor {
     /// The settings every client of this log starts from.
     config: ClientConfig,
-    clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
+    clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer<LastError>>>>>,
+    /// What the brokers last refused, for readiness to name.
+    last_error: LastError,
 }
+
+/// A client context that keeps librdkafka's last few distinct errors (a
+/// broker down, a certificate or a SASL login refused), which a failed
+/// call alone only reports as a timeout or a transport failure.
+#[derive(Clone, Default)]
+struct LastError(Arc<Mutex<VecDeque<String>>>);
+
+impl LastError {
+    /// The errors joined, oldest first.
+    fn get(&self) -> Option<String> {
+        let recent = self.0.lock().expect("last error lock");
+        (!recent.is_empty()).then(|| Vec::from(recent.clone()).join("; "))
+    }
+}
+
+impl ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        let mut recent = self.0.lock().expect("last error lock");
+        recent.retain(|r| r != reason);
+        recent.push_back(reason.to_owned());
+        if recent.len() > 3 {
+            recent.pop_front();
+        }
+    }
+}
+
+impl ConsumerContext for LastError {}
 
 impl Monitor {
     /// The monitoring client of `group`, created on first use.
-    fn client(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
+    fn client(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer<LastError>>> {
         let mut monitors = self.clients.lock().expect("monitors lock");
         if let Some(c) = monitors.get(group) {
             return Ok(c.clone());
@@ -62,9 +93,9 @@ impl Monitor {
             config.set("group.id", group);
         }
         config.set("enable.auto.commit", "false");
-        let consumer: Arc<BaseConsumer> = Arc::new(
+        let consumer: Arc<BaseConsumer<LastError>> = Arc::new(
             config
-                .create()
+                .create_with_context(self.last_error.clone())
                 .context("creating a Kafka client for monitoring")?,
         );
         monitors.insert(group.to_owned(), consumer.clone());
@@ -151,6 +182,7 @@ impl KafkaLog {
             monitor: Monitor {
                 config: client,
                 clients: Arc::default(),
+                last_error: LastError::default(),
             },
         })
     }
@@ -265,11 +297,24 @@ impl Transport for KafkaLog {
                 monitor
                     .client("")
                     .and_then(|c| {
-                        c.fetch_metadata(None, MONITOR_TIMEOUT)
+                        let answered = c
+                            .fetch_metadata(None, MONITOR_TIMEOUT)
                             .map(drop)
-                            .context("no Kafka broker answered")
+                            .context("no Kafka broker answered");
+                        if answered.is_err() {
+                            // librdkafka reports why through the client's
+                            // event queue: serve it, so `last_error` has it.
+                            let until = std::time::Instant::now() + Duration::from_millis(200);
+                            while std::time::Instant::now() < until {
+                                let _ = c.poll(Duration::from_millis(50));
+                            }
+                        }
+                        answered
                     })
-                    .map_err(|e| format!("{e:#}"))
+                    .map_err(|e| match monitor.last_error.get() {
+                        Some(refused) => format!("{e:#} (broker errors: {refused})"),
+                        None => format!("{e:#}"),
+                    })
             })
             .await
             .map_err(|e| e.to_string())?

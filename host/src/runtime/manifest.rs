@@ -48,7 +48,7 @@ pub struct Safety {
     /// matchers match the request's `target`, `severity` (its incident's)
     /// and `rule` (e.g. `['target=~"prod-.*"']`). Empty: only
     /// `require_approval` or the rule's decision asks for approval.
-    pub approval_when: Vec<String>,
+    pub approval_when: Matchers,
     /// How long an action waits for approval before it expires, never run.
     pub approval_timeout_secs: u64,
 }
@@ -68,10 +68,7 @@ impl Safety {
             ("severity".to_owned(), severity.to_owned()),
             ("rule".to_owned(), rule.to_owned()),
         ];
-        // Checked at load, so a matcher here always parses.
-        self.approval_when
-            .iter()
-            .all(|m| eventpulse_matchers::Matcher::parse(m).is_ok_and(|m| m.matches(&labels)))
+        self.approval_when.0.iter().all(|(_, m)| m.matches(&labels))
     }
 
     /// Whether `approval_when` needs the incident's severity.
@@ -79,15 +76,12 @@ impl Safety {
         !self.require_approval
             && self
                 .approval_when
+                .0
                 .iter()
-                .any(|m| m.trim_start().starts_with("severity"))
+                .any(|(_, m)| m.name() == "severity")
     }
 
     fn validate(&self) -> Result<(), String> {
-        for m in &self.approval_when {
-            eventpulse_matchers::Matcher::parse(m)
-                .map_err(|e| format!("[safety] approval_when: {e}"))?;
-        }
         if (self.require_approval || !self.approval_when.is_empty())
             && self.approval_timeout_secs == 0
         {
@@ -105,9 +99,42 @@ impl Default for Safety {
             breaker_threshold: 5,
             breaker_open_secs: 60,
             require_approval: false,
-            approval_when: Vec::new(),
+            approval_when: Matchers::default(),
             approval_timeout_secs: 3600,
         }
+    }
+}
+
+/// Alertmanager-style matchers, parsed once when the manifest is read
+/// (an unparsable one fails the load), kept with their text.
+#[derive(Debug, Clone, Default)]
+pub struct Matchers(std::sync::Arc<[(String, eventpulse_matchers::Matcher)]>);
+
+impl Matchers {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Matchers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(text, _)| text))
+    }
+}
+
+impl<'de> Deserialize<'de> for Matchers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .into_iter()
+            .map(|t| {
+                eventpulse_matchers::Matcher::parse(&t)
+                    .map(|m| (t, m))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| Matchers(v.into()))
     }
 }
 
@@ -399,8 +426,8 @@ mod tests {
             .needs_approval("x", "info", "r")
         );
         assert!(!Safety::default().needs_approval("x", "critical", "r"));
-        let bad: Safety = toml::from_str("approval_when = ['target=~\"(\"']").unwrap();
-        assert!(bad.validate().unwrap_err().contains("approval_when"));
+        let bad = toml::from_str::<Safety>("approval_when = ['target=~\"(\"']").unwrap_err();
+        assert!(bad.to_string().contains("approval_when"), "{bad}");
     }
 
     #[test]

@@ -181,7 +181,17 @@ async fn by_id(
              SELECT {id} FROM {table}
              WHERE {id} < (SELECT MIN({id}) FROM {table}) + $2 AND {time} < $1 {extra})"
     );
-    let done = sqlx::query(&sql)
+    delete(conn, &sql, cutoff, batch).await
+}
+
+/// Run a batched delete that reads the cutoff as `$1` and the batch as `$2`.
+async fn delete(
+    conn: &mut AnyConnection,
+    sql: &str,
+    cutoff: i64,
+    batch: i64,
+) -> Result<u64, Error> {
+    let done = sqlx::query(sql)
         .bind(cutoff)
         .bind(batch)
         .execute(conn)
@@ -202,12 +212,7 @@ async fn by_key(
     let sql = format!(
         "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {filter} LIMIT $2)"
     );
-    let done = sqlx::query(&sql)
-        .bind(cutoff)
-        .bind(batch)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
+    delete(conn, &sql, cutoff, batch).await
 }
 
 /// One batch of `kind`: how many rows went.
