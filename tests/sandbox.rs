@@ -10,6 +10,8 @@ use eventpulse::registry;
 use eventpulse::runtime::Error;
 use eventpulse_tests::{Captured, Host, alert_event, hostile_manifest};
 
+mod plugin_run;
+
 const CPU: &str = "[limits]\ntimeout_ms = 500\n";
 
 async fn decide(host: &Host, name: &str) -> Result<(), Error> {

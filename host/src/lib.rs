@@ -28,6 +28,7 @@ pub mod config;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod plugin_run;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;

@@ -119,6 +119,35 @@ enum PluginCommand {
         #[arg(long)]
         target_dir: Option<PathBuf>,
     },
+    /// Invoke a plugin once, without a host: the real sandbox and limits,
+    /// its capabilities replaced by stubs that record every call (nothing
+    /// outside is touched). Prints its decision, result or delivery.
+    Run {
+        /// A component (`name.wasm`, its manifest `name.toml` beside it),
+        /// or a plugin crate directory (built first).
+        plugin: PathBuf,
+        /// The event, as JSON (see `plugins/*/examples/`).
+        #[arg(long)]
+        event: PathBuf,
+        /// The manifest; default: `NAME.toml` beside the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The action or notification request, as JSON (actions and
+        /// notifiers).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Set a `[config]` value of the plugin, `KEY=VALUE` (repeatable;
+        /// `--config` is the host's own configuration file).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        config_values: Vec<String>,
+        /// A JSON object of the plugin's state; read first, and written
+        /// back after a successful run.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -420,6 +449,56 @@ fn plugin(command: PluginCommand, config: &Config) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| config.plugin_dir.clone());
             for installed in scaffold::build(&crates, &out, target_dir.as_deref())? {
                 println!("installed {}", installed.display());
+            }
+            Ok(())
+        }
+        PluginCommand::Run {
+            plugin,
+            event,
+            manifest,
+            request,
+            config_values,
+            state,
+            json,
+        } => {
+            let read_json = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+            };
+            let mut overrides = Vec::new();
+            for kv in &config_values {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+                overrides.push((k.to_owned(), v.to_owned()));
+            }
+            // A crate is built first, into the cache directory.
+            let wasm = if plugin.is_dir() {
+                let built = config.cache_dir.join("plugin-run");
+                scaffold::build(std::slice::from_ref(&plugin), &built, None)?
+                    .pop()
+                    .context("nothing was built")?
+            } else {
+                plugin
+            };
+            let input = eventpulse::plugin_run::Input {
+                manifest,
+                wasm,
+                config: overrides,
+                state,
+                event: read_json(&event)?,
+                request: request.as_deref().map(read_json).transpose()?,
+                cache_dir: config.cache_dir.clone(),
+            };
+            let report = runtime()?.block_on(eventpulse::plugin_run::run(input))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eventpulse::plugin_run::render(&report));
+            }
+            if report.failed.is_some() {
+                std::process::exit(1);
             }
             Ok(())
         }

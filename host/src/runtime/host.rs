@@ -56,6 +56,8 @@ pub struct PluginEnv {
     /// The `http` grant's client when it names a `ca_file`, built at its
     /// first call.
     pub http_client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    /// Set under a rehearsal: capabilities are recording stubs.
+    pub rehearsal: Option<super::rehearsal::Rehearsal>,
 }
 
 /// The span a capability call runs in (a child of the invocation's).
@@ -299,14 +301,42 @@ impl WasiHttpHooks for HttpGate {
             uri.authority().map(|a| a.as_str()).unwrap_or("")
         );
         let operation = request.method().to_string();
-        let Some(grant) = self
+        let grant = self
             .env
             .manifest
             .grants
             .http
             .clone()
-            .filter(|g| g.allows(uri))
-        else {
+            .filter(|g| g.allows(uri));
+        if let Some(rehearsal) = self.env.rehearsal.clone() {
+            // Recorded with secrets redacted (a webhook URL may be one).
+            if grant.is_none() {
+                rehearsal.http_refused(&operation, &self.env.redact(&uri.to_string()));
+                self.denied.get_or_insert_with(|| "http".to_owned());
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+            let env = self.env.clone();
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await?.to_bytes();
+                let stub = rehearsal.http(
+                    &operation,
+                    &env.redact(&parts.uri.to_string()),
+                    &env.redact(&String::from_utf8_lossy(&body)),
+                );
+                let response = stub.map(|body| {
+                    http_body_util::Full::new(bytes::Bytes::from(body))
+                        .map_err(|never| match never {})
+                        .boxed_unsync()
+                });
+                Ok((
+                    response,
+                    Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>,
+                ))
+            });
+        }
+        let Some(grant) = grant else {
             self.env
                 .refuse_call("http", &operation, &target, "destination not granted");
             self.denied.get_or_insert_with(|| "http".to_owned());

@@ -14,6 +14,7 @@ mod host;
 mod kube;
 pub mod manifest;
 mod plugin;
+pub mod rehearsal;
 mod smtp;
 mod tls;
 
@@ -211,6 +212,8 @@ pub struct Runtime {
     docker: DockerHost,
     audit: Audit,
     metrics: crate::telemetry::Metrics,
+    /// Set when capabilities are stubs that record (see [`rehearsal`]).
+    rehearsal: Option<rehearsal::Rehearsal>,
 }
 
 /// The engine-and-pooling settings the engine was built with.
@@ -265,6 +268,26 @@ impl Default for Tuning {
 impl Runtime {
     /// Build the engine and linker; compiled components go to `cache_dir`.
     pub fn new(cache_dir: &Path, options: &RuntimeOptions) -> anyhow::Result<Runtime> {
+        Self::build(cache_dir, options, None)
+    }
+
+    /// A runtime whose `docker`, `kube`, `smtp` and HTTP capabilities are
+    /// recording stubs: plugins loaded into it touch nothing outside, and
+    /// the returned [`rehearsal::Rehearsal`] lists what they called.
+    pub fn rehearsing(
+        cache_dir: &Path,
+        options: &RuntimeOptions,
+    ) -> anyhow::Result<(Runtime, rehearsal::Rehearsal)> {
+        let recorded = rehearsal::Rehearsal::default();
+        let runtime = Self::build(cache_dir, options, Some(recorded.clone()))?;
+        Ok((runtime, recorded))
+    }
+
+    fn build(
+        cache_dir: &Path,
+        options: &RuntimeOptions,
+        rehearsal: Option<rehearsal::Rehearsal>,
+    ) -> anyhow::Result<Runtime> {
         let limits = &options.limits;
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -308,9 +331,16 @@ impl Runtime {
             state::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             timer::add_to_linker::<_, Data>(&mut linker, |s| s)?;
             config::add_to_linker::<_, Data>(&mut linker, |s| s)?;
-            docker::add_to_linker::<_, Data>(&mut linker, |s| s)?;
-            kube::add_to_linker::<_, Data>(&mut linker, |s| s)?;
-            smtp::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            if rehearsal.is_none() {
+                docker::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+                kube::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+                smtp::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+            } else {
+                use rehearsal::{Stubbed, Stubs};
+                docker::add_to_linker::<_, Stubs>(&mut linker, |s| Stubbed(s))?;
+                kube::add_to_linker::<_, Stubs>(&mut linker, |s| Stubbed(s))?;
+                smtp::add_to_linker::<_, Stubs>(&mut linker, |s| Stubbed(s))?;
+            }
         }
 
         std::fs::create_dir_all(cache_dir)?;
@@ -327,6 +357,7 @@ impl Runtime {
             },
             audit: Audit::log_only(),
             metrics: crate::telemetry::Metrics::new(),
+            rehearsal,
         })
     }
 

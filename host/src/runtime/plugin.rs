@@ -144,6 +144,7 @@ impl Plugin {
             metrics: runtime.metrics.clone(),
             kube_client: std::sync::OnceLock::new(),
             http_client: std::sync::OnceLock::new(),
+            rehearsal: runtime.rehearsal.clone(),
         });
         let mut plugin = Plugin {
             slots: Semaphore::new(env.manifest.limits.max_concurrency.max(1) as usize),
