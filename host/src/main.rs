@@ -240,7 +240,14 @@ enum KindArg {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    let _telemetry = eventpulse::telemetry::init(&config.telemetry)?;
+    // `plugin run` prints its report on stdout; logs go to stderr.
+    let to_stderr = matches!(
+        &cli.command,
+        Command::Plugin {
+            command: PluginCommand::Run { .. }
+        }
+    );
+    let _telemetry = eventpulse::telemetry::init_to(&config.telemetry, to_stderr)?;
     match cli.command {
         Command::Plugin { command } => plugin(command, &config),
         Command::Migrate => runtime()?.block_on(async {

@@ -1,6 +1,9 @@
 //! The `eventpulse` binary end to end: `plugin new` scaffolds a crate,
 //! `plugin build` installs it, and a running `eventpulse serve` loads it and
-//! answers a dry run, with no hand edits in between.
+//! answers a dry run, with no hand edits in between. The binary runs as an
+//! operator's would: copied alone into an empty directory, no checkout
+//! beside it, `HOME` a fresh folder (cargo's and rustup's homes, with
+//! their caches of the registry, are kept).
 
 mod common;
 
@@ -20,19 +23,60 @@ impl Drop for Serve {
     }
 }
 
-fn eventpulse(dir: &Path, args: &[&str]) {
-    let status = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "eventpulse {args:?} failed: {status}");
+/// The binary copied alone into `bin/` under `root`, and a fresh `HOME`.
+struct Installed {
+    bin: std::path::PathBuf,
+    home: std::path::PathBuf,
+}
+
+impl Installed {
+    fn into(root: &Path) -> Installed {
+        let (bin, home) = (root.join("bin/eventpulse"), root.join("home"));
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::copy(BIN, &bin).unwrap();
+        Installed { bin, home }
+    }
+
+    /// A command in `dir` with `HOME` fresh and cargo's and rustup's own
+    /// homes (toolchains, registry caches) where they were.
+    fn command(&self, program: &Path, dir: &Path) -> Command {
+        let real_home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let keep = |var: &str, default: &str| {
+            std::env::var(var).unwrap_or_else(|_| format!("{real_home}/{default}"))
+        };
+        let mut c = Command::new(program);
+        c.current_dir(dir)
+            .env("HOME", &self.home)
+            .env("CARGO_HOME", keep("CARGO_HOME", ".cargo"))
+            .env("RUSTUP_HOME", keep("RUSTUP_HOME", ".rustup"))
+            // Cargo running this test sets these; an operator's shell does not.
+            .env_remove("CARGO")
+            .env_remove("CARGO_MANIFEST_DIR")
+            .env_remove("RUSTUP_TOOLCHAIN");
+        c
+    }
+
+    fn run(&self, dir: &Path, args: &[&str]) -> std::process::Output {
+        let out = self.command(&self.bin, dir).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "eventpulse {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
 }
 
 #[test]
 fn scaffolded_plugins_build_and_load_in_a_running_host() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    let installed = Installed::into(root);
+    let eventpulse = |dir: &Path, args: &[&str]| {
+        installed.run(dir, args);
+    };
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let cache = target.join("test-cache");
     let scaffold_target = target.join("scaffold").display().to_string();
@@ -66,6 +110,25 @@ fn scaffolded_plugins_build_and_load_in_a_running_host() {
             ],
         );
     }
+    // The scaffold carries the SDK and the WIT it builds against.
+    for f in [
+        "demo/sdk/Cargo.toml",
+        "demo/sdk/src/lib.rs",
+        "demo/wit/worlds.wit",
+    ] {
+        assert!(root.join(f).is_file(), "{f} written by plugin new");
+    }
+    // Its own unit test passes as generated.
+    let tested = installed
+        .command(Path::new("cargo"), &root.join("demo"))
+        .args(["test", "--quiet", "--target-dir", &scaffold_target])
+        .output()
+        .unwrap();
+    assert!(
+        tested.status.success(),
+        "the scaffold's test: {}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
     eventpulse(
         root,
         &[
@@ -99,9 +162,9 @@ fn scaffolded_plugins_build_and_load_in_a_running_host() {
         .unwrap()
         .to_owned();
     let _serve = Serve(
-        Command::new(BIN)
+        installed
+            .command(&installed.bin, root)
             .args(["-c", "eventpulse.toml", "serve"])
-            .current_dir(root)
             .spawn()
             .unwrap(),
     );
@@ -153,6 +216,27 @@ fn scaffolded_plugins_build_and_load_in_a_running_host() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["decision"]["note"], "Demo seen by demo", "{body}");
+
+    // The same decision without a host: `plugin run`, text and JSON.
+    std::fs::write(root.join("event.json"), event.to_string()).unwrap();
+    let args = [
+        "-c",
+        "eventpulse.toml",
+        "plugin",
+        "run",
+        "dist/demo.wasm",
+        "--event",
+        "event.json",
+    ];
+    let text = String::from_utf8(installed.run(root, &args).stdout).unwrap();
+    assert!(
+        text.contains("demo (rule)") && text.contains("Demo seen by demo"),
+        "{text}"
+    );
+    let json = installed.run(root, &[&args[..], &["--json"]].concat());
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["returned"]["note"], "Demo seen by demo", "{report}");
+    assert_eq!(report["calls"], serde_json::json!([]), "{report}");
 }
 
 fn free_port() -> u16 {

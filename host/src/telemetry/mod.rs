@@ -69,17 +69,37 @@ impl Drop for Guard {
 /// `config.log_filter`) in `config.log_format`, and export spans over OTLP when
 /// `config.otlp_endpoint` is set.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<Guard> {
+    init_to(config, false)
+}
+
+/// [`init`], logging to stderr when `to_stderr` (commands whose stdout
+/// is their output, e.g. `plugin run --json`).
+pub fn init_to(config: &TelemetryConfig, to_stderr: bool) -> anyhow::Result<Guard> {
     use tracing_subscriber::prelude::*;
     let filter = match tracing_subscriber::EnvFilter::try_from_env("EVENTPULSE_LOG") {
         Ok(f) => f,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&config.log_filter)
             .map_err(|e| anyhow::anyhow!("telemetry.log_filter: {e}"))?,
     };
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || {
+        if to_stderr {
+            Box::new(std::io::stderr()) as Box<dyn std::io::Write>
+        } else {
+            Box::new(std::io::stdout())
+        }
+    });
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(writer)
+            .with_ansi(terminal)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .with_current_span(true)
             .boxed(),
