@@ -11,6 +11,7 @@ use eventpulse::runtime::Error;
 use eventpulse_tests::{Captured, Host, alert_event, hostile_manifest};
 
 mod plugin_run;
+mod python;
 
 const CPU: &str = "[limits]\ntimeout_ms = 500\n";
 

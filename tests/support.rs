@@ -39,6 +39,24 @@ pub fn components() -> &'static Path {
     })
 }
 
+/// The Python plugin in `dir` (relative to the workspace) built with
+/// componentize-py (`COMPONENTIZE_PY`, else on `PATH`; `.ci/run` installs
+/// it) into `target/plugins/python-components`, once per test binary.
+pub fn python_component(dir: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(d, _)| d == dir) {
+        return p.clone();
+    }
+    let out = workspace().join("target/plugins/python-components");
+    let wasm = eventpulse::scaffold::build(&[workspace().join(dir)], &out, None)
+        .unwrap_or_else(|e| panic!("building the Python plugin {dir}: {e:#}"))
+        .pop()
+        .unwrap();
+    built.push((dir.to_owned(), wasm.clone()));
+    wasm
+}
+
 /// Path of a built component.
 pub fn component(name: &str) -> PathBuf {
     let path = components().join(format!("{name}.wasm"));
@@ -252,11 +270,16 @@ impl Host {
     }
 
     pub fn install(&self, name: &str, component_name: &str, manifest: &str) {
+        self.install_file(name, &component(component_name), manifest);
+    }
+
+    /// Install the component at `wasm` as plugin `name` with `manifest`.
+    pub fn install_file(&self, name: &str, wasm_file: &Path, manifest: &str) {
         let toml = self.plugin_dir.join(format!("{name}.toml"));
         std::fs::write(toml.with_extension("partial"), manifest).unwrap();
         std::fs::rename(toml.with_extension("partial"), &toml).unwrap();
         let wasm = self.plugin_dir.join(format!("{name}.wasm"));
-        std::fs::copy(component(component_name), wasm.with_extension("partial")).unwrap();
+        std::fs::copy(wasm_file, wasm.with_extension("partial")).unwrap();
         std::fs::rename(wasm.with_extension("partial"), &wasm).unwrap();
     }
 

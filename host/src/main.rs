@@ -105,6 +105,10 @@ enum PluginCommand {
         /// Where to create it.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
+        /// Its language: a Rust crate, or a Python module built with
+        /// componentize-py.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: LangArg,
     },
     /// Build plugin crates to wasm32-wasip2 and install them (`name.wasm` +
     /// `name.toml`) into the plugin directory.
@@ -228,6 +232,12 @@ enum SilenceCommand {
         /// Its id.
         id: String,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Rust,
+    Python,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -429,13 +439,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn plugin(command: PluginCommand, config: &Config) -> anyhow::Result<()> {
     match command {
-        PluginCommand::New { name, kind, dir } => {
+        PluginCommand::New {
+            name,
+            kind,
+            dir,
+            lang,
+        } => {
             let kind = match kind {
                 KindArg::Rule => Kind::Rule,
                 KindArg::Action => Kind::Action,
                 KindArg::Notifier => Kind::Notifier,
             };
-            let path = scaffold::new_plugin(&dir, &name, kind)?;
+            let path = match lang {
+                LangArg::Rust => scaffold::new_plugin(&dir, &name, kind)?,
+                LangArg::Python => scaffold::new_python_plugin(&dir, &name, kind)?,
+            };
             println!(
                 "created {}; build it with: eventpulse plugin build {}",
                 path.display(),

@@ -182,13 +182,7 @@ fn is_inherited(value: &toml::Value) -> bool {
 /// `plugins/` it joins the workspace; anywhere else it is a workspace of
 /// its own with the SDK and the WIT written into it (see [`SDK_FILES`]).
 pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf> {
-    ensure!(
-        !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
-        "plugin name `{name}` must be lowercase letters, digits and `-`"
-    );
+    check_name(name)?;
     let root = dir.join(name);
     ensure!(!root.exists(), "{} already exists", root.display());
     std::fs::create_dir_all(root.join("src"))?;
@@ -210,11 +204,7 @@ pub fn new_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf>
             STANDALONE,
         )
     };
-    let kind_text = match kind {
-        Kind::Rule => "rule",
-        Kind::Action => "action",
-        Kind::Notifier => "notifier",
-    };
+    let kind_text = kind_name(kind);
     std::fs::write(
         root.join("Cargo.toml"),
         format!(
@@ -347,7 +337,9 @@ pub fn workspace_plugins(plugins: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Build each crate to a wasm32-wasip2 component and install it with its
-/// `plugin.toml` into `out`. Returns the installed `.wasm` paths.
+/// `plugin.toml` into `out`; a Python plugin directory (see
+/// [`new_python_plugin`]) is built with componentize-py instead. Returns
+/// the installed `.wasm` paths.
 ///
 /// On a fresh machine the `wasm32-wasip2` standard library is usually
 /// missing; with rustup present it is added first (a few seconds).
@@ -361,6 +353,10 @@ pub fn build(
     ensure_wasm_target();
     let mut installed = Vec::new();
     for dir in crates {
+        if let Some(kind) = python_kind(dir)? {
+            installed.push(build_python(dir, kind, out)?);
+            continue;
+        }
         let manifest = dir.join("Cargo.toml");
         let name = crate_name(&manifest)?;
         let target_dir = match target_dir {
@@ -468,6 +464,232 @@ fn ensure_wasm_target() {
         Ok(s) if s.success() => {}
         Ok(s) => tracing::warn!(status = %s, "rustup target add wasm32-wasip2 failed"),
         Err(e) => tracing::warn!(error = %e, "could not run rustup"),
+    }
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+        "plugin name `{name}` must be lowercase letters, digits and `-`"
+    );
+    Ok(())
+}
+
+/// The Python helper modules, written beside a Python plugin's `app.py`
+/// (see `sdk/python/`).
+const PYTHON_HELPERS: &[(&str, &str)] = &[
+    (
+        "eventpulse_plugin.py",
+        include_str!("../../sdk/python/eventpulse_plugin.py"),
+    ),
+    (
+        "eventpulse_http.py",
+        include_str!("../../sdk/python/eventpulse_http.py"),
+    ),
+];
+
+/// The componentize-py this host is tested with; `plugin build` runs the
+/// one named by `COMPONENTIZE_PY`, else `componentize-py` on
+/// `PATH`.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Create the Python plugin `name` in `dir`: `app.py` (the plugin),
+/// `pyproject.toml` (its kind, under `[tool.eventpulse]`), `plugin.toml`
+/// (its manifest), the helper modules and the WIT contract (`wit/`), so
+/// it builds with nothing but componentize-py.
+pub fn new_python_plugin(dir: &Path, name: &str, kind: Kind) -> anyhow::Result<PathBuf> {
+    check_name(name)?;
+    let root = dir.join(name);
+    ensure!(!root.exists(), "{} already exists", root.display());
+    std::fs::create_dir_all(&root)?;
+    let kind_text = kind_name(kind);
+    std::fs::write(
+        root.join("pyproject.toml"),
+        format!(
+            "[project]\nname = \"{name}\"\nversion = \"0.1.0\"\nrequires-python = \">=3.12\"\n\n\
+             # Built into a component by `eventpulse plugin build` ({COMPONENTIZE_PY}).\n\
+             [tool.eventpulse]\nkind = \"{kind_text}\"\n"
+        ),
+    )?;
+    std::fs::write(
+        root.join("app.py"),
+        python_template(kind).replace("__PLUGIN_NAME__", name),
+    )?;
+    for (file, text) in PYTHON_HELPERS {
+        std::fs::write(root.join(file), text)?;
+    }
+    for (path, text) in SDK_FILES.iter().filter(|(p, _)| p.starts_with("wit/")) {
+        let dest = root.join(path);
+        std::fs::create_dir_all(dest.parent().expect("a file in a folder"))?;
+        std::fs::write(dest, text)?;
+    }
+    std::fs::write(root.join(".gitignore"), "__pycache__/\n")?;
+    std::fs::write(
+        root.join("plugin.toml"),
+        format!(
+            "# Manifest for the Python {kind_text} `{name}`: grants (none by default), limits, config.\n\
+             # CPython runs inside the component: it needs more memory than a Rust plugin.\n\n\
+             [limits]\nfuel = 50_000_000\ntimeout_ms = 500\nmemory_mb = 64\n\n[config]\n"
+        ),
+    )?;
+    Ok(root)
+}
+
+/// The kind of the Python plugin in `dir`, if it is one (a
+/// `pyproject.toml` with `[tool.eventpulse] kind`).
+fn python_kind(dir: &Path) -> anyhow::Result<Option<Kind>> {
+    let path = dir.join("pyproject.toml");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let doc: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let Some(kind) = doc
+        .get("tool")
+        .and_then(|t| t.get("eventpulse"))
+        .and_then(|e| e.get("kind"))
+        .and_then(|k| k.as_str())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match kind {
+        "rule" => Kind::Rule,
+        "action" => Kind::Action,
+        "notifier" => Kind::Notifier,
+        other => bail!(
+            "{}: [tool.eventpulse] kind `{other}` is not rule, action or notifier",
+            path.display()
+        ),
+    }))
+}
+
+/// Build the Python plugin in `dir` with componentize-py into
+/// `out/<name>.wasm` (+ its `plugin.toml`). The plugin's own `wit/` and
+/// helper modules are used when it has them, else this binary's.
+fn build_python(dir: &Path, kind: Kind, out: &Path) -> anyhow::Result<PathBuf> {
+    let name = dir
+        .canonicalize()?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the plugin directory's name")?
+        .to_owned();
+    ensure!(dir.join("app.py").is_file(), "{}: no app.py", dir.display());
+    let staging = tempfile_dir(out, &name)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, staging.join(path.file_name().expect("a file")))?;
+        }
+    }
+    for (file, text) in PYTHON_HELPERS {
+        if !staging.join(file).exists() {
+            std::fs::write(staging.join(file), text)?;
+        }
+    }
+    let wit = if dir.join("wit/worlds.wit").is_file() {
+        dir.join("wit")
+    } else {
+        for (path, text) in SDK_FILES.iter().filter(|(p, _)| p.starts_with("wit/")) {
+            let dest = staging.join(path);
+            std::fs::create_dir_all(dest.parent().expect("a file in a folder"))?;
+            std::fs::write(dest, text)?;
+        }
+        staging.join("wit")
+    };
+    let program = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| "componentize-py".into());
+    let wasm = staging.join(format!("{name}.wasm"));
+    let status = Command::new(&program)
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", kind_name(kind), "componentize", "app", "-p"])
+        .arg(&staging)
+        .arg("-o")
+        .arg(&wasm)
+        .current_dir(&staging)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| {
+            format!(
+                "running {program}: Python plugins are built with componentize-py \
+                 (pip install {COMPONENTIZE_PY}, or name it in COMPONENTIZE_PY)"
+            )
+        })?;
+    if !status.success() {
+        bail!("componentize-py failed for {} ({status})", dir.display());
+    }
+    let plugin_toml = dir.join("plugin.toml");
+    if plugin_toml.exists() {
+        install(&plugin_toml, &out.join(format!("{name}.toml")))?;
+    }
+    let dest = out.join(format!("{name}.wasm"));
+    install(&wasm, &dest)?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(dest)
+}
+
+/// A fresh staging directory for building `name`, beside `out`'s files
+/// but not loadable from it (a dot-directory).
+fn tempfile_dir(out: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = out.join(format!(".build-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Rule => "rule",
+        Kind::Action => "action",
+        Kind::Notifier => "notifier",
+    }
+}
+
+fn python_template(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Rule => {
+            r#""""`__PLUGIN_NAME__`: an EventPulse rule in Python."""
+
+from eventpulse_plugin import Decision, Severity, rule
+
+
+@rule(name="__PLUGIN_NAME__", description="describe what this rule decides",
+      subscribe=[("alert.raised", {})])
+class RulePlugin:
+    def decide(self, event, cx):
+        name = event.alert.name if event.alert else "event"
+        cx.info(f"{name} seen")
+        return Decision.none().with_note(f"{name} seen by __PLUGIN_NAME__")
+"#
+        }
+        Kind::Action => {
+            r#""""`__PLUGIN_NAME__`: an EventPulse runbook action in Python."""
+
+from eventpulse_plugin import action
+
+
+@action(name="__PLUGIN_NAME__", description="describe what this action converges")
+class ActionPlugin:
+    def run(self, event, request, cx):
+        cx.info(f"running on {request.target}")
+        return f"__PLUGIN_NAME__ done on {request.target}", {"target": request.target}
+"#
+        }
+        Kind::Notifier => {
+            r#""""`__PLUGIN_NAME__`: an EventPulse notifier in Python."""
+
+from eventpulse_plugin import notifier
+
+
+@notifier(name="__PLUGIN_NAME__", description="describe where this notifier delivers")
+class NotifierPlugin:
+    def deliver(self, event, request, cx):
+        cx.info(f"[{request.severity.name}] {request.title}")
+        return "logged"
+"#
+        }
     }
 }
 

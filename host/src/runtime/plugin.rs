@@ -480,6 +480,10 @@ impl Plugin {
         let outcome = match result {
             Err(_elapsed) => Err(Error::Timeout(limits.timeout_ms)),
             Ok(Err(trap)) => Err(self.classify(trap, store.data())),
+            // A guest that hit the memory limit and then gave up (a Python
+            // plugin turns the failed allocation into an exception) failed
+            // of the limit, whatever it says.
+            Ok(Ok(Err(_))) if store.data().limiter.hit => Err(Error::Memory(limits.memory_mb)),
             Ok(Ok(Err(plugin_error))) => match store.data().denial() {
                 Some(cap) => Err(Error::Denied(cap.clone())),
                 None => {
