@@ -12,14 +12,19 @@
 //!   import, std's allocator, opt-level "s", WASI per store);
 //! - sandbox, no pooling: wasmtime's on-demand allocator;
 //! - subprocess: a process spawned per event running the rule natively,
-//!   the way StackStorm runs actions.
+//!   the way StackStorm runs actions;
+//! - Python: the first-party Python rule (`plugins/python/rule-disk-full`,
+//!   CPython inside the component, built by componentize-py) on a DiskFull
+//!   alert (opens an incident, one notification, one state write), a fresh
+//!   instance per event like the Rust rows; with its component's size and
+//!   the time its first load takes to compile it (no cache).
 //!
 //! Each sandbox case runs on one task and on two (this machine has two
 //! cores). `cargo bench -p eventpulse-tests --bench invoke` prints a table.
 //! `BENCH_N` sets the calls per case (default 20,000); `BENCH_ONLY=<case>`
 //! runs one sandbox case alone on one task (for profilers and callgrind:
 //! `default`, `every-import`, `system-alloc`, `opt-size`, `eager-wasi`, `no-cow`, `no-keep-resident`,
-//! `before`, `no-pooling`). Under valgrind also set `BENCH_INSTANCES=4`:
+//! `before`, `no-pooling`, `python`). Under valgrind also set `BENCH_INSTANCES=4`:
 //! valgrind cannot reserve the address space of the default pool.
 
 use std::io::Write;
@@ -143,6 +148,15 @@ fn variant(key: &str) -> PathBuf {
 }
 
 async fn registry(dir: &Path, case: &Case) -> Arc<Registry> {
+    registry_with(
+        dir,
+        case,
+        "[limits]\nfuel = 10_000_000\ntimeout_ms = 1_000\n",
+    )
+    .await
+}
+
+async fn registry_with(dir: &Path, case: &Case, manifest: &str) -> Arc<Registry> {
     let runtime = Arc::new(Runtime::new(&dir.join("cache"), &case.options).unwrap());
     let store = Store::connect(&format!("sqlite://{}", dir.join("bench.db").display()))
         .await
@@ -150,11 +164,7 @@ async fn registry(dir: &Path, case: &Case) -> Arc<Registry> {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(&case.component, plugins.join("cpu.wasm")).unwrap();
-    std::fs::write(
-        plugins.join("cpu.toml"),
-        "[limits]\nfuel = 10_000_000\ntimeout_ms = 1_000\n",
-    )
-    .unwrap();
+    std::fs::write(plugins.join("cpu.toml"), manifest).unwrap();
     let registry = Arc::new(Registry::new(
         runtime,
         store,
@@ -361,6 +371,46 @@ fn main() {
         });
     }
 
+    let mut python_note = None;
+    if only.as_deref().is_none_or(|o| o == "python") {
+        let wasm = eventpulse_tests::python_component("plugins/python/rule-disk-full");
+        let size = std::fs::metadata(&wasm).unwrap().len();
+        let case = Case {
+            key: "python",
+            name: "Python rule (rule-disk-full), fresh instance",
+            options: default.clone(),
+            component: wasm,
+        };
+        let manifest =
+            std::fs::read_to_string(workspace().join("plugins/python/rule-disk-full/plugin.toml"))
+                .unwrap();
+        let started = Instant::now();
+        let registry = rt.block_on(registry_with(&dir.path().join("python"), &case, &manifest));
+        let compile = started.elapsed();
+        let plugin = registry.get("cpu").unwrap();
+        let disk = alert_event("DiskFull", AlertStatus::Firing, &[("service", "db")]);
+        let d = rt.block_on(plugin.decide(&disk)).unwrap().output;
+        assert!(d.incident.is_some() && d.notifications.len() == 1);
+        let calls = (n / 20).max(100);
+        for tasks in [1usize, 2] {
+            if tasks == 2 && only.is_some() {
+                continue;
+            }
+            let (samples, wall) = rt.block_on(round(&plugin, &disk, calls, tasks));
+            rows.push(Row {
+                name: case.name.to_string(),
+                samples,
+                wall,
+                concurrency: tasks,
+            });
+        }
+        python_note = Some(format!(
+            "Python component: {:.1} MiB; first load (compile, no cache) {:.1} s",
+            size as f64 / (1024.0 * 1024.0),
+            compile.as_secs_f64()
+        ));
+    }
+
     println!(
         "\nrule invocation: rule-cpu-autoscale, HighCPU firing (opens incident, 1 action, 1 notification)\n"
     );
@@ -376,5 +426,8 @@ fn main() {
             r.pct(0.99).as_secs_f64() * 1e6,
             r.samples.len() as f64 / r.wall.as_secs_f64(),
         );
+    }
+    if let Some(note) = python_note {
+        println!("\n{note}");
     }
 }
