@@ -1142,9 +1142,23 @@ async fn retention_keeps_what_is_still_needed(backend: Backend) {
                 && d.notifications.iter().all(|n| n.status == "delivered")
         })
         .await;
+    // An incident opened and resolved after the open one: its decisions
+    // come after the open incident's, which stay.
+    post_webhook(&host.url, &alert("after", false, starts)).await;
+    host.newest_incident("the third scale-out done", SETTLE, |d| {
+        d.incident.service == "after" && d.actions.iter().any(|a| a.status == "completed")
+    })
+    .await;
+    post_webhook(&host.url, &alert("after", true, starts)).await;
+    host.newest_incident("the third incident resolved", SETTLE, |d| {
+        d.incident.service == "after"
+            && d.incident.status == "resolved"
+            && d.actions.iter().all(|a| a.status == "completed")
+    })
+    .await;
     wait_for("every action finished", SETTLE, || async {
         let c = host.store.counts().await.unwrap();
-        (c.actions_completed == 3).then_some(())
+        (c.actions_completed == 5).then_some(())
     })
     .await;
     let done = host.store.incidents(10).await.unwrap();
@@ -1212,8 +1226,8 @@ async fn retention_keeps_what_is_still_needed(backend: Backend) {
         .unwrap();
     assert_eq!(dry, pruned, "the dry run counted what the prune deleted");
     let count = |what: &str| pruned.iter().find(|(w, _)| *w == what).unwrap().1;
-    assert_eq!(count("closed incidents"), 1, "{pruned:?}");
-    assert_eq!(count("resolved alerts"), 1, "{pruned:?}");
+    assert_eq!(count("closed incidents"), 2, "{pruned:?}");
+    assert_eq!(count("resolved alerts"), 2, "{pruned:?}");
     assert!(
         count("outbox events") > 0 && count("inbox rows") > 0 && count("decisions") > 0,
         "{pruned:?}"
@@ -1240,6 +1254,25 @@ async fn retention_keeps_what_is_still_needed(backend: Backend) {
     assert!(
         outbox.iter().any(|(seq, _, _)| *seq == late_alert),
         "the unprocessed event stays"
+    );
+    // Every decision left is about the open incident, including those
+    // made after its own (rows kept at the low end stop nothing).
+    use sqlx::Connection as _;
+    let mut db = sqlx::AnyConnection::connect(host.database_url())
+        .await
+        .unwrap();
+    let left: Vec<Option<String>> = sqlx::query("SELECT incident_id FROM decisions_log")
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
+    assert!(!left.is_empty(), "the open incident's decisions stay");
+    assert!(
+        left.iter()
+            .all(|i| i.as_deref() == Some(open.incident.id.as_str())),
+        "{left:?}"
     );
     let again = host
         .store

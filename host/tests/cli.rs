@@ -466,3 +466,53 @@ fn send_alert_resolve_and_approve_from_the_command_line() {
         (i["status"] == "resolved").then_some(())
     });
 }
+
+/// The README's Python steps with the binary alone: `plugin new --lang
+/// python`, `plugin build` (componentize-py, `COMPONENTIZE_PY`), `plugin
+/// run` on the result.
+#[test]
+fn a_python_plugin_from_the_binary_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let installed = Installed::into(root);
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/test-cache");
+    std::fs::write(
+        root.join("eventpulse.toml"),
+        format!("cache_dir = {:?}\n", cache.display().to_string()),
+    )
+    .unwrap();
+    let ep = |args: &[&str]| installed.run(root, &[&["-c", "eventpulse.toml"], args].concat());
+    ep(&[
+        "plugin", "new", "disk-py", "--kind", "rule", "--lang", "python", "--dir", ".",
+    ]);
+    let built = ep(&["plugin", "build", "disk-py", "--out", "plugins/dist"]);
+    assert!(
+        String::from_utf8_lossy(&built.stdout).contains("plugins/dist/disk-py.wasm"),
+        "{}",
+        String::from_utf8_lossy(&built.stdout)
+    );
+    let event = serde_json::json!({
+        "id": "e1", "kind": "alert.raised", "source": "test", "time": 0, "trace_id": "t", "key": "db",
+        "correlation": {"alert_id": null, "incident_id": null, "action_id": null},
+        "labels": [], "annotations": [],
+        "alert": {"fingerprint": "f", "name": "DiskFull", "status": "Firing", "severity": null,
+                  "labels": [["alertname", "DiskFull"], ["service", "db"]], "annotations": [],
+                  "starts_at": 0, "ends_at": null, "generator_url": null},
+        "data": "{}"
+    });
+    std::fs::write(root.join("event.json"), event.to_string()).unwrap();
+    let out = ep(&[
+        "plugin",
+        "run",
+        "plugins/dist/disk-py.wasm",
+        "--event",
+        "event.json",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kind"], "rule", "{report}");
+    assert_eq!(
+        report["returned"]["note"], "DiskFull seen by disk-py",
+        "{report}"
+    );
+}

@@ -165,8 +165,8 @@ impl Store {
     }
 }
 
-/// Delete the lowest window of `batch` ids of `table` whose `time` is
-/// before `cutoff` and that satisfy `extra`.
+/// Delete the `batch` lowest ids of `table` whose `time` is before
+/// `cutoff` and that satisfy `extra`.
 async fn by_id(
     conn: &mut AnyConnection,
     table: &str,
@@ -176,10 +176,12 @@ async fn by_id(
     cutoff: i64,
     batch: i64,
 ) -> Result<u64, Error> {
+    // The oldest `batch` rows that may go, found through the primary key:
+    // rows kept for ever at the low end (an open incident's decisions)
+    // must not stop the pruning of everything after them.
     let sql = format!(
         "DELETE FROM {table} WHERE {id} IN (
-             SELECT {id} FROM {table}
-             WHERE {id} < (SELECT MIN({id}) FROM {table}) + $2 AND {time} < $1 {extra})"
+             SELECT {id} FROM {table} WHERE {time} < $1 {extra} ORDER BY {id} LIMIT $2)"
     );
     delete(conn, &sql, cutoff, batch).await
 }
