@@ -570,8 +570,11 @@ fn python_kind(dir: &Path) -> anyhow::Result<Option<Kind>> {
 /// `out/<name>.wasm` (+ its `plugin.toml`). The plugin's own `wit/` and
 /// helper modules are used when it has them, else this binary's.
 fn build_python(dir: &Path, kind: Kind, out: &Path) -> anyhow::Result<PathBuf> {
+    // componentize-py runs in the staging directory: every path absolute.
+    let dir = &std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    std::fs::create_dir_all(out)?;
+    let out = &std::fs::canonicalize(out)?;
     let name = dir
-        .canonicalize()?
         .file_name()
         .and_then(|n| n.to_str())
         .context("the plugin directory's name")?
