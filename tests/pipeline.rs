@@ -1269,6 +1269,17 @@ async fn retention_keeps_what_is_still_needed(backend: Backend) {
         .map(|r| sqlx::Row::get(r, 0))
         .collect();
     assert!(!left.is_empty(), "the open incident's decisions stay");
+    if backend == Backend::Postgres {
+        // The tables it deleted from were vacuumed after it.
+        let vacuumed: bool = sqlx::query(
+            "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'decisions_log'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .map(|r| sqlx::Row::get(&r, 0))
+        .unwrap();
+        assert!(vacuumed, "decisions_log vacuumed after the prune");
+    }
     assert!(
         left.iter()
             .all(|i| i.as_deref() == Some(open.incident.id.as_str())),
