@@ -169,6 +169,28 @@ async fn actions_and_notifiers_show_the_calls_they_would_make() {
     let shown = serde_json::to_string(&r.calls).unwrap();
     assert!(!shown.contains("secret-join_token"), "{shown}");
 
+    // A container the docker grant would not let it create is refused,
+    // as it would be: here an image outside the allowlist.
+    let r = rehearse("action-k3s-node-add", &[("image", "evil/k3s:latest")]).await;
+    let create = r
+        .calls
+        .iter()
+        .find(|c| c.operation == "create")
+        .expect("a create");
+    assert!(
+        create
+            .refused
+            .as_deref()
+            .is_some_and(|why| why.contains("allowlist")),
+        "{create:?}"
+    );
+    assert_eq!(
+        r.failed.as_ref().map(|f| f.kind),
+        Some("denied"),
+        "{:?}",
+        r.failed
+    );
+
     let r = rehearse("action-noop", &[]).await;
     assert!(returned(&r)["summary"].is_string());
     assert!(r.calls.is_empty());

@@ -127,6 +127,29 @@ struct Ask<'a> {
     binds: Vec<String>,
 }
 
+/// Whether `spec` may be created under `grant`: its labels carry the
+/// grant's selector, and its image, privileges, network and mounts are
+/// allowed. What `create` checks before it calls the Engine.
+pub(super) fn check_spec(grant: &DockerGrant, spec: &docker::ContainerSpec) -> Result<(), String> {
+    let labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+    let selector: Vec<_> = grant.selector.clone().into_iter().collect();
+    if !labels_match(&labels, &selector) {
+        return Err(format!(
+            "a new container must carry the grant's labels {}",
+            show(&selector)
+        ));
+    }
+    check_ask(
+        grant,
+        &Ask {
+            image: &spec.image,
+            privileged: spec.privileged,
+            network: spec.network.as_deref(),
+            binds: spec.mounts.clone(),
+        },
+    )
+}
+
 fn check_ask(grant: &DockerGrant, ask: &Ask<'_>) -> Result<(), String> {
     if !image_allowed(grant, ask.image) {
         return Err(format!(

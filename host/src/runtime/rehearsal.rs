@@ -4,9 +4,12 @@
 //! stubs, for `eventpulse plugin run`. Nothing leaves the process: every
 //! call is recorded with its arguments and answered from a fixed script.
 //!
-//! Grants still apply: a call the manifest does not grant is refused as
-//! in production (`not-granted`, or `HttpRequestDenied`) and recorded as
-//! refused, so a rehearsal shows what a real run would be denied.
+//! Grants still apply: a capability the manifest does not grant, an HTTP
+//! destination outside its grant, or a container its docker grant would
+//! not let it create (labels, image, privileges, network, mounts) is
+//! refused as in production and recorded as refused, so a rehearsal shows
+//! what a real run would be denied. The selector check on containers a
+//! plugin names does not apply: the stub's containers match it.
 //!
 //! The stubs' answers:
 //! - `docker`: `list-containers` finds one running, healthy container
@@ -195,6 +198,20 @@ impl docker::Host for Stubbed<'_> {
     async fn create(&mut self, spec: docker::ContainerSpec) -> CapResult<String> {
         let id = self.next_id("stub-created");
         let args = serde_json::to_value(&spec).unwrap_or(Value::Null);
+        // The grant's finer checks (labels, image, privileges, network,
+        // mounts) as production applies them.
+        if let Some(grant) = self.0.env.manifest.grants.docker.clone()
+            && let Err(why) = super::docker::check_spec(&grant, &spec)
+        {
+            let mut args = args;
+            redact(&self.0.env, &mut args);
+            self.rehearsal()
+                .record("docker", "create", args, Err(why.clone()));
+            self.0.denied.get_or_insert_with(|| "docker".to_owned());
+            return Err(types::CapabilityError::Denied(format!(
+                "docker create: {why}"
+            )));
+        }
         self.docker("create", args, id)
     }
 
