@@ -344,6 +344,26 @@ impl Registry {
         .await
     }
 
+    /// Re-read every loaded plugin's state from the store. With several
+    /// instances (Kafka), another one may have committed state for the
+    /// keys this one now handles (after a rebalance or a kill), so what
+    /// this process holds is stale; the rule stage calls this before each
+    /// batch there.
+    pub async fn refresh_states(&self) -> Result<(), store::Error> {
+        let states: Vec<(String, Arc<StateMap>)> = self
+            .states
+            .lock()
+            .expect("states lock")
+            .iter()
+            .map(|(name, map)| (name.clone(), map.clone()))
+            .collect();
+        for (name, map) in states {
+            let fresh = self.store.plugin_state(&name, self.clock.now_ms()).await?;
+            *map.lock().expect("state lock") = fresh;
+        }
+        Ok(())
+    }
+
     async fn state_of(&self, name: &str) -> Result<Arc<StateMap>, store::Error> {
         if let Some(s) = self.states.lock().expect("states lock").get(name) {
             return Ok(s.clone());

@@ -495,6 +495,7 @@ impl Pipeline {
             self.store.clone(),
             self.registry.clone(),
             self.config.rule_attempts,
+            !self.transport.is_embedded(),
         ));
         let incidents = Arc::new(incidents::IncidentStage::new(self.store.clone()));
         let action_intake = Arc::new(Intake(actions.clone()));

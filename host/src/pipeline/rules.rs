@@ -33,6 +33,9 @@ pub struct RuleStage {
     store: Store,
     registry: Arc<Registry>,
     attempts: u32,
+    /// Other instances share the rules' state (the transport is not
+    /// embedded): re-read it before each batch.
+    shared_state: bool,
 }
 
 /// One rule's answer to one event.
@@ -49,11 +52,12 @@ type Overlays = HashMap<String, Arc<StateOverlay>>;
 impl RuleStage {
     /// A stage invoking rules from `registry`, each up to `attempts` times
     /// when it fails retryably.
-    pub fn new(store: Store, registry: Arc<Registry>, attempts: u32) -> Self {
+    pub fn new(store: Store, registry: Arc<Registry>, attempts: u32, shared_state: bool) -> Self {
         RuleStage {
             store,
             registry,
             attempts: attempts.max(1),
+            shared_state,
         }
     }
 
@@ -363,6 +367,9 @@ impl Stage for RuleStage {
             .collect();
         if fresh.is_empty() {
             return Ok(());
+        }
+        if self.shared_state {
+            self.registry.refresh_states().await?;
         }
         let silences = Active::load(&self.store, now_ms()).await?;
         let effects: Vec<Option<Effect<'_>>> =
