@@ -1,9 +1,16 @@
-//! The admin API over HTTP on a real listener: bearer auth, listing,
-//! enable/disable persisted across restarts, reload, dry runs, and errors
-//! that say what went wrong.
+//! The admin API over HTTP on a real listener: bearer auth and scopes
+//! over every route, listing, the paged lists and their filters,
+//! acknowledgement, enable/disable persisted across restarts, reload, dry
+//! runs, and errors that say what went wrong.
 
-use eventpulse::model::AlertStatus;
-use eventpulse_tests::{Host, TOKEN, alert_event};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use eventpulse::api::{Guard, routes};
+use eventpulse::model::{AlertStatus, Incident, IncidentStatus, Severity};
+use eventpulse_tests::{
+    Backend, Host, READ_TOKEN, TOKEN, alert_event, post_webhook, scripted_alert,
+};
 
 const CPU: &str = "[limits]\ntimeout_ms = 500\n\n[config]\ncooldown_secs = \"60\"\n";
 
@@ -137,4 +144,434 @@ async fn plugin_failures_come_back_as_422_with_their_kind() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["kind"], "trap");
     assert_eq!(body["retryable"], false);
+}
+
+/// Every route the router serves (its own list, `api::routes`), asked
+/// with no token, a wrong one, the read token, the admin token and the
+/// ingest token: each answers as its guard says. A route added without a
+/// guard, or to the router but not the list, fails here.
+#[tokio::test]
+async fn every_route_answers_each_token_as_its_guard_says() {
+    const INGEST: &str = "test-ingest-token";
+    let host = Host::start()
+        .await
+        .restart_with(|c| c.ingest.token = Some(INGEST.to_owned().into()))
+        .await;
+    let client = reqwest::Client::new();
+    let all: Vec<_> = routes().collect();
+    assert!(all.len() >= 30, "{} routes", all.len());
+    let mut seen = HashSet::new();
+    for route in &all {
+        assert!(
+            seen.insert((route.method, route.path)),
+            "listed twice: {route:?}"
+        );
+        let path = route
+            .path
+            .replace("{name}", "no-such-plugin")
+            .replace("{id}", "0190c000-0000-7000-8000-000000000000");
+        let url = format!("{}{path}", host.url);
+        let ask = |token: Option<&str>| {
+            let mut r = client
+                .request(route.method.parse().unwrap(), &url)
+                .header("content-type", "application/json")
+                .body("{}");
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            async move {
+                let r = r.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.text().await.unwrap())
+            }
+        };
+        let wrong = format!("{TOKEN}x");
+        let answers = [
+            ("no token", ask(None).await),
+            ("a wrong token", ask(Some(&wrong)).await),
+            ("the read token", ask(Some(READ_TOKEN)).await),
+            ("the admin token", ask(Some(TOKEN)).await),
+            ("the ingest token", ask(Some(INGEST)).await),
+        ];
+        let is_get = route.method == "GET";
+        for (who, (status, body)) in &answers {
+            let want: &dyn Fn(u16) -> bool = match (route.guard, *who) {
+                (Guard::Scoped, "the admin token") => &|s| s != 401 && s != 403,
+                (Guard::Scoped, "the read token") if is_get => &|s| s != 401 && s != 403,
+                (Guard::Scoped, "the read token") => &|s| s == 403,
+                (Guard::Scoped, _) => &|s| s == 401,
+                (Guard::Ingest, "the ingest token") => &|s| s != 401 && s != 403,
+                (Guard::Ingest, _) => &|s| s == 401,
+                (Guard::Metrics, "the read token" | "the admin token") => &|s| s == 200,
+                (Guard::Metrics, _) => &|s| s == 401,
+                // No signature in the query: refused whatever the token.
+                (Guard::SignedLink, _) => &|s| s == 400 || s == 403,
+                (Guard::Open, _) => &|s| s == 200,
+            };
+            assert!(
+                want(*status),
+                "{} {} with {who}: {status} {body}",
+                route.method,
+                route.path
+            );
+            // Served by the router, not its fallback: a 404 or 405 here
+            // would mean the list names a route the router lacks.
+            if *status == 404 {
+                assert!(
+                    body.contains("\"error\""),
+                    "{} {}: {body}",
+                    route.method,
+                    route.path
+                );
+            }
+            assert_ne!(*status, 405, "{} {}", route.method, route.path);
+        }
+        if route.guard == Guard::Scoped && !is_get {
+            let (_, body) = &answers[2].1;
+            assert!(
+                body.contains("token `viewer` has the `read` scope"),
+                "the refusal names the token and scope: {body}"
+            );
+        }
+    }
+}
+
+/// Insert `n` incidents straight into the store: statuses, services and
+/// severities in rotation, one per ms of `opened_at`.
+async fn seed_incidents(host: &Host, n: usize) -> Vec<Incident> {
+    let statuses = [
+        IncidentStatus::Open,
+        IncidentStatus::Mitigating,
+        IncidentStatus::Resolved,
+        IncidentStatus::Failed,
+    ];
+    let severities = [Severity::Critical, Severity::Warning, Severity::Info];
+    let mut made = Vec::new();
+    let mut tx = host.store.begin().await.unwrap();
+    for k in 0..n {
+        let status = statuses[k % 4];
+        let i = Incident {
+            id: uuid::Uuid::now_v7().to_string(),
+            dedup_key: format!("seed-{k}"),
+            title: format!("seeded {k}"),
+            service: format!("svc-{}", k % 5),
+            severity: severities[k % 3],
+            status,
+            summary: String::new(),
+            rule: if k % 2 == 0 { "rule-a" } else { "rule-b" }.into(),
+            trace_id: String::new(),
+            opened_at: 1_000_000 + k as i64,
+            updated_at: 1_000_000 + k as i64,
+            closed_at: status.is_closed().then_some(1_000_000 + k as i64),
+            last_notified_at: None,
+            acknowledged_by: None,
+            acknowledged_at: None,
+        };
+        tx.insert_incident(&i).await.unwrap();
+        made.push(i);
+    }
+    tx.commit().await.unwrap();
+    made
+}
+
+/// Every page of `path` (which has a `?`), `limit` at a time.
+async fn all_pages(host: &Host, path: &str, list: &str, limit: u32) -> (Vec<String>, usize) {
+    let (mut ids, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut url = format!("{path}&limit={limit}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let r = host.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let items = body[list].as_array().unwrap();
+        assert!(items.len() <= limit as usize);
+        ids.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return (ids, pages),
+        }
+    }
+}
+
+async fn pages_through_incidents(backend: Backend) {
+    let host = Host::start_on(backend).await;
+    let made = seed_incidents(&host, 500).await;
+    let newest_first = |keep: &dyn Fn(&Incident) -> bool| -> Vec<String> {
+        let mut ids: Vec<String> = made
+            .iter()
+            .filter(|i| keep(i))
+            .map(|i| i.id.clone())
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    };
+    let cases: Vec<(String, Vec<String>)> = vec![
+        ("".into(), newest_first(&|_| true)),
+        (
+            "status=open".into(),
+            newest_first(&|i| i.status == IncidentStatus::Open),
+        ),
+        (
+            "status=mitigating".into(),
+            newest_first(&|i| i.status == IncidentStatus::Mitigating),
+        ),
+        (
+            "status=resolved".into(),
+            newest_first(&|i| i.status == IncidentStatus::Resolved),
+        ),
+        (
+            "status=failed".into(),
+            newest_first(&|i| i.status == IncidentStatus::Failed),
+        ),
+        (
+            "status=open,mitigating".into(),
+            newest_first(&|i| !i.status.is_closed()),
+        ),
+        (
+            "service=svc-3&severity=warning".into(),
+            newest_first(&|i| i.service == "svc-3" && i.severity == Severity::Warning),
+        ),
+        (
+            "rule=rule-b&status=failed".into(),
+            newest_first(&|i| i.rule == "rule-b" && i.status == IncidentStatus::Failed),
+        ),
+        (
+            "since=1000100&until=1000200".into(),
+            newest_first(&|i| (1_000_100..1_000_200).contains(&i.opened_at)),
+        ),
+    ];
+    for (filter, want) in cases {
+        let (got, pages) = all_pages(
+            &host,
+            &format!("/api/v1/incidents?{filter}"),
+            "incidents",
+            37,
+        )
+        .await;
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "{filter}: a repeat across pages");
+        assert_eq!(got, want, "{filter}: not every incident, in order, once");
+        assert_eq!(pages, want.len().div_ceil(37).max(1), "{filter}");
+    }
+    for (query, says) in [
+        ("status=closed", "status: unknown value `closed`"),
+        ("severity=huge", "severity: unknown value `huge`"),
+        ("limit=0", "limit must be"),
+        ("limit=5000", "limit must be"),
+        ("since=yesterday", "since: `yesterday` is not"),
+        ("cursor=nonsense", "invalid cursor"),
+    ] {
+        let r = host
+            .get(&format!("/api/v1/incidents?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn five_hundred_incidents_page_through_every_filter_on_sqlite() {
+    pages_through_incidents(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn five_hundred_incidents_page_through_every_filter_on_postgres() {
+    pages_through_incidents(Backend::Postgres).await;
+}
+
+/// One more alert of group `ack` (instance `n`): another alert instance
+/// the scripted rule attaches to the same incident, asking again for an
+/// action that keeps failing (so the incident stays mitigating) and a
+/// notification.
+fn ack_alert(n: u32) -> serde_json::Value {
+    let mut body = scripted_alert(
+        "ack",
+        &[
+            ("action", "action-flaky"),
+            ("params", r#"{"fail": "retryable"}"#),
+        ],
+    );
+    body["alerts"][0]["labels"]["instance"] = format!("i-{n}").into();
+    body["alerts"][0]["fingerprint"] = format!("{:016x}", 0xac00 + n).into();
+    body
+}
+
+/// Acknowledging an incident records who, mutes repeat notifications
+/// while its status stays, and ends when taken back or when the status
+/// changes; the lists show its alerts, actions, notifications and the
+/// decisions behind them, with the rule's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgement_mutes_repeats_until_taken_back_and_lists_show_it_all() {
+    let host = Host::start_on(Backend::Sqlite)
+        .await
+        .restart_with(|c| c.pipeline.max_attempts = 100_000)
+        .await;
+    host.install("rule-scripted", "rule-scripted", "");
+    host.install(
+        "action-flaky",
+        "action-flaky",
+        "[safety]\nbreaker_threshold = 1000000\n",
+    );
+    host.install_now("notifier-log", "notifier-log", "").await;
+    let settle = Duration::from_secs(20);
+    assert_eq!(post_webhook(&host.url, &ack_alert(1)).await.0, 200);
+    let d = host
+        .newest_incident("incident notified", settle, |d| {
+            d.incident.status == "mitigating" && d.notifications.len() == 1
+        })
+        .await;
+    let id = d.incident.id.clone();
+    let ack = |token: &str, body: serde_json::Value| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/incidents/{id}/acknowledge", host.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        ack(READ_TOKEN, serde_json::json!({}))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = ack(TOKEN, serde_json::json!({"by": "erin"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["incident"]["acknowledged_by"], "erin (token admin)",
+        "{body}"
+    );
+    assert!(body["incident"]["acknowledged_at"].as_i64().is_some());
+
+    // Acknowledged: the next alert is attached, its notification muted.
+    assert_eq!(post_webhook(&host.url, &ack_alert(2)).await.0, 200);
+    let muted = "1 notification(s) from rule-scripted muted: acknowledged by erin (token admin)";
+    let d = host
+        .newest_incident("the repeat muted", settle, |d| {
+            d.timeline.iter().any(|e| e.cause == muted)
+        })
+        .await;
+    assert_eq!(d.notifications.len(), 1, "no new notification job");
+    assert!(
+        d.timeline
+            .iter()
+            .any(|e| e.kind == "acknowledgement" && e.cause.starts_with("acknowledged by erin")),
+        "{:?}",
+        d.timeline
+    );
+
+    // Taken back: the next alert notifies again.
+    let r = reqwest::Client::new()
+        .delete(format!("{}/api/v1/incidents/{id}/acknowledge", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["incident"]["acknowledged_by"].is_null(), "{body}");
+    assert_eq!(post_webhook(&host.url, &ack_alert(3)).await.0, 200);
+    host.newest_incident("notified again", settle, |d| d.notifications.len() == 2)
+        .await;
+
+    // The lists, filtered to this incident.
+    let alerts = host
+        .get_json(&format!("/api/v1/alerts?incident={id}"))
+        .await;
+    let names: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["i-3", "i-2", "i-1"], "newest first: {alerts}");
+    assert_eq!(alerts["alerts"][0]["status"], "firing");
+    let actions = host
+        .get_json(&format!(
+            "/api/v1/actions?incident={id}&plugin=action-flaky"
+        ))
+        .await;
+    assert_eq!(actions["actions"].as_array().unwrap().len(), 3, "{actions}");
+    assert!(actions["actions"][0]["created_at"].as_i64().is_some());
+    let none = host
+        .get_json(&format!("/api/v1/actions?incident={id}&status=completed"))
+        .await;
+    assert_eq!(none["actions"].as_array().unwrap().len(), 0, "{none}");
+    let notes = host
+        .get_json(&format!("/api/v1/notifications?incident={id}"))
+        .await;
+    assert_eq!(
+        notes["notifications"].as_array().unwrap().len(),
+        2,
+        "{notes}"
+    );
+    let decisions = host
+        .get_json(&format!(
+            "/api/v1/decisions?incident={id}&rule=rule-scripted"
+        ))
+        .await;
+    let list = decisions["decisions"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{decisions}");
+    for d in list {
+        assert_eq!(d["event_kind"], "alert.raised");
+        assert!(
+            d["rule_version"].as_str().is_some_and(|v| !v.is_empty()),
+            "{d}"
+        );
+        assert_eq!(d["rule_digest"].as_str().map(str::len), Some(16), "{d}");
+        assert_eq!(
+            d["decision"]["notifications"].as_array().unwrap().len(),
+            1,
+            "{d}"
+        );
+        assert_eq!(d["decision"]["actions"][0]["action"], "action-flaky", "{d}");
+    }
+    let paged = host
+        .get_json(&format!("/api/v1/decisions?incident={id}&limit=2"))
+        .await;
+    let cursor = paged["next_cursor"].as_str().unwrap();
+    let rest = host
+        .get_json(&format!(
+            "/api/v1/decisions?incident={id}&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(rest["decisions"].as_array().unwrap().len(), 1, "{rest}");
+    assert!(rest["next_cursor"].is_null());
+
+    // A status change ends an acknowledgement; a closed incident takes none.
+    assert_eq!(
+        ack(TOKEN, serde_json::json!({})).await.unwrap().status(),
+        200
+    );
+    let mut resolved = ack_alert(1);
+    resolved["alerts"][0]["status"] = "resolved".into();
+    resolved["alerts"][0]["endsAt"] = "2026-11-24T10:05:00Z".into();
+    assert_eq!(post_webhook(&host.url, &resolved).await.0, 200);
+    let d = host
+        .newest_incident("resolved", settle, |d| d.incident.status == "resolved")
+        .await;
+    assert!(d.incident.acknowledged_by.is_none(), "{:?}", d.incident);
+    let r = ack(TOKEN, serde_json::json!({})).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("is resolved"),
+        "{body}"
+    );
+    let missing = host
+        .post("/api/v1/incidents/0190c000-0000-7000-8000-000000000000/acknowledge")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }

@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// The admin token every test host uses.
 pub const TOKEN: &str = "test-admin-token";
 
+/// A `read`-scoped token every test host also takes, named `viewer`.
+pub const READ_TOKEN: &str = "test-read-token";
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -114,6 +117,12 @@ pub fn test_config(dir: &Path) -> Config {
         ..Config::default()
     };
     config.admin.token = Some(TOKEN.to_owned().into());
+    config.admin.tokens = vec![eventpulse::config::NamedToken {
+        name: "viewer".into(),
+        scope: eventpulse::config::TokenScope::Read,
+        sha256: Some(eventpulse::api::auth::hash_hex(READ_TOKEN)),
+        secret: None,
+    }];
     config.approvals.link_key_file = dir.join("approval-link.key");
     config.runtime.breaker_threshold = 3;
     config.runtime.reload_debounce_ms = 100;

@@ -33,7 +33,7 @@ pub struct App {
     pub store: Store,
     /// The plugin registry.
     pub registry: Arc<Registry>,
-    token: Arc<SecretString>,
+    tokens: Arc<api::auth::Tokens>,
     audit_rx: mpsc::UnboundedReceiver<AuditRecord>,
 }
 
@@ -83,12 +83,14 @@ impl App {
             config.runtime.clone(),
         ));
         registry.reload().await?;
-        let token = Arc::new(admin_token(&config)?);
+        let tokens = api::auth::Tokens::new(&admin_token(&config)?, &config.admin.tokens)
+            .map_err(anyhow::Error::msg)?;
+        let tokens = Arc::new(tokens);
         Ok(App {
             config,
             store,
             registry,
-            token,
+            tokens,
             audit_rx,
         })
     }
@@ -104,7 +106,7 @@ impl App {
             approvals,
             registry: self.registry.clone(),
             store: self.store.clone(),
-            token: self.token.clone(),
+            tokens: self.tokens.clone(),
             ingest: Arc::new(self.config.ingest.clone()),
             commits,
             transport,

@@ -361,6 +361,46 @@ pub struct AdminConfig {
     pub token: Option<SecretString>,
     /// Where the generated token is kept (mode 0600).
     pub token_file: PathBuf,
+    /// More bearer tokens, each with a name (logged with what it does)
+    /// and a scope. `eventpulse token new` makes one.
+    pub tokens: Vec<NamedToken>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Every GET of the API and `/metrics`.
+    Read,
+    /// Every route.
+    Admin,
+}
+
+impl TokenScope {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::Admin => "admin",
+        }
+    }
+}
+
+/// A named API token, given as its SHA-256 (so the config holds no
+/// secret) or as a secret reference read once at start and hashed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Who or what uses it: recorded as `by` of what it does.
+    pub name: String,
+    /// `read` or `admin`.
+    pub scope: TokenScope,
+    /// The token's SHA-256, 64 hex digits.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Or where the token itself is: `{ env = "VAR" }` or `{ file = "path" }`.
+    #[serde(default)]
+    pub secret: Option<crate::runtime::manifest::SecretRef>,
 }
 
 /// Alert ingest settings.
@@ -442,6 +482,7 @@ impl Default for AdminConfig {
         AdminConfig {
             token: None,
             token_file: PathBuf::from(".eventpulse/admin.token"),
+            tokens: Vec::new(),
         }
     }
 }

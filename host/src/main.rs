@@ -91,6 +91,22 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Make a named API token: prints the token once, and the config
+    /// entry that holds only its SHA-256.
+    Token {
+        /// Who or what will use it (recorded as `by` of what it does).
+        #[arg(long)]
+        name: String,
+        /// `read` (every GET) or `admin` (every route).
+        #[arg(long, value_enum, default_value = "read")]
+        scope: ScopeArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    Read,
+    Admin,
 }
 
 #[derive(Subcommand)]
@@ -260,6 +276,20 @@ fn main() -> anyhow::Result<()> {
     let _telemetry = eventpulse::telemetry::init_to(&config.telemetry, to_stderr)?;
     match cli.command {
         Command::Plugin { command } => plugin(command, &config),
+        Command::Token { name, scope } => {
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            let scope = match scope {
+                ScopeArg::Read => "read",
+                ScopeArg::Admin => "admin",
+            };
+            println!("{token}");
+            eprintln!(
+                "Give the token above to {name}; it is not kept anywhere. Add this to the config:\n\n\
+                 [[admin.tokens]]\nname = {name:?}\nscope = \"{scope}\"\nsha256 = \"{}\"",
+                eventpulse::api::auth::hash_hex(&token)
+            );
+            Ok(())
+        }
         Command::Migrate => runtime()?.block_on(async {
             eventpulse::store::Store::connect(&config.database_url).await?;
             tracing::info!(database = %eventpulse::store::redacted_url(&config.database_url), "migrated");

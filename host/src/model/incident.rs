@@ -115,6 +115,10 @@ pub struct Incident {
     pub closed_at: Option<i64>,
     /// When a notification about it was last delivered.
     pub last_notified_at: Option<i64>,
+    /// Who acknowledged it; cleared when its status next changes.
+    pub acknowledged_by: Option<String>,
+    /// When (ms).
+    pub acknowledged_at: Option<i64>,
 }
 
 /// One line of an incident's timeline.

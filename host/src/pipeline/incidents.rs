@@ -59,6 +59,8 @@ pub async fn transition(
     .await?;
     incident.status = to;
     incident.updated_at = now;
+    incident.acknowledged_by = None;
+    incident.acknowledged_at = None;
     if to.is_closed() {
         incident.closed_at = Some(now);
     }

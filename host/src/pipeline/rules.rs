@@ -154,6 +154,10 @@ impl RuleStage {
                     tx.log_decision(&DecisionRecord {
                         event,
                         rule: &call.rule,
+                        build: call
+                            .plugin
+                            .as_deref()
+                            .map(|p| (p.info().version.as_str(), p.digest())),
                         incident_id: incident.as_deref(),
                         decision: Some(
                             serde_json::to_string(&inv.output).expect("decision serialises"),
@@ -171,6 +175,10 @@ impl RuleStage {
                     tx.log_decision(&DecisionRecord {
                         event,
                         rule: &call.rule,
+                        build: call
+                            .plugin
+                            .as_deref()
+                            .map(|p| (p.info().version.as_str(), p.digest())),
                         incident_id: event.correlation.incident_id.as_deref(),
                         decision: None,
                         error: Some(error.clone()),
@@ -682,6 +690,8 @@ async fn apply(
                     updated_at: now,
                     closed_at: None,
                     last_notified_at: None,
+                    acknowledged_by: None,
+                    acknowledged_at: None,
                 };
                 let entry = |kind: &str, from, to, cause: String| TimelineEntry {
                     at: now,
@@ -816,7 +826,33 @@ async fn apply(
             .await?;
         }
     }
-    for request in &decision.notifications {
+    // Acknowledged and unchanged since (a transition above ended the
+    // acknowledgement): someone is on it, so no repeat notifications.
+    let acknowledged = incident.as_ref().and_then(|i| i.acknowledged_by.as_deref());
+    if let (Some(by), Some(id)) = (acknowledged, &incident_id)
+        && !decision.notifications.is_empty()
+    {
+        let muted = decision.notifications.len();
+        tx.timeline(
+            id,
+            &TimelineEntry {
+                at: now_ms(),
+                kind: "notification".into(),
+                from_status: None,
+                to_status: None,
+                cause: format!("{muted} notification(s) from {rule} muted: acknowledged by {by}"),
+                event_id: event.id.clone(),
+                ref_id: None,
+            },
+        )
+        .await?;
+    }
+    let notifications = if acknowledged.is_some() {
+        &[][..]
+    } else {
+        &decision.notifications[..]
+    };
+    for request in notifications {
         let data = NotificationData {
             rule: rule.to_owned(),
             notification_id: uuid::Uuid::now_v7().to_string(),

@@ -90,7 +90,9 @@ pub struct NewSilence {
     /// Only inside this weekly window (UTC).
     #[serde(default)]
     pub weekly: Option<model::Weekly>,
-    /// Who.
+    /// Who. Over the API, the token's name is recorded with it (and
+    /// stands alone when this is left out).
+    #[serde(default)]
     pub created_by: String,
     /// Why.
     pub comment: String,

@@ -11,7 +11,8 @@ use super::rows::{incident_from, timeline_from};
 use super::tx::Tx;
 
 pub(super) const INCIDENT_COLUMNS: &str = "id, dedup_key, title, service, severity, status, summary, rule, \
-                                trace_id, opened_at, updated_at, closed_at, last_notified_at";
+                                trace_id, opened_at, updated_at, closed_at, last_notified_at, \
+                                acknowledged_by, acknowledged_at";
 
 /// An incident with everything linked to it.
 #[derive(Debug, Clone, Serialize)]
@@ -77,7 +78,7 @@ impl Tx {
     pub async fn insert_incident(&mut self, i: &Incident) -> Result<(), Error> {
         sqlx::query(&format!(
             "INSERT INTO incidents ({INCIDENT_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&i.id)
         .bind(&i.dedup_key)
@@ -92,13 +93,16 @@ impl Tx {
         .bind(i.updated_at)
         .bind(i.closed_at)
         .bind(i.last_notified_at)
+        .bind(i.acknowledged_by.as_deref())
+        .bind(i.acknowledged_at)
         .execute(self.conn())
         .await?;
         Ok(())
     }
 
-    /// Move an incident from `from` to `to` (closing it if `to` is final);
-    /// `false` if it was not in `from`. The lifecycle check is the caller's.
+    /// Move an incident from `from` to `to` (closing it if `to` is final,
+    /// and ending any acknowledgement: it was of the old status); `false`
+    /// if it was not in `from`. The lifecycle check is the caller's.
     pub async fn set_incident_status(
         &mut self,
         id: &str,
@@ -108,7 +112,8 @@ impl Tx {
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE incidents SET status = $3, updated_at = $4,
-                    closed_at = CASE WHEN $5 = 1 THEN $4 ELSE closed_at END
+                    closed_at = CASE WHEN $5 = 1 THEN $4 ELSE closed_at END,
+                    acknowledged_by = NULL, acknowledged_at = NULL
              WHERE id = $1 AND status = $2",
         )
         .bind(id)
@@ -173,7 +178,64 @@ impl Tx {
     }
 }
 
+/// What acknowledging (or un-acknowledging) an incident found.
+#[derive(Debug)]
+pub enum Acknowledged {
+    /// Done: the incident as it now is.
+    Done(Incident),
+    /// No incident with that id.
+    NotFound,
+    /// Resolved or failed: nothing to acknowledge.
+    Closed(Incident),
+}
+
 impl Store {
+    /// Acknowledge an active incident (`by` is `Some`) or take an
+    /// acknowledgement back (`None`), noting it on the timeline. An
+    /// acknowledgement mutes repeat notifications about the incident until
+    /// its status next changes, which ends it.
+    pub async fn acknowledge(&self, id: &str, by: Option<&str>) -> Result<Acknowledged, Error> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let Some(incident) = tx.incident(id).await? else {
+            return Ok(Acknowledged::NotFound);
+        };
+        if incident.status.is_closed() {
+            return Ok(Acknowledged::Closed(incident));
+        }
+        sqlx::query(
+            "UPDATE incidents SET acknowledged_by = $2, acknowledged_at = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(by)
+        .bind(by.map(|_| now))
+        .execute(tx.conn())
+        .await?;
+        let cause = match (by, &incident.acknowledged_by) {
+            (Some(by), _) => {
+                format!("acknowledged by {by}: repeat notifications muted until its status changes")
+            }
+            (None, Some(was)) => format!("acknowledgement by {was} taken back"),
+            (None, None) => "acknowledgement taken back (there was none)".to_owned(),
+        };
+        tx.timeline(
+            id,
+            &TimelineEntry {
+                at: now,
+                kind: "acknowledgement".into(),
+                from_status: None,
+                to_status: None,
+                cause,
+                event_id: String::new(),
+                ref_id: None,
+            },
+        )
+        .await?;
+        let incident = tx.incident(id).await?.expect("read in this transaction");
+        tx.commit().await?;
+        Ok(Acknowledged::Done(incident))
+    }
+
     /// The newest incidents, newest first.
     pub async fn incidents(&self, limit: u32) -> Result<Vec<Incident>, Error> {
         let rows = sqlx::query(&format!(

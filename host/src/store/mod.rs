@@ -25,6 +25,7 @@ mod dead_letters;
 mod health;
 mod incidents;
 mod kube_events;
+mod lists;
 mod log;
 mod queues;
 mod retention;
@@ -47,7 +48,11 @@ use crate::model;
 pub use counts::Counts;
 pub use dead_letters::DeadLetter;
 pub use health::{Backlog, QueueDepth, Unfinished};
-pub use incidents::IncidentDetail;
+pub use incidents::{Acknowledged, IncidentDetail};
+pub use lists::{
+    AlertFilter, BadCursor, Decision, DecisionFilter, IncidentFilter, JobFilter, ListedJob, Page,
+    StoredAlert, Window,
+};
 pub use log::{OutboxRow, RelayLease};
 pub use queues::{Dedup, JobEnd, Queue};
 pub use retention::{Feeds, Pruned};

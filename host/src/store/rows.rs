@@ -111,5 +111,7 @@ pub(super) fn incident_from(r: &AnyRow) -> Result<Incident, sqlx::Error> {
         updated_at: r.try_get("updated_at")?,
         closed_at: r.try_get("closed_at")?,
         last_notified_at: r.try_get("last_notified_at")?,
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        acknowledged_at: r.try_get("acknowledged_at")?,
     })
 }

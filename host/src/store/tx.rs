@@ -64,10 +64,12 @@ pub(super) struct DecisionRow {
     decision: Option<String>,
     error: Option<String>,
     at: i64,
+    rule_version: Option<String>,
+    rule_digest: Option<String>,
 }
 
 /// Rows per multi-row statement: well under both backends' limits on
-/// bound parameters (SQLite 32,766; PostgreSQL 65,535) at 8 columns.
+/// bound parameters (SQLite 32,766; PostgreSQL 65,535) at 10 columns.
 pub(super) const ROWS_PER_INSERT: usize = 200;
 
 /// `INSERT INTO table (columns) VALUES (p, ..), (..), ..` for `rows` rows,
@@ -122,6 +124,9 @@ pub struct DecisionRecord<'a> {
     pub decision: Option<String>,
     /// How the rule failed.
     pub error: Option<String>,
+    /// The rule's version (from `describe`) and component digest, when a
+    /// version was loaded.
+    pub build: Option<(&'a str, &'a str)>,
 }
 
 impl Tx {
@@ -185,8 +190,8 @@ impl Tx {
         for chunk in pending.decisions.chunks(ROWS_PER_INSERT) {
             let sql = multi_insert(
                 self.backend,
-                "INSERT INTO decisions_log (event_id, event_kind, rule, trace_id, incident_id, decision, error, at)",
-                8,
+                "INSERT INTO decisions_log (event_id, event_kind, rule, trace_id, incident_id, decision, error, at, rule_version, rule_digest)",
+                10,
                 chunk.len(),
             );
             let mut q = sqlx::query(&sql);
@@ -199,7 +204,9 @@ impl Tx {
                     .bind(&d.incident_id)
                     .bind(&d.decision)
                     .bind(&d.error)
-                    .bind(d.at);
+                    .bind(d.at)
+                    .bind(&d.rule_version)
+                    .bind(&d.rule_digest);
             }
             q.execute(self.conn()).await?;
         }
@@ -420,6 +427,8 @@ impl Tx {
             decision: d.decision.clone(),
             error: d.error.clone(),
             at: now_ms(),
+            rule_version: d.build.map(|b| b.0.to_owned()),
+            rule_digest: d.build.map(|b| b.1.to_owned()),
         });
         Ok(())
     }

@@ -1,0 +1,330 @@
+//! The lists an operator pages through: incidents, alerts, actions,
+//! notifications and decisions, each filtered by query parameters and
+//! paged by `cursor` (the `next_cursor` of the page before), and incident
+//! acknowledgement.
+//!
+//! Times in filters are RFC 3339, ms since the epoch, or a duration back
+//! from now (`90s`, `15m`, `24h`, `7d`). A filter value that cannot be
+//! read is a 400 naming the parameter, never an empty page.
+
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use serde_json::json;
+
+use super::auth::Principal;
+use super::{ApiError, ApiState};
+use crate::model::{AlertStatus, IncidentStatus, JobStatus, Severity};
+use crate::store::{
+    Acknowledged, AlertFilter, BadCursor, DecisionFilter, IncidentFilter, JobFilter, Page, Queue,
+    Window,
+};
+
+/// The largest page; the default is 50.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Paging and time parameters every list takes.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct Paging {
+    cursor: Option<String>,
+    // Text, not u32: a flattened query struct sees every value as a string.
+    limit: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl Paging {
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit.as_deref().map(str::parse::<u32>) {
+            None => Ok(50),
+            Some(Ok(n @ 1..=MAX_PAGE)) => Ok(n),
+            Some(_) => Err(ApiError::BadRequest(format!(
+                "limit must be a whole number from 1 to {MAX_PAGE}, not `{}`",
+                self.limit.as_deref().unwrap_or_default()
+            ))),
+        }
+    }
+
+    fn window(&self) -> Result<Window, ApiError> {
+        let now = crate::store::now_ms();
+        let read = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| instant(t, now).map_err(|e| ApiError::BadRequest(format!("{name}: {e}"))))
+                .transpose()
+        };
+        Ok(Window {
+            since: read("since", &self.since)?,
+            until: read("until", &self.until)?,
+        })
+    }
+}
+
+/// An instant: RFC 3339, ms since the epoch, or a duration before `now`
+/// (`30s`, `15m`, `24h`, `7d`).
+pub fn instant(text: &str, now_ms: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(ms) = t.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(at.timestamp_millis());
+    }
+    let unit_ms = match t.chars().last() {
+        Some('s') => 1_000,
+        Some('m') => 60_000,
+        Some('h') => 3_600_000,
+        Some('d') => 86_400_000,
+        _ => 0,
+    };
+    match t[..t.len().saturating_sub(1)].parse::<u32>() {
+        Ok(n) if unit_ms > 0 => Ok(now_ms - i64::from(n) * unit_ms),
+        _ => Err(format!(
+            "`{t}` is not RFC 3339, ms since the epoch, or a duration like 24h"
+        )),
+    }
+}
+
+/// A comma-separated list of names, each parsed.
+fn names<T>(
+    param: &str,
+    text: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ApiError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            parse(n).ok_or_else(|| ApiError::BadRequest(format!("{param}: unknown value `{n}`")))
+        })
+        .collect()
+}
+
+fn one<T>(
+    param: &str,
+    text: Option<&str>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    text.map(|n| {
+        parse(n).ok_or_else(|| ApiError::BadRequest(format!("{param}: unknown value `{n}`")))
+    })
+    .transpose()
+}
+
+/// A page as the API answers it: `{<name>: [...], "next_cursor": ...}`.
+fn answer<T: serde::Serialize>(
+    name: &str,
+    page: Result<Page<T>, BadCursor>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let page = page.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(
+        json!({ name: page.items, "next_cursor": page.next_cursor }),
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct IncidentQuery {
+    status: Option<String>,
+    service: Option<String>,
+    severity: Option<String>,
+    rule: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+/// Incidents, newest first: `status` (comma-separated), `service`,
+/// `severity`, `rule`, `since`/`until` (opened).
+pub(super) async fn incidents(
+    State(s): State<ApiState>,
+    Query(q): Query<IncidentQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = IncidentFilter {
+        status: names("status", q.status.as_deref(), IncidentStatus::parse)?,
+        service: q.service,
+        severity: one("severity", q.severity.as_deref(), Severity::parse)?,
+        rule: q.rule,
+        opened: q.paging.window()?,
+    };
+    let limit = q.paging.limit()?;
+    let page = s
+        .store
+        .list_incidents(&filter, q.paging.cursor.as_deref(), limit)
+        .await?;
+    answer("incidents", page)
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct AlertQuery {
+    status: Option<String>,
+    name: Option<String>,
+    incident: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+fn alert_status(name: &str) -> Option<AlertStatus> {
+    [AlertStatus::Firing, AlertStatus::Resolved]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+}
+
+/// Alert instances, the most recently first seen first: `status`,
+/// `name` (alertname), `incident`, `since`/`until` (first seen).
+pub(super) async fn alerts(
+    State(s): State<ApiState>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = AlertFilter {
+        status: one("status", q.status.as_deref(), alert_status)?,
+        name: q.name,
+        incident: q.incident,
+        seen: q.paging.window()?,
+    };
+    let limit = q.paging.limit()?;
+    let page = s
+        .store
+        .list_alerts(&filter, q.paging.cursor.as_deref(), limit)
+        .await?;
+    answer("alerts", page)
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct JobQuery {
+    incident: Option<String>,
+    status: Option<String>,
+    plugin: Option<String>,
+    rule: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+async fn jobs(
+    s: &ApiState,
+    queue: Queue,
+    q: JobQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = JobFilter {
+        incident: q.incident,
+        status: names("status", q.status.as_deref(), JobStatus::parse)?,
+        plugin: q.plugin,
+        rule: q.rule,
+        created: q.paging.window()?,
+    };
+    let limit = q.paging.limit()?;
+    let page = s
+        .store
+        .list_jobs(queue, &filter, q.paging.cursor.as_deref(), limit)
+        .await?;
+    answer(queue.table(), page)
+}
+
+/// Actions, newest first: `incident`, `status` (comma-separated),
+/// `plugin`, `rule`, `since`/`until` (asked for).
+pub(super) async fn actions(
+    State(s): State<ApiState>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    jobs(&s, Queue::Actions, q).await
+}
+
+/// Notifications, newest first; the same filters as actions.
+pub(super) async fn notifications(
+    State(s): State<ApiState>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    jobs(&s, Queue::Notifications, q).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct DecisionQuery {
+    incident: Option<String>,
+    rule: Option<String>,
+    event: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+/// What rules decided, newest first: `incident`, `rule`, `event`,
+/// `since`/`until`.
+pub(super) async fn decisions(
+    State(s): State<ApiState>,
+    Query(q): Query<DecisionQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = DecisionFilter {
+        incident: q.incident,
+        rule: q.rule,
+        event: q.event,
+        at: q.paging.window()?,
+    };
+    let limit = q.paging.limit()?;
+    let page = s
+        .store
+        .list_decisions(&filter, q.paging.cursor.as_deref(), limit)
+        .await?;
+    answer("decisions", page)
+}
+
+/// The body of an acknowledgement.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    /// Who, when the token is shared (recorded beside its name).
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// Acknowledge an active incident: `{"by"?}`. Repeat notifications about
+/// it are muted until its status next changes. 409 if it has closed.
+pub(super) async fn acknowledge(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AckBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid acknowledgement: {e}")))?
+    };
+    let by = super::recorded_by(&caller, b.by.as_deref());
+    acknowledged(&id, s.store.acknowledge(&id, Some(&by)).await?)
+}
+
+/// Take an acknowledgement back: notifications flow again.
+pub(super) async fn unacknowledge(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    acknowledged(&id, s.store.acknowledge(&id, None).await?)
+}
+
+fn acknowledged(id: &str, a: Acknowledged) -> Result<Json<serde_json::Value>, ApiError> {
+    match a {
+        Acknowledged::Done(incident) => Ok(Json(json!({ "incident": incident }))),
+        Acknowledged::NotFound => Err(ApiError::NotFound(format!("no incident `{id}`"))),
+        Acknowledged::Closed(i) => Err(ApiError::Conflict(format!(
+            "incident `{id}` is {}; only an open or mitigating incident can be acknowledged",
+            i.status
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instant;
+
+    #[test]
+    fn instants_are_rfc3339_ms_or_a_duration_back() {
+        let now = 1_700_000_000_000;
+        assert_eq!(instant("1699999999000", now), Ok(1_699_999_999_000));
+        assert_eq!(instant("2023-11-14T22:13:20Z", now), Ok(1_700_000_000_000));
+        assert_eq!(instant("24h", now), Ok(now - 86_400_000));
+        assert_eq!(instant("15m", now), Ok(now - 900_000));
+        assert_eq!(instant("7d", now), Ok(now - 7 * 86_400_000));
+        for bad in ["yesterday", "h", "-5m", "5w", ""] {
+            assert!(instant(bad, now).is_err(), "{bad}");
+        }
+    }
+}
