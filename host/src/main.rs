@@ -91,9 +91,18 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
     /// Make a named API token: prints the token once, and the config
     /// entry that holds only its SHA-256.
-    Token {
+    New {
         /// Who or what will use it (recorded as `by` of what it does).
         #[arg(long)]
         name: String,
@@ -276,7 +285,9 @@ fn main() -> anyhow::Result<()> {
     let _telemetry = eventpulse::telemetry::init_to(&config.telemetry, to_stderr)?;
     match cli.command {
         Command::Plugin { command } => plugin(command, &config),
-        Command::Token { name, scope } => {
+        Command::Token {
+            command: TokenCommand::New { name, scope },
+        } => {
             let token = hex::encode(rand::random::<[u8; 32]>());
             let scope = match scope {
                 ScopeArg::Read => "read",

@@ -516,3 +516,35 @@ fn a_python_plugin_from_the_binary_alone() {
         "{report}"
     );
 }
+
+/// `eventpulse token new` prints a token once and a config entry holding
+/// only its hash; that entry, loaded as configuration, takes the token at
+/// the scope asked for.
+#[test]
+fn a_new_token_and_its_config_entry() {
+    let out = Command::new(BIN)
+        .args(["token", "new", "--name", "grafana", "--scope", "read"])
+        .env("EVENTPULSE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64, "{token}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let entry = &err[err.find("[[admin.tokens]]").expect("a config entry")..];
+    assert!(
+        !entry.contains(&token),
+        "the entry holds the hash, not the token"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eventpulse.toml");
+    std::fs::write(&file, entry).unwrap();
+    let config = eventpulse::config::Config::load(Some(&file)).unwrap();
+    let tokens =
+        eventpulse::api::auth::Tokens::new(&"main".to_owned().into(), &config.admin.tokens)
+            .unwrap();
+    let who = tokens.verify(&token).expect("the printed token is taken");
+    assert_eq!(who.name, "grafana");
+    assert_eq!(who.scope, eventpulse::config::TokenScope::Read);
+    assert!(tokens.verify(&token[1..]).is_none());
+}
