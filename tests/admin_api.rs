@@ -575,3 +575,55 @@ async fn acknowledgement_mutes_repeats_until_taken_back_and_lists_show_it_all() 
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// `GET /api/v1/openapi.json` is OpenAPI 3.1 and describes exactly the
+/// router's token-guarded routes, each with its security scheme and the
+/// shared error shape.
+#[tokio::test]
+async fn the_openapi_document_describes_every_guarded_route() {
+    let host = Host::start().await;
+    let r = host
+        .get("/api/v1/openapi.json")
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["components"]["schemas"]["ErrorBody"]["properties"]["error"].is_object());
+    let mut described = HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            described.insert((method.to_uppercase(), path.clone()));
+            let scheme = op["security"][0]
+                .as_object()
+                .and_then(|s| s.keys().next().cloned());
+            let route = routes()
+                .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
+                .unwrap_or_else(|| panic!("{method} {path} is described but not routed"));
+            let want = match route.guard {
+                Guard::Scoped => "api_token",
+                Guard::Ingest => "ingest_token",
+                g => panic!("{method} {path}: {g:?} routes are not in the document"),
+            };
+            assert_eq!(scheme.as_deref(), Some(want), "{method} {path}");
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path}: no 401"
+            );
+        }
+    }
+    for r in routes().filter(|r| matches!(r.guard, Guard::Scoped | Guard::Ingest)) {
+        assert!(
+            described.contains(&(r.method.to_owned(), r.path.to_owned())),
+            "{} {} is routed but not described",
+            r.method,
+            r.path
+        );
+    }
+}

@@ -55,7 +55,7 @@ struct Slot {
 }
 
 /// A plugin as the admin API lists it. Never includes config or secrets.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     /// Registry name (file stem).
     pub name: String,
@@ -71,7 +71,8 @@ pub struct PluginStatus {
     pub version: Option<String>,
     /// Description from `describe`.
     pub description: Option<String>,
-    /// Event kinds and labels it subscribes to.
+    /// Event kinds and labels it subscribes to: `{kind, labels: [[name, value]]}`.
+    #[schema(value_type = Vec<Object>)]
     pub subscriptions: Vec<types::Subscription>,
     /// Granted capabilities (names only).
     pub grants: Vec<&'static str>,
@@ -138,7 +139,7 @@ pub struct Registry {
 }
 
 /// The breaker of an action plugin on one target, for the admin API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TargetBreaker {
     /// The action plugin.
     pub plugin: String,

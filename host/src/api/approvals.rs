@@ -5,10 +5,23 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::json;
 
 use super::auth::Principal;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ErrorBody};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Actions waiting for approval.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WaitingList {
+    approvals: Vec<Waiting>,
+}
+
+/// An action after a ruling.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Ruled {
+    action: model::Job,
+}
 use crate::model;
 use crate::pipeline::approvals::{self, Ruling, RulingError, Verdict, Waiting};
 
@@ -26,9 +39,9 @@ impl From<RulingError> for ApiError {
 }
 
 /// Actions waiting for approval, the soonest to expire first.
-pub(super) async fn approvals(
-    State(s): State<ApiState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals",
+    responses((status = 200, body = WaitingList)))]
+pub(super) async fn approvals(State(s): State<ApiState>) -> Result<Json<WaitingList>, ApiError> {
     let waiting: Vec<Waiting> = s
         .store
         .awaiting_approval()
@@ -36,11 +49,11 @@ pub(super) async fn approvals(
         .iter()
         .filter_map(Waiting::of)
         .collect();
-    Ok(Json(json!({ "approvals": waiting })))
+    Ok(Json(WaitingList { approvals: waiting }))
 }
 
 /// A ruling's body.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RulingBody {
     /// Who rules, when the token is shared; recorded beside the token's
@@ -61,7 +74,7 @@ pub(super) async fn rule_on(
     id: &str,
     verdict: Verdict,
     body: &[u8],
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Ruled>, ApiError> {
     let b: RulingBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid ruling: {e}")))?;
     let ruling = Ruling {
@@ -72,27 +85,37 @@ pub(super) async fn rule_on(
         via: "api",
     };
     let job = approvals::rule(&s.store, s.registry.metrics(), id, &ruling).await?;
-    Ok(Json(json!({ "action": job })))
+    Ok(Json(Ruled { action: job }))
 }
 
 /// Approve a waiting action: `{"params_hash", "by"?, "reason"?}`; 409 if it
 /// is not waiting, has expired or the hash is not its request's.
+#[utoipa::path(post, path = "/api/v1/actions/{id}/approve", tag = "approvals",
+    params(("id" = String, Path, description = "the action")),
+    request_body(content = RulingBody),
+    responses((status = 200, body = Ruled), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn approve(
     State(s): State<ApiState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Ruled>, ApiError> {
     rule_on(&s, &caller, &id, Verdict::Approve, &body).await
 }
 
 /// Reject a waiting action: `{"by"?, "reason"?, "params_hash"?}`.
+#[utoipa::path(post, path = "/api/v1/actions/{id}/reject", tag = "approvals",
+    params(("id" = String, Path, description = "the action")),
+    request_body(content = RulingBody),
+    responses((status = 200, body = Ruled), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn reject(
     State(s): State<ApiState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Ruled>, ApiError> {
     rule_on(&s, &caller, &id, Verdict::Reject, &body).await
 }
 

@@ -5,11 +5,43 @@ use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use serde_json::json;
 use tracing::Instrument as _;
 
 use super::auth::check_ingest_token;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ErrorBody};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A generic event, taken.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EventAccepted {
+    /// The event's id.
+    id: String,
+    /// It had been taken before.
+    duplicate: bool,
+}
+
+/// Kubernetes Warning events, taken.
+#[derive(Serialize, ToSchema)]
+pub(super) struct KubeAccepted {
+    /// New occurrences.
+    accepted: u64,
+    /// Seen before.
+    duplicates: u64,
+    /// Not Warning events.
+    ignored: u64,
+    /// Each Warning's dedup key.
+    dedup_keys: Vec<String>,
+}
+
+/// An Alertmanager notification, taken.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AlertsAccepted {
+    /// Alerts in the notification.
+    accepted: u64,
+    /// Of them, new instances or status changes (an event each).
+    new_events: u64,
+}
 use crate::ingest::{alertmanager, cloudevents, kubernetes};
 use crate::store::{IngestWrite, Ingested};
 use crate::telemetry::trace;
@@ -27,11 +59,15 @@ fn body_or_error(
 /// A generic event (CloudEvents 1.0, structured JSON). 202 once it is
 /// durable (`duplicate: true` if it already was); 400 naming the attribute
 /// at fault; 503 when the store cannot take it now.
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+    request_body(content = Object, description = "a CloudEvents 1.0 event, structured JSON", content_type = "application/json"),
+    responses((status = 202, body = EventAccepted), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn ingest_event(
     State(s): State<ApiState>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
     let (span, caller) = trace::ingest_span("cloudevents", &headers);
     let accepted = accept_event(&s, headers, caller, body)
         .instrument(span)
@@ -44,7 +80,7 @@ pub(super) async fn accept_event(
     headers: axum::http::HeaderMap,
     caller: Option<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let mut event = cloudevents::parse(&body, crate::store::now_ms() as u64)
@@ -59,18 +95,26 @@ pub(super) async fn accept_event(
     s.registry.metrics().ingested("cloudevents", outcome, 1);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "duplicate": !new })),
+        Json(EventAccepted {
+            id,
+            duplicate: !new,
+        }),
     ))
 }
 
 /// Kubernetes Warning events (`?cluster=` names the cluster). 202 once
 /// they are durable and counted; 400 naming the field at fault.
+#[utoipa::path(post, path = "/api/v1/events/kubernetes", tag = "ingest",
+    params(("cluster" = Option<String>, Query, description = "the cluster's name")),
+    request_body(content = Object, description = "an Event, an EventList or an array of Events", content_type = "application/json"),
+    responses((status = 202, body = KubeAccepted), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn ingest_kubernetes(
     State(s): State<ApiState>,
     headers: axum::http::HeaderMap,
     Query(q): Query<ClusterQuery>,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<KubeAccepted>), ApiError> {
     let (span, caller) = trace::ingest_span("kubernetes", &headers);
     let accepted = accept_kubernetes(&s, headers, caller, q, body)
         .instrument(span)
@@ -84,7 +128,7 @@ pub(super) async fn accept_kubernetes(
     caller: Option<String>,
     q: ClusterQuery,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<KubeAccepted>), ApiError> {
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let now = crate::store::now_ms();
@@ -103,12 +147,12 @@ pub(super) async fn accept_kubernetes(
     metrics.ingested("kubernetes", "deduplicated", duplicates);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "accepted": new,
-            "duplicates": duplicates,
-            "ignored": batch.ignored,
-            "dedup_keys": batch.warnings.iter().map(|w| w.dedup_key.as_str()).collect::<Vec<_>>(),
-        })),
+        Json(KubeAccepted {
+            accepted: new as u64,
+            duplicates: duplicates as u64,
+            ignored: batch.ignored as u64,
+            dedup_keys: batch.warnings.iter().map(|w| w.dedup_key.clone()).collect(),
+        }),
     ))
 }
 
@@ -120,11 +164,15 @@ pub(super) struct ClusterQuery {
 /// The Alertmanager webhook. 200 only once the alerts and their events are
 /// durable; 4xx (never retried by Alertmanager) for a body that will never
 /// be accepted; 503 (retried) when the store cannot take it now.
+#[utoipa::path(post, path = "/api/v1/alerts/alertmanager", tag = "ingest",
+    request_body(content = Object, description = "an Alertmanager webhook (version 4)", content_type = "application/json"),
+    responses((status = 200, body = AlertsAccepted), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn ingest_alertmanager(
     State(s): State<ApiState>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AlertsAccepted>, ApiError> {
     let (span, caller) = trace::ingest_span("alertmanager", &headers);
     let accepted = accept_alertmanager(&s, headers, caller, body)
         .instrument(span)
@@ -145,7 +193,7 @@ pub(super) async fn accept_alertmanager(
     headers: axum::http::HeaderMap,
     caller: Option<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AlertsAccepted>, ApiError> {
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let notification =
@@ -176,7 +224,8 @@ pub(super) async fn accept_alertmanager(
         "deduplicated",
         outcome.alerts.saturating_sub(outcome.events),
     );
-    Ok(Json(
-        json!({ "accepted": outcome.alerts, "new_events": outcome.events }),
-    ))
+    Ok(Json(AlertsAccepted {
+        accepted: outcome.alerts as u64,
+        new_events: outcome.events as u64,
+    }))
 }

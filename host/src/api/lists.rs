@@ -9,14 +9,15 @@
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::{ApiError, ApiState};
-use crate::model::{AlertStatus, IncidentStatus, JobStatus, Severity};
+use super::{ApiError, ApiState, ErrorBody};
+use crate::model::{AlertStatus, Incident, IncidentStatus, JobStatus, Severity};
 use crate::store::{
-    Acknowledged, AlertFilter, BadCursor, DecisionFilter, IncidentFilter, JobFilter, Page, Queue,
-    Window,
+    Acknowledged, AlertFilter, BadCursor, Decision, DecisionFilter, IncidentFilter, JobFilter,
+    ListedJob, Page, Queue, StoredAlert, Window,
 };
 
 /// The largest page; the default is 50.
@@ -112,15 +113,55 @@ fn one<T>(
     .transpose()
 }
 
-/// A page as the API answers it: `{<name>: [...], "next_cursor": ...}`.
-fn answer<T: serde::Serialize>(
-    name: &str,
-    page: Result<Page<T>, BadCursor>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let page = page.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(
-        json!({ name: page.items, "next_cursor": page.next_cursor }),
-    ))
+/// The page, or a 400 for a cursor that is not this list's.
+fn read<T>(page: Result<Page<T>, BadCursor>) -> Result<Page<T>, ApiError> {
+    page.map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// A page of incidents.
+#[derive(Serialize, ToSchema)]
+pub(super) struct IncidentPage {
+    incidents: Vec<Incident>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// A page of alert instances.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AlertPage {
+    alerts: Vec<StoredAlert>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// A page of actions.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActionPage {
+    actions: Vec<ListedJob>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// A page of notifications.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NotificationPage {
+    notifications: Vec<ListedJob>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// A page of the decisions log.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DecisionPage {
+    decisions: Vec<Decision>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// An incident after an acknowledgement changed.
+#[derive(Serialize, ToSchema)]
+pub(super) struct IncidentAnswer {
+    incident: Incident,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -133,12 +174,23 @@ pub(super) struct IncidentQuery {
     paging: Paging,
 }
 
-/// Incidents, newest first: `status` (comma-separated), `service`,
-/// `severity`, `rule`, `since`/`until` (opened).
+/// Incidents, newest first.
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents",
+    params(
+        ("status" = Option<String>, Query, description = "comma-separated: open, mitigating, resolved, failed"),
+        ("service" = Option<String>, Query, description = "the affected service"),
+        ("severity" = Option<String>, Query, description = "info, warning, error or critical"),
+        ("rule" = Option<String>, Query, description = "the rule that opened it"),
+        ("since" = Option<String>, Query, description = "opened at or after: RFC 3339, ms, or a duration back (24h)"),
+        ("until" = Option<String>, Query, description = "opened before"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+    ),
+    responses((status = 200, body = IncidentPage), (status = 400, body = ErrorBody)))]
 pub(super) async fn incidents(
     State(s): State<ApiState>,
     Query(q): Query<IncidentQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IncidentPage>, ApiError> {
     let filter = IncidentFilter {
         status: names("status", q.status.as_deref(), IncidentStatus::parse)?,
         service: q.service,
@@ -147,11 +199,15 @@ pub(super) async fn incidents(
         opened: q.paging.window()?,
     };
     let limit = q.paging.limit()?;
-    let page = s
-        .store
-        .list_incidents(&filter, q.paging.cursor.as_deref(), limit)
-        .await?;
-    answer("incidents", page)
+    let page = read(
+        s.store
+            .list_incidents(&filter, q.paging.cursor.as_deref(), limit)
+            .await?,
+    )?;
+    Ok(Json(IncidentPage {
+        incidents: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -169,12 +225,22 @@ fn alert_status(name: &str) -> Option<AlertStatus> {
         .find(|s| s.as_str() == name)
 }
 
-/// Alert instances, the most recently first seen first: `status`,
-/// `name` (alertname), `incident`, `since`/`until` (first seen).
+/// Alert instances, the most recently first seen first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "incidents",
+    params(
+        ("status" = Option<String>, Query, description = "firing or resolved"),
+        ("name" = Option<String>, Query, description = "the alertname"),
+        ("incident" = Option<String>, Query, description = "linked to this incident"),
+        ("since" = Option<String>, Query, description = "first seen at or after"),
+        ("until" = Option<String>, Query, description = "first seen before"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+    ),
+    responses((status = 200, body = AlertPage), (status = 400, body = ErrorBody)))]
 pub(super) async fn alerts(
     State(s): State<ApiState>,
     Query(q): Query<AlertQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AlertPage>, ApiError> {
     let filter = AlertFilter {
         status: one("status", q.status.as_deref(), alert_status)?,
         name: q.name,
@@ -182,11 +248,15 @@ pub(super) async fn alerts(
         seen: q.paging.window()?,
     };
     let limit = q.paging.limit()?;
-    let page = s
-        .store
-        .list_alerts(&filter, q.paging.cursor.as_deref(), limit)
-        .await?;
-    answer("alerts", page)
+    let page = read(
+        s.store
+            .list_alerts(&filter, q.paging.cursor.as_deref(), limit)
+            .await?,
+    )?;
+    Ok(Json(AlertPage {
+        alerts: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -199,11 +269,7 @@ pub(super) struct JobQuery {
     paging: Paging,
 }
 
-async fn jobs(
-    s: &ApiState,
-    queue: Queue,
-    q: JobQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn jobs(s: &ApiState, queue: Queue, q: JobQuery) -> Result<Page<ListedJob>, ApiError> {
     let filter = JobFilter {
         incident: q.incident,
         status: names("status", q.status.as_deref(), JobStatus::parse)?,
@@ -212,28 +278,59 @@ async fn jobs(
         created: q.paging.window()?,
     };
     let limit = q.paging.limit()?;
-    let page = s
-        .store
-        .list_jobs(queue, &filter, q.paging.cursor.as_deref(), limit)
-        .await?;
-    answer(queue.table(), page)
+    read(
+        s.store
+            .list_jobs(queue, &filter, q.paging.cursor.as_deref(), limit)
+            .await?,
+    )
 }
 
-/// Actions, newest first: `incident`, `status` (comma-separated),
-/// `plugin`, `rule`, `since`/`until` (asked for).
+/// Actions, newest first, with attempts, last error and result.
+#[utoipa::path(get, path = "/api/v1/actions", tag = "incidents",
+    params(
+        ("incident" = Option<String>, Query, description = "of this incident"),
+        ("status" = Option<String>, Query, description = "comma-separated job statuses"),
+        ("plugin" = Option<String>, Query, description = "run by this plugin"),
+        ("rule" = Option<String>, Query, description = "asked for by this rule"),
+        ("since" = Option<String>, Query, description = "asked for at or after"),
+        ("until" = Option<String>, Query, description = "asked for before"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+    ),
+    responses((status = 200, body = ActionPage), (status = 400, body = ErrorBody)))]
 pub(super) async fn actions(
     State(s): State<ApiState>,
     Query(q): Query<JobQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    jobs(&s, Queue::Actions, q).await
+) -> Result<Json<ActionPage>, ApiError> {
+    let page = jobs(&s, Queue::Actions, q).await?;
+    Ok(Json(ActionPage {
+        actions: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Notifications, newest first; the same filters as actions.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "incidents",
+    params(
+        ("incident" = Option<String>, Query, description = "of this incident"),
+        ("status" = Option<String>, Query, description = "comma-separated job statuses"),
+        ("plugin" = Option<String>, Query, description = "run by this plugin"),
+        ("rule" = Option<String>, Query, description = "asked for by this rule"),
+        ("since" = Option<String>, Query, description = "asked for at or after"),
+        ("until" = Option<String>, Query, description = "asked for before"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+    ),
+    responses((status = 200, body = NotificationPage), (status = 400, body = ErrorBody)))]
 pub(super) async fn notifications(
     State(s): State<ApiState>,
     Query(q): Query<JobQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    jobs(&s, Queue::Notifications, q).await
+) -> Result<Json<NotificationPage>, ApiError> {
+    let page = jobs(&s, Queue::Notifications, q).await?;
+    Ok(Json(NotificationPage {
+        notifications: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -245,12 +342,22 @@ pub(super) struct DecisionQuery {
     paging: Paging,
 }
 
-/// What rules decided, newest first: `incident`, `rule`, `event`,
-/// `since`/`until`.
+/// What rules decided, newest first.
+#[utoipa::path(get, path = "/api/v1/decisions", tag = "incidents",
+    params(
+        ("incident" = Option<String>, Query, description = "about this incident"),
+        ("rule" = Option<String>, Query, description = "made by this rule"),
+        ("event" = Option<String>, Query, description = "on this event id"),
+        ("since" = Option<String>, Query, description = "made at or after"),
+        ("until" = Option<String>, Query, description = "made before"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50"),
+    ),
+    responses((status = 200, body = DecisionPage), (status = 400, body = ErrorBody)))]
 pub(super) async fn decisions(
     State(s): State<ApiState>,
     Query(q): Query<DecisionQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DecisionPage>, ApiError> {
     let filter = DecisionFilter {
         incident: q.incident,
         rule: q.rule,
@@ -258,30 +365,39 @@ pub(super) async fn decisions(
         at: q.paging.window()?,
     };
     let limit = q.paging.limit()?;
-    let page = s
-        .store
-        .list_decisions(&filter, q.paging.cursor.as_deref(), limit)
-        .await?;
-    answer("decisions", page)
+    let page = read(
+        s.store
+            .list_decisions(&filter, q.paging.cursor.as_deref(), limit)
+            .await?,
+    )?;
+    Ok(Json(DecisionPage {
+        decisions: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
-/// The body of an acknowledgement.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The body of an acknowledgement (may be empty).
+#[derive(Debug, Default, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
+pub(super) struct AckBody {
     /// Who, when the token is shared (recorded beside its name).
     #[serde(default)]
     by: Option<String>,
 }
 
-/// Acknowledge an active incident: `{"by"?}`. Repeat notifications about
-/// it are muted until its status next changes. 409 if it has closed.
+/// Acknowledge an active incident. Repeat notifications about it are
+/// muted until its status next changes. 409 if it has closed.
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/acknowledge", tag = "incidents",
+    params(("id" = String, Path, description = "the incident")),
+    request_body(content = Option<AckBody>, description = "optional: who, when the token is shared"),
+    responses((status = 200, body = IncidentAnswer), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn acknowledge(
     State(s): State<ApiState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IncidentAnswer>, ApiError> {
     let b: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
         AckBody::default()
     } else {
@@ -293,16 +409,20 @@ pub(super) async fn acknowledge(
 }
 
 /// Take an acknowledgement back: notifications flow again.
+#[utoipa::path(delete, path = "/api/v1/incidents/{id}/acknowledge", tag = "incidents",
+    params(("id" = String, Path, description = "the incident")),
+    responses((status = 200, body = IncidentAnswer), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub(super) async fn unacknowledge(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IncidentAnswer>, ApiError> {
     acknowledged(&id, s.store.acknowledge(&id, None).await?)
 }
 
-fn acknowledged(id: &str, a: Acknowledged) -> Result<Json<serde_json::Value>, ApiError> {
+fn acknowledged(id: &str, a: Acknowledged) -> Result<Json<IncidentAnswer>, ApiError> {
     match a {
-        Acknowledged::Done(incident) => Ok(Json(json!({ "incident": incident }))),
+        Acknowledged::Done(incident) => Ok(Json(IncidentAnswer { incident })),
         Acknowledged::NotFound => Err(ApiError::NotFound(format!("no incident `{id}`"))),
         Acknowledged::Closed(i) => Err(ApiError::Conflict(format!(
             "incident `{id}` is {}; only an open or mitigating incident can be acknowledged",

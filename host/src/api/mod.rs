@@ -14,6 +14,7 @@ mod approvals;
 pub mod auth;
 mod ingest;
 pub mod lists;
+mod openapi;
 mod plugins;
 mod records;
 
@@ -133,6 +134,7 @@ route_group!(SCOPED, scoped, Guard::Scoped, [
     delete "/api/v1/silences/{id}" => records::expire_silence,
     get "/api/v1/approvals" => approvals::approvals,
     post "/api/v1/actions/{id}/approve" => approvals::approve,
+    get "/api/v1/openapi.json" => openapi::document,
     post "/api/v1/actions/{id}/reject" => approvals::reject,
 ]);
 
@@ -247,6 +249,19 @@ async fn readyz(State(s): State<ApiState>) -> Response {
         let body = json!({"ready": false, "failing": failing});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
+}
+
+/// Every error's body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// A plugin failure's kind (`trap`, `timeout`, `fuel`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Whether the same call may succeed later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
 }
 
 /// How a request failed.

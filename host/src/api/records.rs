@@ -4,29 +4,90 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde_json::json;
 
 use super::auth::Principal;
-use super::{ApiError, ApiState, Limit};
+use super::{ApiError, ApiState, ErrorBody, Limit};
+use crate::model::{AuditRecord, Silence};
+use crate::registry::TargetBreaker;
+use crate::store::{DeadLetter, IncidentDetail};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+/// One incident with everything linked to it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct IncidentAnswer {
+    incident: IncidentDetail,
+}
+
+/// Dead letters, newest first.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadLetterList {
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// Breakers of action plugins per target.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BreakerList {
+    breakers: Vec<TargetBreaker>,
+}
+
+/// Capability audit records, newest first.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditList {
+    audit: Vec<AuditRecord>,
+}
+
+/// A dead letter put back on its queue.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Replayed {
+    /// The letter.
+    replayed: i64,
+    /// `actions` or `notifications`.
+    queue: String,
+    /// The job's id, pending again.
+    job: String,
+}
+
+/// Silences.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SilenceList {
+    silences: Vec<Silence>,
+}
+
+/// One silence.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SilenceAnswer {
+    silence: Silence,
+}
+
+/// One incident with its timeline, alerts, actions and notifications.
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents",
+    params(("id" = String, Path, description = "the incident")),
+    responses((status = 200, body = IncidentAnswer), (status = 404, body = ErrorBody)))]
 pub(super) async fn incident(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IncidentAnswer>, ApiError> {
     let detail = s
         .store
         .incident_detail(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))?;
-    Ok(Json(json!({ "incident": detail })))
+    Ok(Json(IncidentAnswer { incident: detail }))
 }
 
+/// What a stage gave up on, and why, newest first.
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "operations",
+    params(("limit" = Option<u32>, Query, description = "1 to 1000, default 50")),
+    responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody)))]
 pub(super) async fn dead_letters(
     State(s): State<ApiState>,
     Query(limit): Query<Limit>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     let letters = s.store.dead_letters(limit.get()).await?;
-    Ok(Json(json!({ "dead_letters": letters })))
+    Ok(Json(DeadLetterList {
+        dead_letters: letters,
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -36,27 +97,39 @@ pub(super) struct AuditQuery {
 }
 
 /// Circuit breakers of action plugins per target.
-pub(super) async fn breakers(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "breakers": s.registry.target_breakers() }))
+#[utoipa::path(get, path = "/api/v1/breakers", tag = "operations",
+    responses((status = 200, body = BreakerList)))]
+pub(super) async fn breakers(State(s): State<ApiState>) -> Json<BreakerList> {
+    Json(BreakerList {
+        breakers: s.registry.target_breakers(),
+    })
 }
 
 /// Capability audit records, newest first (`?plugin=` to narrow).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "operations",
+    params(("plugin" = Option<String>, Query, description = "only this plugin's"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50")),
+    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody)))]
 pub(super) async fn audit_log(
     State(s): State<ApiState>,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditList>, ApiError> {
     let limit = Limit { limit: q.limit }.get();
     let records = s.store.audit_log(q.plugin.as_deref(), limit).await?;
-    Ok(Json(json!({ "audit": records })))
+    Ok(Json(AuditList { audit: records }))
 }
 
 /// Run a dead-lettered action or notification again, with a fresh attempt
 /// budget. Rule-stage letters are for inspection: replaying one would run
 /// every rule on the event again, including those that succeeded.
+#[utoipa::path(post, path = "/api/v1/dead-letters/{id}/replay", tag = "operations",
+    params(("id" = i64, Path, description = "the dead letter")),
+    responses((status = 200, body = Replayed), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn replay_dead_letter(
     State(s): State<ApiState>,
     Path(id): Path<i64>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Replayed>, ApiError> {
     let (letter, payload) = s
         .store
         .dead_letter(id)
@@ -77,7 +150,11 @@ pub(super) async fn replay_dead_letter(
                 "dead letter {id} was already replayed or its job is no longer failed"
             ))
         })?;
-    Ok(Json(json!({ "replayed": id, "queue": queue, "job": job })))
+    Ok(Json(Replayed {
+        replayed: id,
+        queue: queue.table().to_owned(),
+        job,
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -88,20 +165,26 @@ pub(super) struct SilencesQuery {
 }
 
 /// Silences not yet over (`?all=true`: every one).
+#[utoipa::path(get, path = "/api/v1/silences", tag = "operations",
+    params(("all" = Option<bool>, Query, description = "include ended ones")),
+    responses((status = 200, body = SilenceList), (status = 400, body = ErrorBody)))]
 pub(super) async fn silences(
     State(s): State<ApiState>,
     Query(q): Query<SilencesQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SilenceList>, ApiError> {
     let list = s.store.silences(crate::store::now_ms(), q.all).await?;
-    Ok(Json(json!({ "silences": list })))
+    Ok(Json(SilenceList { silences: list }))
 }
 
 /// Make a silence: 201 with it, 400 naming what is wrong.
+#[utoipa::path(post, path = "/api/v1/silences", tag = "operations",
+    request_body(content = crate::pipeline::silences::NewSilence),
+    responses((status = 201, body = SilenceAnswer), (status = 400, body = ErrorBody)))]
 pub(super) async fn create_silence(
     State(s): State<ApiState>,
     Extension(caller): Extension<Principal>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<SilenceAnswer>), ApiError> {
     let mut asked: crate::pipeline::silences::NewSilence = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid silence: {e}")))?;
     asked.created_by = super::recorded_by(&caller, Some(&asked.created_by));
@@ -110,18 +193,22 @@ pub(super) async fn create_silence(
         .map_err(ApiError::BadRequest)?;
     s.store.create_silence(&silence).await?;
     tracing::info!(silence = %silence.id, by = %silence.created_by, matchers = ?silence.matchers, "silence created");
-    Ok((StatusCode::CREATED, Json(json!({ "silence": silence }))))
+    Ok((StatusCode::CREATED, Json(SilenceAnswer { silence })))
 }
 
 /// End a silence now: 404 if there is none, 409 if it had ended.
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "operations",
+    params(("id" = String, Path, description = "the silence")),
+    responses((status = 200, body = SilenceAnswer), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub(super) async fn expire_silence(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SilenceAnswer>, ApiError> {
     let now = crate::store::now_ms();
     if let Some(silence) = s.store.expire_silence(&id, now).await? {
         tracing::info!(silence = %id, "silence expired");
-        return Ok(Json(json!({ "silence": silence })));
+        return Ok(Json(SilenceAnswer { silence }));
     }
     match s.store.silence(&id).await? {
         None => Err(ApiError::NotFound(format!("no silence `{id}`"))),

@@ -102,7 +102,19 @@ impl std::fmt::Display for EventKind {
 }
 
 /// How severe an alert or incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Severity {
     /// For the record.
     Info,
@@ -152,7 +164,7 @@ impl std::fmt::Display for Severity {
 }
 
 /// Whether an alert is firing or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AlertStatus {
     /// Firing.
     Firing,
@@ -171,7 +183,7 @@ impl AlertStatus {
 }
 
 /// Ids that tie one alert's journey together.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Correlation {
     /// `fingerprint:startsAt` of the alert.
     pub alert_id: Option<String>,
@@ -182,7 +194,7 @@ pub struct Correlation {
 }
 
 /// An alert as the host normalised it (Alertmanager, generic events).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     /// Stable identity of the alert series (Alertmanager's fingerprint).
     pub fingerprint: String,
@@ -205,7 +217,7 @@ pub struct Alert {
 }
 
 /// The envelope every event travels in (CloudEvents names where they fit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// UUIDv7.
     pub id: String,

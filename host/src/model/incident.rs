@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 use super::Severity;
 
 /// Where an incident is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IncidentStatus {
     /// Opened; nothing done yet.
@@ -86,7 +86,7 @@ fn severity_name<S: Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error>
 }
 
 /// An incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Incident {
     /// UUIDv7.
     pub id: String,
@@ -98,6 +98,7 @@ pub struct Incident {
     pub service: String,
     /// How severe (shown lower-case).
     #[serde(serialize_with = "severity_name")]
+    #[schema(value_type = String, example = "critical")]
     pub severity: Severity,
     /// Where it is in its lifecycle.
     pub status: IncidentStatus,
@@ -122,7 +123,7 @@ pub struct Incident {
 }
 
 /// One line of an incident's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     /// When (ms).
     pub at: i64,

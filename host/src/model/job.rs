@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for its next attempt.
@@ -84,7 +84,7 @@ impl PartialEq<&str> for JobStatus {
 }
 
 /// A unit of work in a queue: one action or one notification.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Job {
     /// `action_id` or notification id.
     pub id: String,

@@ -41,7 +41,7 @@ pub struct TimerWrite {
 }
 
 /// One capability call worth keeping.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Milliseconds since the epoch (host clock).
     pub at: i64,

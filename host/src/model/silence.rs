@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a silence mutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SilenceMode {
     /// A matching firing alert is stored and counted, and handed to no
@@ -37,7 +37,7 @@ impl SilenceMode {
 /// A recurring weekly window, in UTC: active on `days` from `from` to `to`
 /// (`HH:MM`); a window whose `to` is before its `from` runs past midnight
 /// into the next day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Weekly {
     /// `mon` … `sun`.
@@ -98,7 +98,7 @@ impl Weekly {
 }
 
 /// A silence as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Silence {
     /// UUIDv7.
     pub id: String,

@@ -130,7 +130,7 @@ pub enum RulingError {
 }
 
 /// A waiting action as approvers see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Waiting {
     /// The action's id.
     pub id: String,

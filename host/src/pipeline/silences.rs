@@ -70,7 +70,7 @@ impl Active {
 }
 
 /// A silence as asked for (admin API body, CLI flags).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSilence {
     /// Alertmanager matchers, at least one; all must match.

@@ -139,7 +139,7 @@ impl<'de> Deserialize<'de> for Matchers {
 }
 
 /// Per-invocation limits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Fuel units (roughly wasm instructions) per invocation.

@@ -501,7 +501,7 @@ fn compatible(version: &str) -> bool {
 }
 
 /// What a plugin is, from the interface its component exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginKind {
     /// Exports `rule-plugin`.

@@ -11,7 +11,7 @@ use super::queues::Queue;
 use super::tx::Tx;
 
 /// A dead letter.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Row id, for replay.
     pub id: i64,

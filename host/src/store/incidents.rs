@@ -15,7 +15,7 @@ pub(super) const INCIDENT_COLUMNS: &str = "id, dedup_key, title, service, severi
                                 acknowledged_by, acknowledged_at";
 
 /// An incident with everything linked to it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IncidentDetail {
     /// The incident.
     #[serde(flatten)]

@@ -94,7 +94,7 @@ pub struct DecisionFilter {
 
 /// An alert instance as stored: one series (`fingerprint`) from one
 /// `starts_at`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredAlert {
     /// `fingerprint:starts_at`, as incidents list their alerts.
     pub id: String,
@@ -127,7 +127,7 @@ pub struct StoredAlert {
 }
 
 /// An action or notification with when it was asked for and last changed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ListedJob {
     /// The job.
     #[serde(flatten)]
@@ -139,7 +139,7 @@ pub struct ListedJob {
 }
 
 /// One rule invocation from the decisions log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     /// Its position in the log.
     pub id: i64,

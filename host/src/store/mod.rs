@@ -152,7 +152,7 @@ fn alert_status(a: &model::Alert) -> &'static str {
 }
 
 /// A recorded sandbox failure.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct FailureRecord {
     /// The export that was called (`decide`, `run`, ...).
     pub operation: String,
