@@ -9,7 +9,7 @@ use std::time::Duration;
 use eventpulse::api::{Guard, routes};
 use eventpulse::model::{AlertStatus, Incident, IncidentStatus, Severity};
 use eventpulse_tests::{
-    Backend, Host, READ_TOKEN, TOKEN, alert_event, post_webhook, scripted_alert,
+    Backend, Host, READ_TOKEN, TOKEN, alert_event, post_webhook, scripted_alert, wait_for,
 };
 
 const CPU: &str = "[limits]\ntimeout_ms = 500\n\n[config]\ncooldown_secs = \"60\"\n";
@@ -287,7 +287,11 @@ async fn all_pages(host: &Host, path: &str, list: &str, limit: u32) -> (Vec<Stri
         let body: serde_json::Value = r.json().await.unwrap();
         let items = body[list].as_array().unwrap();
         assert!(items.len() <= limit as usize);
-        ids.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        // Decision ids are numbers, the others strings.
+        ids.extend(items.iter().map(|i| match i["id"].as_str() {
+            Some(s) => s.to_owned(),
+            None => i["id"].to_string(),
+        }));
         pages += 1;
         match body["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -626,4 +630,243 @@ async fn the_openapi_document_describes_every_guarded_route() {
             r.path
         );
     }
+}
+
+/// A stand-in for an HTTP endpoint a rule posts to: counts requests.
+async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr.to_string(), hits)
+}
+
+fn threshold_manifest(threshold: u32, probe: &str) -> String {
+    format!(
+        "[grants]\nhttp = {{ allow = [\"{probe}\"] }}\n\n[config]\nthreshold = \"{threshold}\"\n"
+    )
+}
+
+/// The value of event `k` of 200: spread over 0..=100.
+fn value_of(k: u32) -> u32 {
+    (k * 37) % 101
+}
+
+/// 200 varied alerts go through `rule-threshold` at 80; replaying a
+/// candidate at 90 (a component sent in the request, not installed) lists
+/// exactly the events above 80, with the fields that differ, and the
+/// candidate's HTTP call is refused: the stand-in it posts to hears
+/// nothing during the replay. Replaying the installed rule itself finds
+/// no difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_diffs_a_candidate_against_what_was_decided_and_touches_nothing() {
+    use std::sync::atomic::Ordering;
+    let host = Host::start_on(Backend::Sqlite).await;
+    let (probe, hits) = counting_server().await;
+    host.install("action-noop", "action-noop", "");
+    host.install("notifier-log", "notifier-log", "");
+    host.install_now(
+        "rule-threshold",
+        "rule-threshold",
+        &threshold_manifest(80, &probe),
+    )
+    .await;
+    let mut value_by_fingerprint = std::collections::HashMap::new();
+    for k in 0..200u32 {
+        let mut body = eventpulse::ingest::alertmanager::sample(
+            "Load",
+            &[
+                ("test", "threshold"),
+                ("service", &format!("svc-{}", k % 7)),
+                ("n", &k.to_string()),
+            ],
+            false,
+            "2026-11-24T10:00:00Z",
+            "",
+        );
+        body["alerts"][0]["annotations"]["value"] = value_of(k).to_string().into();
+        if k % 20 == 0 {
+            body["alerts"][0]["annotations"]["probe"] = format!("http://{probe}/probe").into();
+        }
+        let fp = body["alerts"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        value_by_fingerprint.insert(fp, value_of(k));
+        assert_eq!(post_webhook(&host.url, &body).await.0, 200);
+    }
+    let probes = 10;
+    let logged = wait_for("200 decisions logged", Duration::from_secs(60), || async {
+        let (ids, _) = all_pages(
+            &host,
+            "/api/v1/decisions?rule=rule-threshold",
+            "decisions",
+            1000,
+        )
+        .await;
+        // One per alert, and one per action outcome (heard by the rule
+        // that asked).
+        let c = host.store.counts().await.unwrap();
+        let settled = c.actions > 0 && c.actions_completed == c.actions;
+        (settled && ids.len() as i64 == 200 + c.actions).then_some(ids)
+    })
+    .await;
+    let decided = logged.len() as u64;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        probes,
+        "the live rule's probes arrived"
+    );
+
+    // Which events are above 80, from the stored alerts.
+    let mut above = HashSet::new();
+    let events: std::collections::HashMap<String, eventpulse::model::Event> = host
+        .store
+        .outbox_after(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "alert.raised")
+        .map(|(_, _, p)| {
+            let e: eventpulse::model::Event = serde_json::from_str(&p).unwrap();
+            (e.id.clone(), e)
+        })
+        .collect();
+    for d in host
+        .get_json("/api/v1/decisions?rule=rule-threshold&limit=1000")
+        .await["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["event_kind"] == "alert.raised")
+    {
+        let event = d["event_id"].as_str().unwrap().to_owned();
+        let alert = events[&event].alert.as_ref().unwrap();
+        let v = value_by_fingerprint[&alert.fingerprint];
+        if v > 80 {
+            above.insert((event, v));
+        }
+    }
+    assert!(
+        above.len() > 20 && above.len() < 100,
+        "{} above 80",
+        above.len()
+    );
+
+    let candidate = std::fs::read(eventpulse_tests::component("rule-threshold")).unwrap();
+    use base64::Engine as _;
+    let r = host
+        .post("/api/v1/replay")
+        .json(&serde_json::json!({
+            "rule": "rule-threshold-v2",
+            "against": "rule-threshold",
+            "since": "1h",
+            "component_base64": base64::engine::general_purpose::STANDARD.encode(&candidate),
+            "manifest": threshold_manifest(90, &probe),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    let summary = &answer["summary"];
+    assert_eq!(summary["replayed"], decided, "{summary}");
+    assert_eq!(summary["different"], above.len(), "{summary}");
+    assert_eq!(summary["same"], decided - above.len() as u64, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["refused_calls"], probes, "{summary}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        probes,
+        "the replay posted nothing"
+    );
+    let diffs = answer["differences"].as_array().unwrap();
+    let listed: HashSet<String> = diffs
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let want: HashSet<String> = above.iter().map(|(e, _)| e.clone()).collect();
+    assert_eq!(listed, want, "exactly the events above 80");
+    for d in diffs {
+        let id = d["event_id"].as_str().unwrap();
+        let v = above.iter().find(|(e, _)| e == id).unwrap().1;
+        let fields: Vec<&str> = d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            ["incident", "actions", "notifications"],
+            "value {v}: {d}"
+        );
+        let incident = &d["changes"][0];
+        if v <= 90 {
+            assert!(
+                incident["now"].is_null() && !incident["then"].is_null(),
+                "value {v}: {d}"
+            );
+        } else {
+            let text = incident.to_string();
+            assert!(
+                text.contains("critical") || text.contains("Critical"),
+                "value {v}: {d}"
+            );
+            assert!(!incident["now"].is_null(), "value {v}: {d}");
+        }
+    }
+
+    let r = host
+        .post("/api/v1/replay")
+        .json(&serde_json::json!({ "rule": "rule-threshold", "since": "1h" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let same: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(same["summary"]["replayed"], decided, "{same}");
+    assert_eq!(same["summary"]["different"], 0, "{same}");
+    assert_eq!(hits.load(Ordering::SeqCst), probes, "still nothing posted");
+
+    for (body, status) in [
+        (
+            serde_json::json!({ "rule": "no-such-rule", "since": "1h" }),
+            404,
+        ),
+        (
+            serde_json::json!({ "rule": "action-noop", "since": "1h" }),
+            422,
+        ),
+        (
+            serde_json::json!({ "rule": "rule-threshold", "since": "last week" }),
+            400,
+        ),
+        (serde_json::json!({ "rule": "rule-threshold" }), 400),
+    ] {
+        let r = host
+            .post("/api/v1/replay")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/replay", host.url))
+        .bearer_auth(READ_TOKEN)
+        .json(&serde_json::json!({ "rule": "rule-threshold", "since": "1h" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a replay needs the admin scope");
 }

@@ -111,6 +111,7 @@ impl App {
             commits,
             transport,
             metrics_token: self.config.telemetry.metrics_token.clone().map(Arc::new),
+            replay: Arc::new(crate::replay::Settings::new(&self.config)),
         })
     }
 

@@ -21,6 +21,8 @@
 //! - [`telemetry`]: logs, Prometheus metrics, readiness.
 //! - [`app`]: builds the above from a config and runs their tasks.
 //! - [`scaffold`]: `eventpulse plugin new` and `plugin build`.
+//! - [`replay`]: a rule over stored events, diffed against what was
+//!   decided then (`eventpulse replay`, `POST /api/v1/replay`).
 
 pub mod api;
 pub mod app;
@@ -30,6 +32,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plugin_run;
 pub mod registry;
+pub mod replay;
 pub mod runtime;
 pub mod scaffold;
 pub mod store;

@@ -91,6 +91,39 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Run a rule over the stored events of a window and diff its
+    /// decisions with what the installed rule decided then. Nothing
+    /// outside is touched: capability calls are refused.
+    Replay {
+        /// An installed rule's name (enabled or not), or a candidate
+        /// `PATH.wasm` with its manifest `PATH.toml` beside it.
+        #[arg(long)]
+        rule: String,
+        /// Compare with this installed rule (default: the candidate's
+        /// name, its file stem for a path).
+        #[arg(long)]
+        against: Option<String>,
+        /// Window start: RFC 3339, ms since the epoch, or a duration back
+        /// (`24h`, `90m`).
+        #[arg(long)]
+        since: String,
+        /// Window end (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Start from the installed rule's state now, not empty.
+        #[arg(long)]
+        snapshot_state: bool,
+        /// Stop after this many events.
+        #[arg(long, default_value_t = 100_000)]
+        max_events: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        /// JSON Lines: one `{"difference": …}` per event as found, then
+        /// `{"summary": …}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -351,6 +384,78 @@ fn main() -> anyhow::Result<()> {
             let verb = if dry_run { "would delete" } else { "deleted" };
             for (what, n) in pruned {
                 println!("{verb} {n:>9} {what}");
+            }
+            Ok(())
+        }),
+                Command::Replay {
+            rule,
+            against,
+            since,
+            until,
+            snapshot_state,
+            max_events,
+            timeout_secs,
+            json,
+        } => runtime()?.block_on(async {
+            use eventpulse::replay::{self, Candidate, StartState};
+            let now = eventpulse::store::now_ms();
+            let at = |v: &str| eventpulse::api::lists::instant(v, now).map_err(anyhow::Error::msg);
+            let window = eventpulse::store::Window {
+                since: Some(at(&since)?),
+                until: until.as_deref().map(at).transpose()?,
+            };
+            let candidate = if rule.ends_with(".wasm") {
+                Candidate::File {
+                    wasm: PathBuf::from(&rule),
+                    manifest: None,
+                }
+            } else {
+                Candidate::Installed(rule)
+            };
+            let request = replay::Request {
+                rule: candidate,
+                against,
+                window,
+                state: if snapshot_state {
+                    StartState::Snapshot
+                } else {
+                    StartState::Empty
+                },
+                max_events,
+                deadline: std::time::Duration::from_secs(timeout_secs),
+            };
+            let store = eventpulse::store::Store::connect(&config.database_url).await?;
+            let settings = replay::Settings::new(&config);
+            let summary = replay::replay(&store, &settings, &request, |d| {
+                if json {
+                    println!("{}", serde_json::json!({ "difference": d }));
+                } else {
+                    print!("{}", render_difference(&d));
+                }
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::json!({ "summary": summary }));
+            } else {
+                println!(
+                    "{} {} ({}) against {}: {} events replayed, {} same, {} different, {} errors{}",
+                    summary.rule,
+                    summary.version,
+                    summary.digest,
+                    summary.against,
+                    summary.replayed,
+                    summary.same,
+                    summary.different,
+                    summary.errors,
+                    summary
+                        .truncated
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                );
+                if summary.refused_calls > 0 {
+                    println!("{} capability call(s) {}", summary.refused_calls, summary.capabilities);
+                }
             }
             Ok(())
         }),
@@ -733,4 +838,36 @@ async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
             run.await
         }
     }
+}
+
+/// One replayed event whose decision differs, as text.
+fn render_difference(d: &eventpulse::replay::Difference) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let when = chrono::DateTime::from_timestamp_millis(d.time as i64)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default();
+    let about = d
+        .alert
+        .as_deref()
+        .map(|a| format!(" {a}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "event {} ({}{about}, {when}):",
+        d.event_id, d.event_kind
+    );
+    for c in &d.changes {
+        let _ = writeln!(out, "  {}: then {} now {}", c.field, c.then, c.now);
+    }
+    if let Some(e) = &d.then_error {
+        let _ = writeln!(out, "  failed then: {e}");
+    }
+    if let Some(e) = &d.now_error {
+        let _ = writeln!(out, "  fails now: {e}");
+    }
+    for call in &d.calls {
+        let _ = writeln!(out, "  refused: {} {}", call.capability, call.operation);
+    }
+    out
 }

@@ -17,6 +17,7 @@ pub mod lists;
 mod openapi;
 mod plugins;
 mod records;
+mod replay;
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub metrics_token: Option<Arc<SecretString>>,
     /// Signs and checks approval links.
     pub approvals: Arc<Approvals>,
+    /// Where replays find rules, and the one-at-a-time permit.
+    pub replay: Arc<crate::replay::Settings>,
 }
 
 /// How a route is guarded.
@@ -134,7 +137,8 @@ route_group!(SCOPED, scoped, Guard::Scoped, [
     delete "/api/v1/silences/{id}" => records::expire_silence,
     get "/api/v1/approvals" => approvals::approvals,
     post "/api/v1/actions/{id}/approve" => approvals::approve,
-    get "/api/v1/openapi.json" => openapi::document,
+        get "/api/v1/openapi.json" => openapi::document,
+    post "/api/v1/replay" => replay::replay,
     post "/api/v1/actions/{id}/reject" => approvals::reject,
 ]);
 
@@ -175,6 +179,9 @@ pub fn router(state: ApiState) -> Router {
         auth::require_metrics_token,
     ));
     let links = link_routes().layer(DefaultBodyLimit::max(16 * 1024));
+    // A candidate component rides in a replay's body (a Python one is
+    // ~18 MiB; base64 adds a third).
+    let scoped = scoped.layer(DefaultBodyLimit::max(32 << 20));
     Router::new()
         .merge(scoped)
         .merge(ingest)

@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder, SecurityRequirement};
 
-use super::{Guard, approvals, ingest, lists, plugins, records, routes};
+use super::{Guard, approvals, ingest, lists, plugins, records, replay, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,7 +25,7 @@ use super::{Guard, approvals, ingest, lists, plugins, records, routes};
         records::breakers, records::silences, records::create_silence,
         records::expire_silence, approvals::approvals, approvals::approve, approvals::reject,
         ingest::ingest_alertmanager, ingest::ingest_event, ingest::ingest_kubernetes,
-        document,
+                replay::replay, document,
     ),
     components(schemas(super::ErrorBody)),
     tags(
@@ -33,7 +33,8 @@ use super::{Guard, approvals, ingest, lists, plugins, records, routes};
         (name = "plugins", description = "the plugin registry"),
         (name = "operations", description = "dead letters, audit, breakers, silences"),
         (name = "approvals", description = "actions waiting for a person"),
-        (name = "ingest", description = "alerts and events in"),
+                (name = "ingest", description = "alerts and events in"),
+        (name = "replay", description = "a rule over stored events, diffed with what was decided"),
         (name = "meta", description = "this document"),
     )
 )]

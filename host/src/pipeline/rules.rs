@@ -265,6 +265,21 @@ where
     }
 }
 
+/// What the rule that asked for an action hears of it.
+pub(crate) fn outcome_of(event: &model::Event, data: &ActionData) -> types::ActionOutcome {
+    let result = match (&data.result, &data.error) {
+        (Some(r), _) => Ok(r.clone()),
+        (None, Some(e)) => Err(e.clone()),
+        (None, None) => Err(types::PluginError::Permanent("no result recorded".into())),
+    };
+    types::ActionOutcome {
+        action_id: event.correlation.action_id.clone().unwrap_or_default(),
+        request: data.request.clone(),
+        result,
+        attempts: data.attempts,
+    }
+}
+
 /// Ask the rules about an event, over the lane's uncommitted writes: a
 /// new alert or event goes to every rule subscribed to it, an action's
 /// outcome to the rule that asked for the action.
@@ -328,17 +343,7 @@ async fn decide(
             }];
         }
     };
-    let result = match (&data.result, &data.error) {
-        (Some(r), _) => Ok(r.clone()),
-        (None, Some(e)) => Err(e.clone()),
-        (None, None) => Err(types::PluginError::Permanent("no result recorded".into())),
-    };
-    let outcome = types::ActionOutcome {
-        action_id: event.correlation.action_id.clone().unwrap_or_default(),
-        request: data.request.clone(),
-        result,
-        attempts: data.attempts,
-    };
+    let outcome = outcome_of(event, data);
     let op = if outcome.result.is_ok() {
         "on-action-completed"
     } else {

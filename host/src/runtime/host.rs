@@ -311,9 +311,14 @@ impl WasiHttpHooks for HttpGate {
         if let Some(rehearsal) = self.env.rehearsal.clone() {
             // Recorded with secrets redacted (a webhook URL may be one).
             if grant.is_none() {
-                rehearsal.http_refused(&operation, &self.env.redact(&uri.to_string()));
+                let uri = self.env.redact(&uri.to_string());
+                rehearsal.http_refused(&operation, &uri, "destination not granted");
                 self.denied.get_or_insert_with(|| "http".to_owned());
                 return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+            if let Some(why) = rehearsal.refusal() {
+                rehearsal.http_refused(&operation, &self.env.redact(&uri.to_string()), why);
+                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionRefused) });
             }
             let env = self.env.clone();
             return Box::new(async move {

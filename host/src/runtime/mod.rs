@@ -193,6 +193,13 @@ impl Clock {
         }
     }
 
+    /// Set a manual clock to `ms` (no effect on the system clock).
+    pub fn set(&self, ms: u64) {
+        if let Some(t) = &self.0 {
+            t.store(ms, Ordering::Relaxed);
+        }
+    }
+
     /// Move a manual clock forward (no effect on the system clock).
     pub fn advance(&self, ms: u64) {
         if let Some(t) = &self.0 {
@@ -279,6 +286,18 @@ impl Runtime {
         options: &RuntimeOptions,
     ) -> anyhow::Result<(Runtime, rehearsal::Rehearsal)> {
         let recorded = rehearsal::Rehearsal::default();
+        let runtime = Self::build(cache_dir, options, Some(recorded.clone()))?;
+        Ok((runtime, recorded))
+    }
+
+    /// A runtime for replays: like [`Runtime::rehearsing`], but every
+    /// capability call a plugin is granted is refused with `why`.
+    pub fn replaying(
+        cache_dir: &Path,
+        options: &RuntimeOptions,
+        why: &str,
+    ) -> anyhow::Result<(Runtime, rehearsal::Rehearsal)> {
+        let recorded = rehearsal::Rehearsal::refusing(why);
         let runtime = Self::build(cache_dir, options, Some(recorded.clone()))?;
         Ok((runtime, recorded))
     }

@@ -21,6 +21,9 @@
 //!   kind, namespace and name asked for.
 //! - `smtp`: accepted, message id `stub-message-N`.
 //! - HTTP: `200` with the body `{"ok":true}` (`application/json`).
+//!
+//! A replay ([`Rehearsal::refusing`]) answers no call: each granted one is
+//! recorded and refused as `unavailable`, with the replay's reason.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,16 +36,18 @@ use super::host::HostState;
 type CapResult<T> = Result<T, types::CapabilityError>;
 
 /// One capability call a rehearsed plugin made.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Call {
     /// `docker`, `kube`, `smtp`, `http`.
     pub capability: String,
     /// The function (`create-replica`) or HTTP method.
     pub operation: String,
     /// Its arguments (secret values redacted).
+    #[schema(value_type = Object)]
     pub args: Value,
     /// What the stub answered.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub answer: Option<Value>,
     /// Why the call was refused, as it would be in production.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,12 +57,37 @@ pub struct Call {
 /// Where a rehearsal's calls are recorded; shared by the runtime and the
 /// caller that reads them afterwards.
 #[derive(Debug, Clone, Default)]
-pub struct Rehearsal(Arc<Mutex<Vec<Call>>>);
+pub struct Rehearsal {
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// Set for a replay: every granted call is refused with this reason
+    /// (as `unavailable`), instead of answered by a stub.
+    refuse: Option<Arc<str>>,
+}
 
 impl Rehearsal {
+    /// A rehearsal that refuses every capability call with `why` (replays:
+    /// the world as it was is not recorded, and a stub's made-up answer
+    /// would make a decision look different for no real reason).
+    pub fn refusing(why: &str) -> Rehearsal {
+        Rehearsal {
+            calls: Arc::default(),
+            refuse: Some(why.into()),
+        }
+    }
+
     /// The calls so far, in order.
     pub fn calls(&self) -> Vec<Call> {
-        self.0.lock().expect("rehearsal lock").clone()
+        self.calls.lock().expect("rehearsal lock").clone()
+    }
+
+    /// The calls so far, leaving none.
+    pub fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().expect("rehearsal lock"))
+    }
+
+    /// Why calls are refused, in a replay.
+    pub(super) fn refusal(&self) -> Option<&str> {
+        self.refuse.as_deref()
     }
 
     fn record(
@@ -71,7 +101,7 @@ impl Rehearsal {
             Ok(v) => (Some(v), None),
             Err(why) => (None, Some(why)),
         };
-        self.0.lock().expect("rehearsal lock").push(Call {
+        self.calls.lock().expect("rehearsal lock").push(Call {
             capability: capability.to_owned(),
             operation: operation.to_owned(),
             args,
@@ -82,14 +112,15 @@ impl Rehearsal {
 
     /// How many calls of `capability` were recorded (for stub ids).
     fn count(&self, capability: &str) -> usize {
-        let calls = self.0.lock().expect("rehearsal lock");
+        let calls = self.calls.lock().expect("rehearsal lock");
         calls.iter().filter(|c| c.capability == capability).count()
     }
 
-    /// Record an outgoing HTTP request that the grant refuses.
-    pub(super) fn http_refused(&self, method: &str, uri: &str) {
+    /// Record an outgoing HTTP request that the grant refuses (or, in a
+    /// replay, that every request is refused for `why`).
+    pub(super) fn http_refused(&self, method: &str, uri: &str, why: &str) {
         let args = json!({ "uri": uri });
-        self.record("http", method, args, Err("destination not granted".into()));
+        self.record("http", method, args, Err(why.into()));
     }
 
     /// Record a granted outgoing HTTP request (`uri` and `body` already
@@ -144,6 +175,11 @@ impl Stubbed<'_> {
             self.rehearsal()
                 .record(capability, operation, args, Err("not granted".into()));
             return Err(self.0.deny(capability));
+        }
+        if let Some(why) = self.rehearsal().refusal().map(str::to_owned) {
+            self.rehearsal()
+                .record(capability, operation, args, Err(why.clone()));
+            return Err(types::CapabilityError::Unavailable(why));
         }
         let shown = serde_json::to_value(&answer).unwrap_or(Value::Null);
         self.rehearsal()

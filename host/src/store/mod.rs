@@ -28,6 +28,7 @@ mod kube_events;
 mod lists;
 mod log;
 mod queues;
+mod replay;
 mod retention;
 mod rows;
 mod silences;
@@ -55,6 +56,7 @@ pub use lists::{
 };
 pub use log::{OutboxRow, RelayLease};
 pub use queues::{Dedup, JobEnd, Queue};
+pub use replay::Logged;
 pub use retention::{Feeds, Pruned};
 use tx::multi_insert;
 pub use tx::{DecisionRecord, Tx};
