@@ -465,6 +465,27 @@ fn send_alert_resolve_and_approve_from_the_command_line() {
         let i = incident(&cli)?;
         (i["status"] == "resolved").then_some(())
     });
+
+    // The installed rule replayed over what just happened decides the same.
+    let (ok, out, err) = cli(&[
+        "replay",
+        "--rule",
+        "rule-cpu-autoscale",
+        "--since",
+        "1h",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a summary line")).unwrap();
+    let summary = &summary["summary"];
+    assert!(summary["replayed"].as_u64().unwrap() >= 3, "{out}");
+    assert_eq!(summary["different"], 0, "{out}");
+    let (ok, _, err) = cli(&["replay", "--rule", "no-such-rule", "--since", "1h"]);
+    assert!(
+        !ok && err.contains("no installed rule `no-such-rule`"),
+        "{err}"
+    );
 }
 
 /// The README's Python steps with the binary alone: `plugin new --lang

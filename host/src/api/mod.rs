@@ -188,8 +188,66 @@ pub fn router(state: ApiState) -> Router {
         .merge(metrics)
         .merge(links)
         .merge(open_routes())
+        .layer(middleware::from_fn(json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// A handler that panicked: 500 in the error shape (the connection is
+/// not dropped), the panic in the log.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(panic = %what, "an API handler panicked");
+    ApiError::Internal.into_response()
+}
+
+/// Every error answer in the one JSON shape ([`ErrorBody`]), including
+/// those axum makes itself: a query or path parameter that does not parse
+/// (plain text), an unknown route (404) or method (405), a body over the
+/// limit. Pages (signed links) keep their HTML.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let typed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || typed {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let error = if text.is_empty() {
+        match status {
+            StatusCode::NOT_FOUND => "no such route".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
+            s => s.canonical_reason().unwrap_or("error").to_owned(),
+        }
+    } else {
+        text
+    };
+    let mut fixed = (
+        status,
+        Json(ErrorBody {
+            error,
+            kind: None,
+            retryable: None,
+        }),
+    )
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }
 
 /// Count every answered request by its route pattern (never the raw
@@ -378,15 +436,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `?limit=N` (default 50, at most 1000).
+/// `?limit=N`: 1 to 1000, default 50; anything else is a 400.
 #[derive(serde::Deserialize)]
 struct Limit {
-    limit: Option<u32>,
+    limit: Option<String>,
 }
 
 impl Limit {
-    fn get(&self) -> u32 {
-        self.limit.unwrap_or(50).clamp(1, 1000)
+    fn get(&self) -> Result<u32, ApiError> {
+        lists::page_limit(self.limit.as_deref())
     }
 }
 

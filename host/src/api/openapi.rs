@@ -88,7 +88,14 @@ pub fn spec() -> utoipa::openapi::OpenApi {
             Guard::Ingest => "ingest_token",
             _ => continue,
         };
-        op.security = Some(vec![SecurityRequirement::new::<_, _, &str>(scheme, [])]);
+        let required = SecurityRequirement::new::<_, _, &str>(scheme, []);
+        op.security = Some(if route.guard == Guard::Ingest {
+            // Only when `ingest.token` is set: an empty requirement makes
+            // the token optional.
+            vec![required, SecurityRequirement::default()]
+        } else {
+            vec![required]
+        });
         op.responses
             .responses
             .entry("401".into())

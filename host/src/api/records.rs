@@ -78,13 +78,13 @@ pub(super) async fn incident(
 
 /// What a stage gave up on, and why, newest first.
 #[utoipa::path(get, path = "/api/v1/dead-letters", tag = "operations",
-    params(("limit" = Option<u32>, Query, description = "1 to 1000, default 50")),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50")),
     responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody)))]
 pub(super) async fn dead_letters(
     State(s): State<ApiState>,
     Query(limit): Query<Limit>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
-    let letters = s.store.dead_letters(limit.get()).await?;
+    let letters = s.store.dead_letters(limit.get()?).await?;
     Ok(Json(DeadLetterList {
         dead_letters: letters,
     }))
@@ -93,7 +93,7 @@ pub(super) async fn dead_letters(
 #[derive(serde::Deserialize)]
 pub(super) struct AuditQuery {
     plugin: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
 }
 
 /// Circuit breakers of action plugins per target.
@@ -108,14 +108,15 @@ pub(super) async fn breakers(State(s): State<ApiState>) -> Json<BreakerList> {
 /// Capability audit records, newest first (`?plugin=` to narrow).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "operations",
     params(("plugin" = Option<String>, Query, description = "only this plugin's"),
-        ("limit" = Option<u32>, Query, description = "1 to 1000, default 50")),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50")),
     responses((status = 200, body = AuditList), (status = 400, body = ErrorBody)))]
 pub(super) async fn audit_log(
     State(s): State<ApiState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let limit = Limit { limit: q.limit }.get();
-    let records = s.store.audit_log(q.plugin.as_deref(), limit).await?;
+    let limit = Limit { limit: q.limit }.get()?;
+    let plugin = q.plugin.filter(|p| !p.is_empty());
+    let records = s.store.audit_log(plugin.as_deref(), limit).await?;
     Ok(Json(AuditList { audit: records }))
 }
 
