@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
@@ -34,6 +35,7 @@ pub struct App {
     /// The plugin registry.
     pub registry: Arc<Registry>,
     tokens: Arc<api::auth::Tokens>,
+    sessions: Arc<crate::console::Sessions>,
     audit_rx: mpsc::UnboundedReceiver<AuditRecord>,
 }
 
@@ -86,11 +88,15 @@ impl App {
         let tokens = api::auth::Tokens::new(&admin_token(&config)?, &config.admin.tokens)
             .map_err(anyhow::Error::msg)?;
         let tokens = Arc::new(tokens);
+        let sessions = Arc::new(crate::console::Sessions::new(Duration::from_secs(
+            config.admin.console_session_secs,
+        )));
         Ok(App {
             config,
             store,
             registry,
             tokens,
+            sessions,
             audit_rx,
         })
     }
@@ -112,6 +118,7 @@ impl App {
             transport,
             metrics_token: self.config.telemetry.metrics_token.clone().map(Arc::new),
             replay: Arc::new(crate::replay::Settings::new(&self.config)),
+            sessions: self.sessions.clone(),
         })
     }
 

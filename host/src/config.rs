@@ -364,6 +364,8 @@ pub struct AdminConfig {
     /// More bearer tokens, each with a name (logged with what it does)
     /// and a scope. `eventpulse token new` makes one.
     pub tokens: Vec<NamedToken>,
+    /// How long a console login lasts, in seconds.
+    pub console_session_secs: u64,
 }
 
 /// What a token may do.
@@ -483,6 +485,7 @@ impl Default for AdminConfig {
             token: None,
             token_file: PathBuf::from(".eventpulse/admin.token"),
             tokens: Vec::new(),
+            console_session_secs: 8 * 3600,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`registry`]: the plugin directory as the registry (hot reload,
 //!   enable/disable).
 //! - [`api`]: the admin HTTP API.
+//! - [`console`]: the operator's console, server-rendered under `/ui`.
 //! - [`telemetry`]: logs, Prometheus metrics, readiness.
 //! - [`app`]: builds the above from a config and runs their tasks.
 //! - [`scaffold`]: `eventpulse plugin new` and `plugin build`.
@@ -27,6 +28,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;

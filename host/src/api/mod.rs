@@ -16,7 +16,7 @@ mod ingest;
 pub mod lists;
 mod openapi;
 mod plugins;
-mod records;
+pub(crate) mod records;
 mod replay;
 
 use std::sync::Arc;
@@ -59,6 +59,8 @@ pub struct ApiState {
     pub approvals: Arc<Approvals>,
     /// Where replays find rules, and the one-at-a-time permit.
     pub replay: Arc<crate::replay::Settings>,
+    /// Console logins.
+    pub sessions: Arc<crate::console::Sessions>,
 }
 
 /// How a route is guarded.
@@ -72,6 +74,9 @@ pub enum Guard {
     Metrics,
     /// A signed approval link: the signature is the credential.
     SignedLink,
+    /// A console session (cookie); a POST also needs the session's CSRF
+    /// token and the `admin` scope.
+    Session,
     /// None: liveness and readiness.
     Open,
 }
@@ -160,11 +165,31 @@ route_group!(LINKS, link_routes, Guard::SignedLink, [
 route_group!(OPEN, open_routes, Guard::Open, [
     get "/healthz" => || async { "ok" },
     get "/readyz" => readyz,
+    get "/" => || async { axum::response::Redirect::to("/ui") },
+    get "/ui/login" => crate::console::login_page,
+    post "/ui/login" => crate::console::login,
+    get "/ui/style.css" => crate::console::style,
+]);
+
+route_group!(CONSOLE, console_routes, Guard::Session, [
+    get "/ui" => crate::console::pages::incidents,
+    get "/ui/incidents/{id}" => crate::console::pages::incident,
+    post "/ui/incidents/{id}/acknowledge" => crate::console::pages::acknowledge,
+    get "/ui/plugins" => crate::console::pages::plugins,
+    post "/ui/plugins/{name}/{change}" => crate::console::pages::change_plugin,
+    get "/ui/dead-letters" => crate::console::pages::dead_letters,
+    post "/ui/dead-letters/{id}/replay" => crate::console::pages::replay_dead_letter,
+    get "/ui/audit" => crate::console::pages::audit,
+    get "/ui/replay" => crate::console::pages::replay_form,
+    post "/ui/replay" => crate::console::pages::replay,
+    post "/ui/logout" => crate::console::logout,
 ]);
 
 /// Every route the router serves.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    [SCOPED, INGEST, METRICS, LINKS, OPEN].into_iter().flatten()
+    [SCOPED, INGEST, METRICS, LINKS, OPEN, CONSOLE]
+        .into_iter()
+        .flatten()
 }
 
 /// The API's routes.
@@ -179,6 +204,12 @@ pub fn router(state: ApiState) -> Router {
         auth::require_metrics_token,
     ));
     let links = link_routes().layer(DefaultBodyLimit::max(16 * 1024));
+    let console = console_routes()
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::require_session,
+        ))
+        .layer(DefaultBodyLimit::max(64 * 1024));
     // A candidate component rides in a replay's body (a Python one is
     // ~18 MiB; base64 adds a third).
     let scoped = scoped.layer(DefaultBodyLimit::max(32 << 20));
@@ -188,6 +219,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(metrics)
         .merge(links)
         .merge(open_routes())
+        .merge(console)
         .layer(middleware::from_fn(json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
@@ -401,38 +433,63 @@ impl From<runtime::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body) = match self {
-            ApiError::Unauthorized => (
+impl ApiError {
+    /// Its status and body.
+    pub fn answer(self) -> (StatusCode, ErrorBody) {
+        let plain = |status, error: String| {
+            (
+                status,
+                ErrorBody {
+                    error,
+                    kind: None,
+                    retryable: None,
+                },
+            )
+        };
+        match self {
+            ApiError::Unauthorized => plain(
                 StatusCode::UNAUTHORIZED,
-                json!({"error": "missing or invalid bearer token"}),
+                "missing or invalid bearer token".into(),
             ),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"error": m})),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
-            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": m})),
-            ApiError::TooLarge(max) => (
+            ApiError::Forbidden(m) => plain(StatusCode::FORBIDDEN, m),
+            ApiError::NotFound(m) => plain(StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => plain(StatusCode::CONFLICT, m),
+            ApiError::BadRequest(m) => plain(StatusCode::BAD_REQUEST, m),
+            ApiError::Unprocessable(m) => plain(StatusCode::UNPROCESSABLE_ENTITY, m),
+            ApiError::TooLarge(max) => plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": format!("body larger than {max} bytes")}),
+                format!("body larger than {max} bytes"),
             ),
             ApiError::PluginFailed(e) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"error": e.to_string(), "kind": e.kind(), "retryable": e.is_retryable()}),
+                ErrorBody {
+                    error: e.to_string(),
+                    kind: Some(e.kind().to_owned()),
+                    retryable: Some(e.is_retryable()),
+                },
             ),
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": m})),
-            ApiError::Saturated => {
-                let body = json!({"error": "ingest is saturated; retry shortly"});
-                let retry = [(axum::http::header::RETRY_AFTER, "1")];
-                return (StatusCode::SERVICE_UNAVAILABLE, retry, Json(body)).into_response();
-            }
-            ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "internal error"}),
+            ApiError::Unavailable(m) => plain(StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Saturated => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ingest is saturated; retry shortly".into(),
             ),
-        };
-        (status, Json(body)).into_response()
+            ApiError::Internal => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let saturated = matches!(self, ApiError::Saturated);
+        let (status, body) = self.answer();
+        let mut response = (status, Json(body)).into_response();
+        if saturated {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

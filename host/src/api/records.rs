@@ -131,6 +131,20 @@ pub(super) async fn replay_dead_letter(
     State(s): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Replayed>, ApiError> {
+    let (queue, job) = replay_letter(&s, id).await?;
+    Ok(Json(Replayed {
+        replayed: id,
+        queue: queue.table().to_owned(),
+        job,
+    }))
+}
+
+/// Put dead letter `id`'s action or notification back on its queue with
+/// a fresh attempt budget: its queue and job id (the API and the console).
+pub(crate) async fn replay_letter(
+    s: &ApiState,
+    id: i64,
+) -> Result<(crate::store::Queue, String), ApiError> {
     let (letter, payload) = s
         .store
         .dead_letter(id)
@@ -151,11 +165,8 @@ pub(super) async fn replay_dead_letter(
                 "dead letter {id} was already replayed or its job is no longer failed"
             ))
         })?;
-    Ok(Json(Replayed {
-        replayed: id,
-        queue: queue.table().to_owned(),
-        job,
-    }))
+    tracing::info!(dead_letter = id, queue = queue.table(), job = %job, "dead letter replayed");
+    Ok((queue, job))
 }
 
 #[derive(serde::Deserialize)]
