@@ -154,13 +154,13 @@ pub(crate) async fn require_session(
 /// A form's fields; each POST checks `csrf` against its session's.
 pub(crate) type Fields = HashMap<String, String>;
 
-/// The form's CSRF token is its session's, or a 403.
-pub(crate) fn check_csrf(session: &Session, form: &Fields) -> Result<(), Response> {
+/// A 403 unless the form's CSRF token is its session's.
+pub(crate) fn csrf_refused(session: &Session, form: &Fields) -> Option<Response> {
     let given = form.get("csrf").map(String::as_bytes).unwrap_or_default();
     if constant_time_eq::constant_time_eq(given, session.csrf.as_bytes()) {
-        Ok(())
+        None
     } else {
-        Err(refused(
+        Some(refused(
             StatusCode::FORBIDDEN,
             "Refused",
             "This form did not carry this session's CSRF token. Reload the page and try again.",
@@ -301,7 +301,7 @@ pub(crate) async fn logout(
     axum::Extension(session): axum::Extension<Session>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Some(r) = csrf_refused(&session, &form) {
         return r;
     }
     if let Some(id) = session_id(&headers) {

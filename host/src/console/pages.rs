@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
 use super::{
-    Fields, Session, badge, check_csrf, csrf_field, json_text, layout, none, refused, when,
+    Fields, Session, badge, csrf_field, csrf_refused, json_text, layout, none, refused, when,
 };
 use crate::api::ApiState;
 use crate::api::lists::instant;
@@ -285,7 +285,7 @@ pub(crate) async fn acknowledge(
     Path(id): Path<String>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Some(r) = csrf_refused(&session, &form) {
         return r;
     }
     let by = if form.contains_key("undo") {
@@ -386,7 +386,7 @@ pub(crate) async fn change_plugin(
     Path((name, change)): Path<(String, String)>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Some(r) = csrf_refused(&session, &form) {
         return r;
     }
     let done = match change.as_str() {
@@ -461,7 +461,7 @@ pub(crate) async fn replay_dead_letter(
     Path(id): Path<i64>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Some(r) = csrf_refused(&session, &form) {
         return r;
     }
     match crate::api::records::replay_letter(&s, id).await {
@@ -553,7 +553,7 @@ pub(crate) async fn replay(
     Extension(session): Extension<Session>,
     Form(form): Form<Fields>,
 ) -> Response {
-    if let Err(r) = check_csrf(&session, &form) {
+    if let Some(r) = csrf_refused(&session, &form) {
         return r;
     }
     let now = crate::store::now_ms();
