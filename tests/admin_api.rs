@@ -957,3 +957,60 @@ async fn schemathesis_finds_nothing_wrong_with_the_api() {
         "schemathesis found failures:\n{report}"
     );
 }
+
+/// The audit log and the dead letters page by cursor like the other lists.
+#[tokio::test]
+async fn the_audit_log_pages_by_cursor() {
+    let host = Host::start().await;
+    let records: Vec<eventpulse::model::AuditRecord> = (0..120)
+        .map(|k| eventpulse::model::AuditRecord {
+            at: 1_000 + k,
+            plugin: if k % 3 == 0 { "a" } else { "b" }.into(),
+            capability: "docker".into(),
+            operation: "list-containers".into(),
+            target: format!("t-{k}"),
+            allowed: true,
+            detail: String::new(),
+        })
+        .collect();
+    host.store.audit(&records).await.unwrap();
+    for (filter, want) in [("", 120), ("plugin=a&", 40)] {
+        let (mut targets, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let mut url = format!("/api/v1/audit?{filter}limit=25");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page = host.get_json(&url).await;
+            pages += 1;
+            targets.extend(
+                page["audit"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["target"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = records
+            .iter()
+            .rev()
+            .filter(|r| filter.is_empty() || r.plugin == "a")
+            .map(|r| r.target.clone())
+            .collect();
+        assert_eq!(targets.len(), want, "{filter}");
+        assert_eq!(targets, expected, "{filter}: newest first, each once");
+        assert_eq!(pages, want.div_ceil(25), "{filter}");
+    }
+    let bad = host
+        .get("/api/v1/dead-letters?cursor=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let empty = host.get_json("/api/v1/dead-letters?limit=5").await;
+    assert!(empty["dead_letters"].as_array().unwrap().is_empty() && empty["next_cursor"].is_null());
+}

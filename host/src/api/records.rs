@@ -23,6 +23,8 @@ pub(super) struct IncidentAnswer {
 #[derive(Serialize, ToSchema)]
 pub(super) struct DeadLetterList {
     dead_letters: Vec<DeadLetter>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 /// Breakers of action plugins per target.
@@ -35,6 +37,8 @@ pub(super) struct BreakerList {
 #[derive(Serialize, ToSchema)]
 pub(super) struct AuditList {
     audit: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
 /// A dead letter put back on its queue.
@@ -78,21 +82,48 @@ pub(super) async fn incident(
 
 /// What a stage gave up on, and why, newest first.
 #[utoipa::path(get, path = "/api/v1/dead-letters", tag = "operations",
-    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50")),
+    params(("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50")),
     responses((status = 200, body = DeadLetterList), (status = 400, body = ErrorBody)))]
 pub(super) async fn dead_letters(
     State(s): State<ApiState>,
-    Query(limit): Query<Limit>,
+    Query(q): Query<PageQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
-    let letters = s.store.dead_letters(limit.get()?).await?;
+    let limit = Limit { limit: q.limit }.get()?;
+    let (dead_letters, next_cursor) = s
+        .store
+        .dead_letter_page(cursor(q.cursor.as_deref())?, limit)
+        .await?;
     Ok(Json(DeadLetterList {
-        dead_letters: letters,
+        dead_letters,
+        next_cursor,
     }))
+}
+
+/// `?cursor=&limit=`.
+#[derive(serde::Deserialize)]
+pub(super) struct PageQuery {
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// A numeric cursor (a row's place in its log), or a 400.
+fn cursor(text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid cursor `{c}`: pass a next_cursor this list returned"
+                ))
+            })
+        })
+        .transpose()
 }
 
 #[derive(serde::Deserialize)]
 pub(super) struct AuditQuery {
     plugin: Option<String>,
+    cursor: Option<String>,
     limit: Option<String>,
 }
 
@@ -107,7 +138,8 @@ pub(super) async fn breakers(State(s): State<ApiState>) -> Json<BreakerList> {
 
 /// Capability audit records, newest first (`?plugin=` to narrow).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "operations",
-    params(("plugin" = Option<String>, Query, description = "only this plugin's"),
+        params(("plugin" = Option<String>, Query, description = "only this plugin's"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the page before"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50")),
     responses((status = 200, body = AuditList), (status = 400, body = ErrorBody)))]
 pub(super) async fn audit_log(
@@ -116,8 +148,11 @@ pub(super) async fn audit_log(
 ) -> Result<Json<AuditList>, ApiError> {
     let limit = Limit { limit: q.limit }.get()?;
     let plugin = q.plugin.filter(|p| !p.is_empty());
-    let records = s.store.audit_log(plugin.as_deref(), limit).await?;
-    Ok(Json(AuditList { audit: records }))
+    let (audit, next_cursor) = s
+        .store
+        .audit_page(plugin.as_deref(), cursor(q.cursor.as_deref())?, limit)
+        .await?;
+    Ok(Json(AuditList { audit, next_cursor }))
 }
 
 /// Run a dead-lettered action or notification again, with a fresh attempt

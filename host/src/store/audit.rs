@@ -42,25 +42,42 @@ impl Store {
         plugin: Option<&str>,
         limit: u32,
     ) -> Result<Vec<crate::model::AuditRecord>, Error> {
+        Ok(self.audit_page(plugin, None, limit).await?.0)
+    }
+
+    /// Up to `limit` audit records older than `before` (a record's place
+    /// in the log), newest first, and the cursor of the next page.
+    pub async fn audit_page(
+        &self,
+        plugin: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<crate::model::AuditRecord>, Option<String>), Error> {
         let rows = sqlx::query(
-            "SELECT at, plugin, capability, operation, target, allowed, detail
-             FROM audit_log WHERE ($1 = '' OR plugin = $1) ORDER BY id DESC LIMIT $2",
+            "SELECT id, at, plugin, capability, operation, target, allowed, detail
+             FROM audit_log WHERE ($1 = '' OR plugin = $1) AND id < $2
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(plugin.unwrap_or_default())
-        .bind(limit as i64)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
         .fetch_all(&self.reads)
         .await?;
-        Ok(rows
+        let next = (rows.len() > limit as usize)
+            .then(|| rows[limit as usize - 1].get::<i64, _>(0).to_string());
+        let records = rows
             .iter()
+            .take(limit as usize)
             .map(|r| crate::model::AuditRecord {
-                at: r.get(0),
-                plugin: r.get(1),
-                capability: r.get(2),
-                operation: r.get(3),
-                target: r.get(4),
-                allowed: r.get::<i64, _>(5) != 0,
-                detail: r.get(6),
+                at: r.get(1),
+                plugin: r.get(2),
+                capability: r.get(3),
+                operation: r.get(4),
+                target: r.get(5),
+                allowed: r.get::<i64, _>(6) != 0,
+                detail: r.get(7),
             })
-            .collect())
+            .collect();
+        Ok((records, next))
     }
 }

@@ -91,14 +91,30 @@ impl Tx {
 impl Store {
     /// The newest dead letters.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, Error> {
+        Ok(self.dead_letter_page(None, limit).await?.0)
+    }
+
+    /// Up to `limit` dead letters older than `before` (a letter id), newest
+    /// first, and the cursor of the next page.
+    pub async fn dead_letter_page(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<DeadLetter>, Option<String>), Error> {
         let rows = sqlx::query(
             "SELECT id, consumer, event_id, kind, error, attempts, at, replayed_at
-             FROM dead_letters ORDER BY id DESC LIMIT $1",
+             FROM dead_letters WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
-        .bind(limit as i64)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
         .fetch_all(&self.reads)
         .await?;
-        Ok(rows.iter().map(DeadLetter::from_row).collect())
+        let mut letters: Vec<DeadLetter> = rows.iter().map(DeadLetter::from_row).collect();
+        let next = (letters.len() > limit as usize).then(|| {
+            letters.truncate(limit as usize);
+            letters.last().map(|l| l.id.to_string())
+        });
+        Ok((letters, next.flatten()))
     }
 
     /// Put the job a dead letter is about back in its queue, due now with a
