@@ -652,8 +652,11 @@ async fn the_openapi_document_describes_every_guarded_route() {
     }
 }
 
-/// A stand-in for an HTTP endpoint a rule posts to: counts requests.
-async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A stand-in HTTP endpoint that answers every request with the JSON
+/// `body` and counts them.
+async fn counting_server(
+    body: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let hits = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
@@ -661,7 +664,10 @@ async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
         let counted = counted.clone();
         async move {
             counted.fetch_add(1, Ordering::SeqCst);
-            "{}"
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -672,7 +678,7 @@ async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 
 fn threshold_manifest(threshold: u32, probe: &str) -> String {
     format!(
-        "[grants]\nhttp = {{ allow = [\"{probe}\"] }}\n\n[config]\nthreshold = \"{threshold}\"\n"
+        "[grants]\nhttp = {{ allow = [\"{probe}\"] }}\n\n[grants.docker]\nselector = {{ test = \"threshold\" }}\n\n[config]\nthreshold = \"{threshold}\"\n"
     )
 }
 
@@ -690,8 +696,14 @@ fn value_of(k: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_diffs_a_candidate_against_what_was_decided_and_touches_nothing() {
     use std::sync::atomic::Ordering;
-    let host = Host::start_on(Backend::Sqlite).await;
-    let (probe, hits) = counting_server().await;
+    // The Docker Engine is a stand-in that counts requests (its container
+    // list answers `[]`): the real one keeps no count to read.
+    let (probe, hits) = counting_server("{}").await;
+    let (engine, engine_hits) = counting_server("[]").await;
+    let host = Host::start_on(Backend::Sqlite)
+        .await
+        .restart_with(|c| c.runtime.docker_host = format!("tcp://{engine}"))
+        .await;
     host.install("action-noop", "action-noop", "");
     host.install("notifier-log", "notifier-log", "");
     host.install_now(
@@ -745,6 +757,11 @@ async fn replay_diffs_a_candidate_against_what_was_decided_and_touches_nothing()
         hits.load(Ordering::SeqCst),
         probes,
         "the live rule's probes arrived"
+    );
+    let engine_calls = engine_hits.load(Ordering::SeqCst);
+    assert!(
+        engine_calls >= probes,
+        "the live rule listed containers: {engine_calls}"
     );
 
     // Which events are above 80, from the stored alerts.
@@ -803,11 +820,20 @@ async fn replay_diffs_a_candidate_against_what_was_decided_and_touches_nothing()
     assert_eq!(summary["different"], above.len(), "{summary}");
     assert_eq!(summary["same"], decided - above.len() as u64, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
-    assert_eq!(summary["refused_calls"], probes, "{summary}");
+    assert_eq!(
+        summary["refused_calls"],
+        2 * probes,
+        "http and docker: {summary}"
+    );
     assert_eq!(
         hits.load(Ordering::SeqCst),
         probes,
         "the replay posted nothing"
+    );
+    assert_eq!(
+        engine_hits.load(Ordering::SeqCst),
+        engine_calls,
+        "nor asked the engine anything"
     );
     let diffs = answer["differences"].as_array().unwrap();
     let listed: HashSet<String> = diffs
