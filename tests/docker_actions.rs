@@ -793,13 +793,16 @@ async fn actions_needing_approval_run_only_when_approved() {
     assert_eq!(r.status(), 409);
     let text = r.text().await.unwrap();
     assert!(text.contains("params hash does not match"), "{text}");
-    let r = host
-        .post(&approve)
+    // Who rules is the token's name (and whoever the body names); a
+    // read-only token may not rule at all.
+    let r = reqwest::Client::new()
+        .post(format!("{}{approve}", host.url))
+        .bearer_auth(eventpulse_tests::READ_TOKEN)
         .json(&serde_json::json!({"params_hash": hash}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400, "a ruling names who made it");
+    assert_eq!(r.status(), 403, "a read token cannot rule");
     let r = reqwest::Client::new()
         .post(format!("{}{approve}", host.url))
         .json(&serde_json::json!({"by": "x", "params_hash": hash}))
@@ -876,7 +879,12 @@ async fn actions_needing_approval_run_only_when_approved() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(r.status(), 200);
+    let ruled: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        ruled["action"]["last_error"], "rejected by bob (token admin) via api: keep the capacity",
+        "the ruling names the person and the token: {ruled}"
+    );
     let r = host
         .post(&format!("/api/v1/actions/{scale_in}/approve"))
         .json(&serde_json::json!({"by": "alice", "params_hash": asked["params_hash"]}))
@@ -935,7 +943,7 @@ async fn actions_needing_approval_run_only_when_approved() {
     for step in [
         "waiting for approval",
         "approved by alice via link: load is real",
-        "rejected by bob via api: keep the capacity",
+        "rejected by bob (token admin) via api: keep the capacity",
     ] {
         assert!(
             timeline

@@ -1051,7 +1051,7 @@ actions = [
         let seen = d.timeline.iter().any(|e| {
             e.kind == "action"
                 && e.cause.contains("guarded")
-                && e.cause.contains("rejected by dave via api")
+                && e.cause.contains("rejected by dave (token admin) via api")
         });
         seen.then_some(())
     })
