@@ -245,12 +245,15 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let typed = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json") || t.starts_with("text/html"));
-    if !(status.is_client_error() || status.is_server_error()) || typed {
+    if typed {
         return response;
     }
     let (parts, body) = response.into_parts();

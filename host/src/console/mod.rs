@@ -168,12 +168,24 @@ pub(crate) fn csrf_refused(session: &Session, form: &Fields) -> Option<Response>
     }
 }
 
+/// Every page's `<head>`.
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · EventPulse" }
+            link rel="stylesheet" href="/ui/style.css";
+        }
+    }
+}
+
 /// An error page.
 pub(crate) fn refused(status: StatusCode, title: &str, text: &str) -> Response {
     let body = html! {
         (DOCTYPE)
         html lang="en" {
-            head { meta charset="utf-8"; title { (title) " · EventPulse" } link rel="stylesheet" href="/ui/style.css"; }
+            (head(title))
             body { main class="narrow" { h1 { (title) } p { (text) } p { a href="/ui" { "Back to the console" } } } }
         }
     };
@@ -205,12 +217,7 @@ pub(crate) fn layout(title: &str, session: &Session, current: &str, body: Markup
     let page = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · EventPulse" }
-                link rel="stylesheet" href="/ui/style.css";
-            }
+                        (head(title))
             body {
                 header class="top" {
                     a class="brand" href="/ui" { "EventPulse" }
@@ -256,12 +263,7 @@ fn login_form(error: Option<&str>) -> Response {
     let page = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · EventPulse" }
-                link rel="stylesheet" href="/ui/style.css";
-            }
+                        (head("Log in"))
             body { main class="narrow login" {
                 h1 { "EventPulse" }
                 p class="muted" { "Log in with an API token: " code { "read" } " to look, " code { "admin" } " to act." }

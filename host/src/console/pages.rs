@@ -65,17 +65,10 @@ pub(crate) async fn incidents(
     };
     let picked = |name: &str, value: &str| q.get(name).is_some_and(|v| v == value);
     let next = page.next_cursor.as_ref().map(|c| {
-        let mut kept: Vec<(String, String)> = q
-            .iter()
-            .filter(|(k, _)| k.as_str() != "cursor")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        kept.push(("cursor".into(), c.clone()));
-        let query: Vec<String> = kept
-            .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect();
-        format!("/ui?{}", query.join("&"))
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs(q.iter().filter(|(k, _)| k.as_str() != "cursor"));
+        query.append_pair("cursor", c);
+        format!("/ui?{}", query.finish())
     });
     let body = html! {
         meta http-equiv="refresh" content="15";
@@ -120,19 +113,6 @@ pub(crate) async fn incidents(
         @if let Some(href) = next { p { a href=(href) { "Older →" } } }
     };
     layout("Incidents", &session, "/ui", body)
-}
-
-fn urlencode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 fn jobs_table(id: &str, jobs: &[ListedJob]) -> Markup {

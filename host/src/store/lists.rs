@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 
 use super::incidents::INCIDENT_COLUMNS;
 use super::queues::{JOB_COLUMNS, Queue};
-use super::rows::{incident_from, job_from};
+use super::rows::{alert_from, decision_from, incident_from, job_from};
 use super::{Error, Store};
 use crate::model::{AlertStatus, Incident, IncidentStatus, Job, JobStatus, Severity};
 
@@ -409,59 +409,4 @@ impl Store {
         let rows = w.fetch(self, select, "id DESC", limit).await?;
         Ok(Ok(page(rows, limit, decision_from, |d| d.id.to_string())?))
     }
-}
-
-fn pairs(r: &AnyRow, column: &str) -> Result<BTreeMap<String, String>, sqlx::Error> {
-    let text: String = r.try_get(column)?;
-    let pairs: Vec<(String, String)> =
-        serde_json::from_str(&text).map_err(|e| sqlx::Error::ColumnDecode {
-            index: column.to_owned(),
-            source: e.into(),
-        })?;
-    Ok(pairs.into_iter().collect())
-}
-
-fn alert_from(r: &AnyRow) -> Result<StoredAlert, sqlx::Error> {
-    let fingerprint: String = r.try_get("fingerprint")?;
-    let starts_at: i64 = r.try_get("starts_at")?;
-    Ok(StoredAlert {
-        id: format!("{fingerprint}:{starts_at}"),
-        fingerprint,
-        name: r.try_get("name")?,
-        status: r.try_get("status")?,
-        severity: r.try_get("severity")?,
-        labels: pairs(r, "labels")?,
-        annotations: pairs(r, "annotations")?,
-        starts_at,
-        ends_at: r.try_get("ends_at")?,
-        generator_url: r.try_get("generator_url")?,
-        group_key: r.try_get("group_key")?,
-        first_seen: r.try_get("first_seen")?,
-        last_seen: r.try_get("last_seen")?,
-        occurrences: r.try_get("occurrences")?,
-    })
-}
-
-fn decision_from(r: &AnyRow) -> Result<Decision, sqlx::Error> {
-    let decision: Option<String> = r.try_get("decision")?;
-    let decision = decision
-        .map(|d| serde_json::from_str(&d))
-        .transpose()
-        .map_err(|e| sqlx::Error::ColumnDecode {
-            index: "decision".into(),
-            source: e.into(),
-        })?;
-    Ok(Decision {
-        id: r.try_get("id")?,
-        rule: r.try_get("rule")?,
-        rule_version: r.try_get("rule_version")?,
-        rule_digest: r.try_get("rule_digest")?,
-        event_id: r.try_get("event_id")?,
-        event_kind: r.try_get("event_kind")?,
-        trace_id: r.try_get("trace_id")?,
-        incident_id: r.try_get("incident_id")?,
-        decision,
-        error: r.try_get("error")?,
-        at: r.try_get("at")?,
-    })
 }

@@ -1,7 +1,11 @@
 //! Rows read back into model types, by column name.
 
+use std::collections::BTreeMap;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
+
+use super::lists::{Decision, StoredAlert};
 
 use crate::model::{
     Incident, IncidentStatus, Job, JobStatus, Severity, Silence, SilenceMode, TimelineEntry,
@@ -113,5 +117,51 @@ pub(super) fn incident_from(r: &AnyRow) -> Result<Incident, sqlx::Error> {
         last_notified_at: r.try_get("last_notified_at")?,
         acknowledged_by: r.try_get("acknowledged_by")?,
         acknowledged_at: r.try_get("acknowledged_at")?,
+    })
+}
+
+/// A text column of JSON `[[k, v], ...]` pairs, as a map.
+fn pairs(r: &AnyRow, column: &str) -> Result<BTreeMap<String, String>, sqlx::Error> {
+    let pairs: Vec<(String, String)> = json_opt(r, column)?.unwrap_or_default();
+    Ok(pairs.into_iter().collect())
+}
+
+/// An `alerts` row, by column name.
+pub(super) fn alert_from(r: &AnyRow) -> Result<StoredAlert, sqlx::Error> {
+    let fingerprint: String = r.try_get("fingerprint")?;
+    let starts_at: i64 = r.try_get("starts_at")?;
+    Ok(StoredAlert {
+        id: format!("{fingerprint}:{starts_at}"),
+        fingerprint,
+        name: r.try_get("name")?,
+        status: r.try_get("status")?,
+        severity: r.try_get("severity")?,
+        labels: pairs(r, "labels")?,
+        annotations: pairs(r, "annotations")?,
+        starts_at,
+        ends_at: r.try_get("ends_at")?,
+        generator_url: r.try_get("generator_url")?,
+        group_key: r.try_get("group_key")?,
+        first_seen: r.try_get("first_seen")?,
+        last_seen: r.try_get("last_seen")?,
+        occurrences: r.try_get("occurrences")?,
+    })
+}
+
+/// A `decisions_log` row, by column name.
+pub(super) fn decision_from(r: &AnyRow) -> Result<Decision, sqlx::Error> {
+    let decision = json_opt(r, "decision")?;
+    Ok(Decision {
+        id: r.try_get("id")?,
+        rule: r.try_get("rule")?,
+        rule_version: r.try_get("rule_version")?,
+        rule_digest: r.try_get("rule_digest")?,
+        event_id: r.try_get("event_id")?,
+        event_kind: r.try_get("event_kind")?,
+        trace_id: r.try_get("trace_id")?,
+        incident_id: r.try_get("incident_id")?,
+        decision,
+        error: r.try_get("error")?,
+        at: r.try_get("at")?,
     })
 }
