@@ -75,7 +75,11 @@ async fn python_rules_load_beside_rust_ones_and_drive_the_pipeline() {
     assert_eq!(status, 200, "{body}");
     let d = host
         .newest_incident("the Python rule's incident, notified", SETTLE, |d| {
+            // The timeline's notification entry is written by the incident
+            // stage after the delivery: wait for both (the detail is read
+            // in separate statements).
             d.notifications.iter().any(|n| n.status == "delivered")
+                && d.timeline.iter().any(|e| e.kind == "notification")
         })
         .await;
     assert_eq!(d.incident.title, "Disk full on db");
