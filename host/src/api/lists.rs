@@ -57,14 +57,19 @@ impl Paging {
     }
 }
 
-/// A page size: 1 to [`MAX_PAGE`], default 50 (also when empty).
+/// A page size: 1 to [`MAX_PAGE`], default 50 when the parameter is absent.
+/// The document calls it an integer, so an empty `limit=` or a signed one
+/// (`+5`, which Rust's parser would take) is a 400 like any other non-number.
 pub(super) fn page_limit(text: Option<&str>) -> Result<u32, ApiError> {
-    match text.filter(|t| !t.is_empty()).map(str::parse::<u32>) {
-        None => Ok(50),
+    let Some(text) = text else { return Ok(50) };
+    match text
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse::<u32>())
+    {
         Some(Ok(n @ 1..=MAX_PAGE)) => Ok(n),
-        Some(_) => Err(ApiError::BadRequest(format!(
-            "limit must be a whole number from 1 to {MAX_PAGE}, not `{}`",
-            text.unwrap_or_default()
+        _ => Err(ApiError::BadRequest(format!(
+            "limit must be a whole number from 1 to {MAX_PAGE}, not `{text}`"
         ))),
     }
 }
@@ -452,7 +457,19 @@ fn acknowledged(id: &str, a: Acknowledged) -> Result<Json<IncidentAnswer>, ApiEr
 
 #[cfg(test)]
 mod tests {
-    use super::instant;
+    use super::{instant, page_limit};
+
+    #[test]
+    fn a_page_limit_is_a_plain_number_in_range_or_absent() {
+        assert_eq!(page_limit(None).ok(), Some(50));
+        assert_eq!(page_limit(Some("1")).ok(), Some(1));
+        assert_eq!(page_limit(Some("1000")).ok(), Some(1000));
+        // Found by schemathesis: `limit=` was read as absent although the
+        // document says integer.
+        for bad in ["", "0", "1001", "+5", "-1", " 5", "5.0", "ten"] {
+            assert!(page_limit(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn instants_are_rfc3339_ms_or_a_duration_back() {
