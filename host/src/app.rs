@@ -47,6 +47,7 @@ impl App {
 
     /// Build with `clock` as the time plugins see.
     pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<App> {
+        config.validate().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&config.plugin_dir).with_context(|| {
             format!("creating plugin directory {}", config.plugin_dir.display())
         })?;
@@ -184,6 +185,17 @@ impl App {
                 .context("plugin watcher")
                 .map(|()| "plugin watcher")
         });
+
+        if let Some(source) = self.config.sources.kubernetes.clone() {
+            let zone = self.config.ingest.zone().map_err(anyhow::Error::msg)?;
+            let watcher = crate::sources::kubernetes::Watcher::new(
+                source,
+                self.store.clone(),
+                self.registry.metrics().clone(),
+                zone,
+            );
+            tasks.spawn(watcher.run(shutdown.clone()));
+        }
 
         if let Some(transport) = transport {
             Pipeline::new(

@@ -47,6 +47,73 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// How long records are kept.
     pub retention: RetentionConfig,
+    /// Sources the host pulls events from itself (beside the push endpoints).
+    pub sources: SourcesConfig,
+}
+
+/// Event sources the host reads itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Watch a cluster's Warning events (unset: no watcher).
+    pub kubernetes: Option<KubeSourceConfig>,
+}
+
+/// `[sources.kubernetes]`: list, then watch, the `core/v1` Events of one
+/// cluster (Warning only), checkpointing the watch's `resourceVersion` in
+/// the store with the events it ingested.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeSourceConfig {
+    /// The cluster's name: it goes into every event's dedup key and labels,
+    /// as `?cluster=` does on the push endpoint.
+    pub cluster: String,
+    /// API server URL, e.g. `https://10.0.0.1:6443` (unset with `in_cluster`).
+    pub endpoint: String,
+    /// The bearer token: `{ env = "VAR" }` or `{ file = "/path" }`, read
+    /// at every (re)connection, so a rotated token is picked up.
+    pub token: Option<crate::runtime::manifest::SecretRef>,
+    /// PEM bundle of the CAs that sign the API server's certificate; the
+    /// system roots are not trusted when it is set.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate to authenticate with (with `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// Run as the pod's service account (API server from
+    /// `KUBERNETES_SERVICE_HOST`/`_PORT`, token and `ca.crt` from
+    /// `service_account_dir`).
+    pub in_cluster: bool,
+    /// Where the service account is mounted (default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`).
+    pub service_account_dir: Option<PathBuf>,
+    /// Only this namespace's events (unset: every namespace).
+    pub namespace: Option<String>,
+    /// How long one watch request stays open before it is renewed, in s.
+    pub watch_timeout_secs: u64,
+    /// First wait after a failed list or watch, in ms (doubling).
+    pub retry_initial_ms: u64,
+    /// Longest wait between retries, in ms.
+    pub retry_max_ms: u64,
+}
+
+impl Default for KubeSourceConfig {
+    fn default() -> Self {
+        KubeSourceConfig {
+            cluster: String::new(),
+            endpoint: String::new(),
+            token: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            in_cluster: false,
+            service_account_dir: None,
+            namespace: None,
+            watch_timeout_secs: 290,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+        }
+    }
 }
 
 /// How long each kind of record is kept before the pruning task deletes
@@ -420,6 +487,22 @@ pub struct IngestConfig {
     /// committed together (group commit); past this many the store is not
     /// keeping up and a request gets 503 with `Retry-After` at once.
     pub max_pending: usize,
+    /// The zone Kubernetes event times are written in for people (the
+    /// `last_seen_text` of each event, which notifications show): an IANA
+    /// name such as `Europe/Moscow`. Stored times stay UTC.
+    pub time_zone: String,
+}
+
+impl IngestConfig {
+    /// [`IngestConfig::time_zone`], parsed.
+    pub fn zone(&self) -> Result<chrono_tz::Tz, String> {
+        self.time_zone.parse().map_err(|_| {
+            format!(
+                "ingest.time_zone: `{}` is not an IANA time zone (e.g. Europe/Moscow)",
+                self.time_zone
+            )
+        })
+    }
 }
 
 impl Default for IngestConfig {
@@ -428,6 +511,7 @@ impl Default for IngestConfig {
             token: None,
             max_body_bytes: 1 << 20,
             max_pending: 1024,
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -475,6 +559,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             approvals: ApprovalsConfig::default(),
             retention: RetentionConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
 }
@@ -520,11 +605,29 @@ impl Config {
             );
             figment = figment.merge(Toml::file(file));
         }
-        let config = figment
+        let config: Config = figment
             // EVENTPULSE_LOG is the log filter, read by main, not a setting.
             .merge(Env::prefixed("EVENTPULSE_").ignore(&["log"]).split("__"))
             .extract()?;
+        config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
+    }
+
+    /// What serde cannot check: names that must parse, settings that go
+    /// together.
+    pub fn validate(&self) -> Result<(), String> {
+        self.ingest.zone()?;
+        if let Some(k) = &self.sources.kubernetes {
+            if k.cluster.is_empty() {
+                return Err("sources.kubernetes.cluster: name the cluster".into());
+            }
+            if k.endpoint.is_empty() && !k.in_cluster {
+                return Err(
+                    "sources.kubernetes: set endpoint, or in_cluster = true in a pod".into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// [`Config::instance`], or `<hostname>-<pid>` when it is empty.

@@ -14,6 +14,8 @@
 //!   circuit breaker, invocation; the plugin contract's types stop here.
 //! - [`ingest`]: parsing and validating what arrives (Alertmanager v4,
 //!   CloudEvents, Kubernetes Warning events) and committing it in groups.
+//! - [`sources`]: event sources the host pulls itself (a Kubernetes
+//!   cluster's Warning events, listed and watched with a checkpoint).
 //! - [`pipeline`]: the stages and work queues an event travels through.
 //! - [`registry`]: the plugin directory as the registry (hot reload,
 //!   enable/disable).
@@ -37,5 +39,6 @@ pub mod registry;
 pub mod replay;
 pub mod runtime;
 pub mod scaffold;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

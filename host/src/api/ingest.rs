@@ -132,15 +132,20 @@ pub(super) async fn accept_kubernetes(
     check_ingest_token(s, &headers)?;
     let body = body_or_error(s, body)?;
     let now = crate::store::now_ms();
+    let zone = s.ingest.zone().unwrap_or(chrono_tz::UTC);
     let batch = kubernetes::parse(&body, q.cluster.as_deref().unwrap_or(""), now)
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let (new, duplicates) = s
         .store
-        .ingest_kube_events(&batch.warnings, |w, occurrences| {
-            let mut e = w.event(occurrences, now as u64);
-            trace::stamp(&mut e, caller.as_deref());
-            e
-        })
+        .ingest_kube_events(
+            &batch.warnings,
+            |w, occurrences| {
+                let mut e = w.event(occurrences, now as u64, zone);
+                trace::stamp(&mut e, caller.as_deref());
+                e
+            },
+            None,
+        )
         .await?;
     let metrics = s.registry.metrics();
     metrics.ingested("kubernetes", "accepted", new);

@@ -48,11 +48,14 @@ pub struct KubeEvent {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Metadata {
     #[serde(default)]
     uid: String,
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    creation_timestamp: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,66 +138,94 @@ pub fn parse(body: &[u8], cluster: &str, now_ms: i64) -> Result<Batch, Invalid> 
         ignored: 0,
     };
     for (i, item) in items.into_iter().enumerate() {
-        let e: KubeEvent = serde_path_to_error::deserialize(item)
-            .map_err(|err| Invalid(format!("events[{i}].{}: {}", err.path(), err.inner())))?;
-        if e.ty != "Warning" {
-            batch.ignored += 1;
-            continue;
+        match warning(item, cluster, now_ms, &format!("events[{i}]"))? {
+            Some(w) => batch.warnings.push(w),
+            None => batch.ignored += 1,
         }
-        let at = |field: &str, text: &Option<String>| {
-            time(&format!("events[{i}].{field}"), text.as_deref())
-        };
-        let event_time = at("eventTime", &e.event_time)?;
-        let last_seen = at("lastTimestamp", &e.last_timestamp)?
-            .or(event_time)
-            .unwrap_or(now_ms);
-        let first_seen = at("firstTimestamp", &e.first_timestamp)?.unwrap_or(last_seen);
-        let o = &e.involved_object;
-        if e.reason.is_empty() || o.kind.is_empty() || o.name.is_empty() {
-            return Err(Invalid(format!(
-                "events[{i}]: `reason`, `involvedObject.kind` and `involvedObject.name` must not be empty"
-            )));
-        }
-        let key = dedup_key(cluster, &o.kind, &o.namespace, &o.name, &e.reason);
-        let count = e.count.unwrap_or(1).max(1);
-        let digest = Sha256::new()
-            .chain_update(key.as_bytes())
-            .chain_update([0])
-            .chain_update(
-                if e.metadata.uid.is_empty() {
-                    &e.metadata.name
-                } else {
-                    &e.metadata.uid
-                }
-                .as_bytes(),
-            )
-            .chain_update([0])
-            .chain_update(count.to_be_bytes())
-            .chain_update(last_seen.to_be_bytes())
-            .finalize();
-        let bytes: [u8; 16] = digest[..16].try_into().expect("16 bytes");
-        batch.warnings.push(Warning {
-            cluster: cluster.to_owned(),
-            kind: o.kind.clone(),
-            namespace: o.namespace.clone(),
-            name: o.name.clone(),
-            reason: e.reason.clone(),
-            message: e.message.chars().take(4096).collect(),
-            count,
-            first_seen,
-            last_seen,
-            dedup_key: key,
-            event_id: uuid::Builder::from_custom_bytes(bytes)
-                .into_uuid()
-                .to_string(),
-        });
     }
     Ok(batch)
 }
 
+/// One `core/v1` Event (`at` names it in errors, e.g. `events[3]`): the
+/// normalised Warning, or `None` for any other type.
+pub fn warning(
+    item: serde_json::Value,
+    cluster: &str,
+    now_ms: i64,
+    at: &str,
+) -> Result<Option<Warning>, Invalid> {
+    let e: KubeEvent = serde_path_to_error::deserialize(item)
+        .map_err(|err| Invalid(format!("{at}.{}: {}", err.path(), err.inner())))?;
+    if e.ty != "Warning" {
+        return Ok(None);
+    }
+    let time_of =
+        |field: &str, text: &Option<String>| time(&format!("{at}.{field}"), text.as_deref());
+    let event_time = time_of("eventTime", &e.event_time)?;
+    let last_seen = time_of("lastTimestamp", &e.last_timestamp)?
+        .or(event_time)
+        .or(time_of(
+            "metadata.creationTimestamp",
+            &e.metadata.creation_timestamp,
+        )?)
+        .unwrap_or(now_ms);
+    let first_seen = time_of("firstTimestamp", &e.first_timestamp)?.unwrap_or(last_seen);
+    let o = &e.involved_object;
+    if e.reason.is_empty() || o.kind.is_empty() || o.name.is_empty() {
+        return Err(Invalid(format!(
+            "{at}: `reason`, `involvedObject.kind` and `involvedObject.name` must not be empty"
+        )));
+    }
+    let key = dedup_key(cluster, &o.kind, &o.namespace, &o.name, &e.reason);
+    let count = e.count.unwrap_or(1).max(1);
+    let digest = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update([0])
+        .chain_update(
+            if e.metadata.uid.is_empty() {
+                &e.metadata.name
+            } else {
+                &e.metadata.uid
+            }
+            .as_bytes(),
+        )
+        .chain_update([0])
+        .chain_update(count.to_be_bytes())
+        .chain_update(last_seen.to_be_bytes())
+        .finalize();
+    let bytes: [u8; 16] = digest[..16].try_into().expect("16 bytes");
+    Ok(Some(Warning {
+        cluster: cluster.to_owned(),
+        kind: o.kind.clone(),
+        namespace: o.namespace.clone(),
+        name: o.name.clone(),
+        reason: e.reason.clone(),
+        message: e.message.chars().take(4096).collect(),
+        count,
+        first_seen,
+        last_seen,
+        dedup_key: key,
+        event_id: uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string(),
+    }))
+}
+
+/// `2026-01-25 04:30:45 MSK`: an instant as people in `zone` read it.
+pub fn local_time(ms: i64, zone: chrono_tz::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&zone)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 impl Warning {
-    /// The `event.received` envelope, with `occurrences` of its key so far.
-    pub fn event(&self, occurrences: i64, now_ms: u64) -> model::Event {
+    /// The `event.received` envelope, with `occurrences` of its key so far;
+    /// `last_seen_text` gives the last sighting in `zone`.
+    pub fn event(&self, occurrences: i64, now_ms: u64, zone: chrono_tz::Tz) -> model::Event {
         let rfc3339 = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -249,6 +280,7 @@ impl Warning {
                 "occurrences": occurrences,
                 "first_seen": self.first_seen,
                 "last_seen": self.last_seen,
+                "last_seen_text": local_time(self.last_seen, zone),
                 "dedup_key": self.dedup_key,
             })
             .to_string(),
@@ -335,6 +367,22 @@ mod tests {
             "a repeat is a new event"
         );
         assert_eq!(next.warnings[0].dedup_key, w.dedup_key, "with the same key");
+    }
+
+    #[test]
+    fn times_for_people_are_in_the_configured_zone() {
+        let ms = 1_769_304_645_000; // 2026-01-25T01:30:45Z
+        assert_eq!(local_time(ms, chrono_tz::UTC), "2026-01-25 01:30:45 UTC");
+        assert_eq!(
+            local_time(ms, chrono_tz::Europe::Moscow),
+            "2026-01-25 04:30:45 MSK"
+        );
+        // Daylight saving is the zone's, not a fixed offset.
+        let july = 1_784_943_045_000; // 2026-07-25T01:30:45Z
+        assert_eq!(
+            local_time(july, chrono_tz::Europe::Berlin),
+            "2026-07-25 03:30:45 CEST"
+        );
     }
 
     #[test]

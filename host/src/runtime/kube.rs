@@ -129,33 +129,40 @@ struct Target {
     ca_file: Option<std::path::PathBuf>,
 }
 
+/// The pod's own API server (`dir`: where the service account is
+/// mounted): its URL, the service account's token (read now: it rotates)
+/// and its CA bundle.
+pub(crate) fn in_cluster(
+    dir: Option<&std::path::Path>,
+) -> Result<(String, String, std::path::PathBuf), String> {
+    let dir = dir.map_or_else(|| SERVICE_ACCOUNT.into(), std::path::Path::to_path_buf);
+    let host = std::env::var("KUBERNETES_SERVICE_HOST")
+        .map_err(|_| "kube: in_cluster, but KUBERNETES_SERVICE_HOST is not set".to_owned())?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let token_file = dir.join("token");
+    let token = std::fs::read_to_string(&token_file)
+        .map_err(|e| format!("kube: service account token {}: {e}", token_file.display()))?;
+    Ok((
+        format!("https://{host}:{port}"),
+        token.trim().to_owned(),
+        dir.join("ca.crt"),
+    ))
+}
+
 /// Where `grant` points, with its token.
 fn target(env: &PluginEnv, grant: &KubeGrant) -> CapResult<Target> {
     if grant.in_cluster {
-        let dir = grant
-            .service_account_dir
-            .clone()
-            .unwrap_or_else(|| SERVICE_ACCOUNT.into());
-        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-            failed("kube: in_cluster, but KUBERNETES_SERVICE_HOST is not set".into())
-        })?;
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        let token_file = dir.join("token");
-        let token = std::fs::read_to_string(&token_file).map_err(|e| {
-            failed(format!(
-                "kube: service account token {}: {e}",
-                token_file.display()
-            ))
-        })?;
+        let (endpoint, token, ca) =
+            in_cluster(grant.service_account_dir.as_deref()).map_err(failed)?;
         return Ok(Target {
-            endpoint: format!("https://{host}:{port}"),
-            token: Some(token.trim().to_owned()),
-            ca_file: Some(grant.ca_file.clone().unwrap_or_else(|| dir.join("ca.crt"))),
+            endpoint,
+            token: Some(token),
+            ca_file: Some(grant.ca_file.clone().unwrap_or(ca)),
         });
     }
     let token = match &grant.token_secret {
@@ -178,11 +185,28 @@ fn target(env: &PluginEnv, grant: &KubeGrant) -> CapResult<Target> {
 /// The HTTP client for `grant`: rustls, trusting only `ca_file` when it
 /// is set, presenting the client certificate when there is one.
 fn client(grant: &KubeGrant, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder().use_rustls_tls().timeout(TIMEOUT);
+    api_client(
+        reqwest::Client::builder().timeout(TIMEOUT),
+        ca_file,
+        grant.client_cert_file.as_deref(),
+        grant.client_key_file.as_deref(),
+    )
+}
+
+/// A client for a Kubernetes API server (the `kube` capability's, and the
+/// host's own event watcher's): rustls, trusting only `ca_file` when it is
+/// set, presenting the client certificate `cert` + `key` when given.
+pub(crate) fn api_client(
+    builder: reqwest::ClientBuilder,
+    ca_file: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut b = builder.use_rustls_tls();
     if let Some(path) = ca_file {
         b = super::tls::trust_only(b, path).map_err(|e| format!("kube: {e}"))?;
     }
-    match (&grant.client_cert_file, &grant.client_key_file) {
+    match (cert, key) {
         (Some(cert), Some(key)) => {
             let mut pem = std::fs::read(cert)
                 .map_err(|e| format!("kube: client certificate {}: {e}", cert.display()))?;

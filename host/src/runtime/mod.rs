@@ -11,7 +11,7 @@ mod breaker;
 mod conversions;
 mod docker;
 mod host;
-mod kube;
+pub(crate) mod kube;
 pub mod manifest;
 mod plugin;
 pub mod rehearsal;

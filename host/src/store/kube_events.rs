@@ -41,11 +41,15 @@ impl Store {
     /// Count each Kubernetes Warning event under its key and append its
     /// `event.received` (built by `event_for` from the count so far), all
     /// in one transaction; an event already stored is neither counted nor
-    /// appended again. Returns (new events, duplicates).
+    /// appended again. With `checkpoint` (source, position), the source's
+    /// position is moved there in the same transaction, so what was read up
+    /// to it is stored exactly when the position is. Returns (new events,
+    /// duplicates).
     pub async fn ingest_kube_events(
         &self,
         warnings: &[KubeWarning],
         event_for: impl Fn(&KubeWarning, i64) -> model::Event,
+        checkpoint: Option<(&str, &str)>,
     ) -> Result<(usize, usize), Error> {
         let mut tx = self.begin().await?;
         let (mut new, mut duplicates) = (0, 0);
@@ -58,7 +62,27 @@ impl Store {
             tx.append(&event_for(w, occurrences)).await?;
             new += 1;
         }
+        if let Some((source, position)) = checkpoint {
+            sqlx::query(
+                "INSERT INTO source_checkpoints (source, position, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (source) DO UPDATE SET position = $2, updated_at = $3",
+            )
+            .bind(source)
+            .bind(position)
+            .bind(now_ms())
+            .execute(tx.conn())
+            .await?;
+        }
         tx.commit().await?;
         Ok((new, duplicates))
+    }
+
+    /// Where `source` stopped, if it ever checkpointed.
+    pub async fn source_checkpoint(&self, source: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT position FROM source_checkpoints WHERE source = $1")
+            .bind(source)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 }

@@ -253,11 +253,15 @@ impl Rule for K8sEvents {
                 m = m.line("Enrichment", format!("unavailable ({err})"));
             }
         }
-        // When Kubernetes last saw it (the ingest time for senders without one).
-        let last_seen = event.data_json()["last_seen"]
-            .as_u64()
-            .unwrap_or(event.time);
-        m = m.end_section().line("Time", format_time(last_seen));
+        // When Kubernetes last saw it (the ingest time for senders without
+        // one), in the zone the host writes it in for people
+        // (`ingest.time_zone`), else UTC.
+        let data = event.data_json();
+        let time = match data["last_seen_text"].as_str() {
+            Some(text) if !text.is_empty() => text.to_owned(),
+            _ => format_time(data["last_seen"].as_u64().unwrap_or(event.time)),
+        };
+        m = m.end_section().line("Time", time);
         let mut d = Decision::none().open_incident(IncidentOpen {
             title: title.clone(),
             service,
@@ -354,6 +358,22 @@ mod tests {
         assert_eq!(
             (incident.service.as_str(), incident.dedup_key.as_str()),
             ("web", "k8s:abc")
+        );
+    }
+
+    #[test]
+    fn the_time_is_shown_as_the_host_wrote_it_for_people() {
+        let mut e = warning("Pod", "shop", "web-7d8f-x4k2m", "BackOff");
+        e.data =
+            json!({"last_seen": 1_769_304_645_000u64, "last_seen_text": "2026-01-25 04:30:45 MSK"})
+                .to_string();
+        let d = K8sEvents.decide(&e, &pod_world().context()).unwrap();
+        assert!(
+            d.notifications[0]
+                .body
+                .ends_with("Time: 2026-01-25 04:30:45 MSK"),
+            "{}",
+            d.notifications[0].body
         );
     }
 
