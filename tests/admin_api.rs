@@ -167,6 +167,7 @@ async fn every_route_answers_each_token_as_its_guard_says() {
         .unwrap();
     let all: Vec<_> = routes().collect();
     assert!(all.len() >= 30, "{} routes", all.len());
+    println!("{} routes, each asked with 5 credentials", all.len());
     let mut seen = HashSet::new();
     for route in &all {
         assert!(
@@ -816,6 +817,13 @@ async fn replay_diffs_a_candidate_against_what_was_decided_and_touches_nothing()
     assert_eq!(r.status(), 200);
     let answer: serde_json::Value = r.json().await.unwrap();
     let summary = &answer["summary"];
+    println!(
+        "candidate (threshold 90) against v1 (80): {summary}; {} events above 80; \
+         probe hits {} of {probes} live, engine calls {} of {engine_calls} live",
+        above.len(),
+        hits.load(Ordering::SeqCst),
+        engine_hits.load(Ordering::SeqCst)
+    );
     assert_eq!(summary["replayed"], decided, "{summary}");
     assert_eq!(summary["different"], above.len(), "{summary}");
     assert_eq!(summary["same"], decided - above.len() as u64, "{summary}");
@@ -880,6 +888,7 @@ async fn replay_diffs_a_candidate_against_what_was_decided_and_touches_nothing()
         .unwrap();
     assert_eq!(r.status(), 200);
     let same: serde_json::Value = r.json().await.unwrap();
+    println!("v1 replayed over itself: {}", same["summary"]);
     assert_eq!(same["summary"]["replayed"], decided, "{same}");
     assert_eq!(same["summary"]["different"], 0, "{same}");
     assert_eq!(hits.load(Ordering::SeqCst), probes, "still nothing posted");

@@ -394,13 +394,45 @@ fn kill_9_at_random_moments(root: &std::path::Path, db_url: &str, run: &Run) {
 #[path = "common/kube_events.rs"]
 mod kube_events;
 
-/// `[sources.kubernetes]` for the stand-in at `url`, renewing its watch
-/// every `watch_secs`, plus `extra`.
-fn watcher_config(url: &str, watch_secs: u64, extra: &str) -> String {
-    format!(
-        "\n[sources.kubernetes]\ncluster = \"c1\"\nendpoint = {url:?}\ntoken = {{ file = \"kube.token\" }}\n\
-         watch_timeout_secs = {watch_secs}\nretry_initial_ms = 50\nretry_max_ms = 500\n{extra}"
-    )
+/// An events-API stand-in and a host configured to watch it (not yet
+/// started), over SQLite in a temporary directory.
+struct WatcherHost {
+    rt: tokio::runtime::Runtime,
+    api: kube_events::EventsApi,
+    dir: tempfile::TempDir,
+    db_url: String,
+    port: u16,
+}
+
+impl WatcherHost {
+    /// `[sources.kubernetes]` renewing its watch every `watch_secs`, plus
+    /// `extra` (TOML).
+    fn new(watch_secs: u64, extra: &str) -> WatcherHost {
+        sqlx::any::install_default_drivers();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(kube_events::EventsApi::start("kube-secret"));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("dist")).unwrap();
+        std::fs::write(root.join("kube.token"), "kube-secret\n").unwrap();
+        let db_url = format!("sqlite://{}", root.join("eventpulse.db").display());
+        let port = write_config_on(
+            root,
+            &db_url,
+            &format!(
+                "\n[sources.kubernetes]\ncluster = \"c1\"\nendpoint = {:?}\ntoken = {{ file = \"kube.token\" }}\n\
+                 watch_timeout_secs = {watch_secs}\nretry_initial_ms = 50\nretry_max_ms = 500\n{extra}",
+                api.url
+            ),
+        );
+        WatcherHost {
+            rt,
+            api,
+            dir,
+            db_url,
+            port,
+        }
+    }
 }
 
 /// `(rows, distinct event ids)` of the `event.received` events stored.
@@ -448,15 +480,8 @@ fn wait_healthy(port: u16, root: &std::path::Path) {
 /// committed batch reached).
 #[test]
 fn kubernetes_watch_resumes_after_kill_9_without_missing_or_repeating() {
-    sqlx::any::install_default_drivers();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt.block_on(kube_events::EventsApi::start("kube-secret"));
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("dist")).unwrap();
-    std::fs::write(root.join("kube.token"), "kube-secret\n").unwrap();
-    let db_url = format!("sqlite://{}", root.join("eventpulse.db").display());
-    let port = write_config_on(root, &db_url, &watcher_config(&api.url, 5, ""));
+    let w = WatcherHost::new(5, "");
+    let (rt, api, root, db_url, port) = (&w.rt, &w.api, w.dir.path(), &w.db_url, w.port);
     let mut server = start(root, "warn");
     wait_healthy(port, root);
 
@@ -548,19 +573,8 @@ fn kubernetes_watch_resumes_after_kill_9_without_missing_or_repeating() {
 /// written in `ingest.time_zone`.
 #[test]
 fn kubernetes_watch_relists_on_410_gone_without_duplicates() {
-    sqlx::any::install_default_drivers();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt.block_on(kube_events::EventsApi::start("kube-secret"));
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    std::fs::create_dir_all(root.join("dist")).unwrap();
-    std::fs::write(root.join("kube.token"), "kube-secret\n").unwrap();
-    let db_url = format!("sqlite://{}", root.join("eventpulse.db").display());
-    let port = write_config_on(
-        root,
-        &db_url,
-        &watcher_config(&api.url, 1, "\n[ingest]\ntime_zone = \"Europe/Moscow\"\n"),
-    );
+    let w = WatcherHost::new(1, "\n[ingest]\ntime_zone = \"Europe/Moscow\"\n");
+    let (rt, api, root, db_url, port) = (&w.rt, &w.api, w.dir.path(), &w.db_url, w.port);
     for i in 0..30 {
         api.add(
             &format!("ev-{i}"),
