@@ -5,6 +5,8 @@
 #                              with the demo manifests in compose/plugins/
 #   eventpulse-prometheus:demo, eventpulse-alertmanager:demo
 #                              Debian's prometheus / prometheus-alertmanager
+#   eventpulse-haproxy:demo    Debian's haproxy (the offline profile's load
+#                              balancer)
 #
 # Host binaries go into FROM scratch images together with the shared
 # libraries `ldd` lists. DEMO_EVENTPULSE_BIN names an already built eventpulse
@@ -13,8 +15,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/compose/build-images.sh"
 
-for tool in prometheus prometheus-alertmanager ldd; do
-    command -v "$tool" >/dev/null || { echo "build-stack.sh: $tool is needed (apt-get install prometheus prometheus-alertmanager)" >&2; exit 1; }
+for tool in prometheus prometheus-alertmanager haproxy ldd; do
+    command -v "$tool" >/dev/null || { echo "build-stack.sh: $tool is needed (apt-get install prometheus prometheus-alertmanager haproxy)" >&2; exit 1; }
 done
 bin=${DEMO_EVENTPULSE_BIN:-}
 if [[ -z $bin ]]; then
@@ -58,4 +60,5 @@ done
 image eventpulse:demo "$bin" "$plugins/demo:/plugins"
 image eventpulse-prometheus:demo "$(command -v prometheus)" /usr/share/prometheus/web:/usr/share/prometheus/web
 image eventpulse-alertmanager:demo "$(command -v prometheus-alertmanager)" /usr/share/prometheus/alertmanager:/usr/share/prometheus/alertmanager
-echo "built eventpulse:demo, eventpulse-prometheus:demo, eventpulse-alertmanager:demo"
+image eventpulse-haproxy:demo "$(command -v haproxy)"
+echo "built eventpulse:demo, eventpulse-prometheus:demo, eventpulse-alertmanager:demo, eventpulse-haproxy:demo"

@@ -1,14 +1,15 @@
-//! The compose demo, whole, on the real Docker Engine: `compose/build-stack.sh`
-//! builds its images offline (this very binary, Debian's Prometheus and
-//! Alertmanager, the demo service), `docker-compose up` starts
-//! `compose/docker-compose.yml`, and load on the demo service must carry it
-//! through Prometheus → HighCPU → Alertmanager → EventPulse → a second
-//! healthy replica → incident resolved and notified, then back to one
-//! replica once the load stops and the alert resolves.
+//! The compose demo (seed 000), whole, on the real Docker Engine:
+//! `compose/build-stack.sh` builds its images offline (this very binary,
+//! Debian's Prometheus, Alertmanager and HAProxy, the demo service),
+//! `docker-compose --profile offline up` starts `compose/docker-compose.yml`,
+//! and the load generator container's requests through the load balancer
+//! must carry it through Prometheus → HighCPU → Alertmanager → EventPulse →
+//! a second healthy replica → incident resolved and notified; the load
+//! balancer finds the replica by the service's network alias and sends it
+//! at least 30 % of the requests, and per-replica CPU drops; once the load
+//! stops, LowCPU brings the service back to one replica.
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)] // shared with the other binaries' tests
@@ -28,9 +29,12 @@ impl Stack {
         stdout(cmd)
     }
 
-    /// `http://127.0.0.1:PORT` of `service`'s port 8080.
-    fn url(&self, service: &str) -> String {
-        format!("http://{}", self.compose(&["port", service, "8080"]).trim())
+    /// `http://127.0.0.1:PORT` of `service`'s `port`.
+    fn url(&self, service: &str, port: u16) -> String {
+        format!(
+            "http://{}",
+            self.compose(&["port", service, &port.to_string()]).trim()
+        )
     }
 
     /// Healthy containers of the demo service (replicas carry its labels).
@@ -54,6 +58,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = Command::new("docker-compose")
             .args(["-p", &self.project, "-f", &self.file])
+            .args(["--profile", "offline", "--profile", "load"])
             .args(["down", "-v", "--remove-orphans", "-t", "1"])
             .output();
         let left = docker(&[
@@ -119,8 +124,8 @@ fn load_scales_the_demo_service_out_and_back_through_the_whole_stack() {
             .display()
             .to_string(),
     };
-    stack.compose(&["up", "-d"]);
-    let (app, eventpulse) = (stack.url("app"), stack.url("eventpulse"));
+    stack.compose(&["--profile", "offline", "up", "-d"]);
+    let (prometheus, eventpulse) = (stack.url("prometheus", 9090), stack.url("eventpulse", 8080));
 
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -132,6 +137,23 @@ fn load_scales_the_demo_service_out_and_back_through_the_whole_stack() {
             .ok()
             .filter(|r| r.status().is_success())
     });
+    // One value per replica (by instance) of a PromQL expression.
+    let per_replica = |expr: &str| -> Vec<f64> {
+        let answer: serde_json::Value = http
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", expr)])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        answer["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"][1].as_str()?.parse().ok())
+            .collect()
+    };
+    const CPU: &str = "rate(demo_app_cpu_seconds_total[10s])";
     let dir = tempfile::tempdir().unwrap();
     let container = stack.compose(&["ps", "-q", "eventpulse"]);
     docker(&[
@@ -156,18 +178,27 @@ fn load_scales_the_demo_service_out_and_back_through_the_whole_stack() {
     );
     assert_eq!(stack.healthy_replicas(), 1);
 
-    // Four clients keep the demo service busy until told to stop.
-    let busy = Arc::new(AtomicBool::new(true));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (busy, url, http) = (busy.clone(), format!("{app}/work?ms=200"), http.clone());
-            std::thread::spawn(move || {
-                while busy.load(Ordering::Relaxed) {
-                    let _ = http.get(&url).send();
-                }
-            })
-        })
-        .collect();
+    // The load generator container: 4 clients through the load balancer.
+    stack.compose(&[
+        "--profile",
+        "offline",
+        "--profile",
+        "load",
+        "up",
+        "-d",
+        "load",
+    ]);
+    // The one replica's CPU under load, up to the moment a second is healthy.
+    let mut before = 0.0;
+    wait_until("a second healthy replica", Duration::from_secs(120), || {
+        if stack.healthy_replicas() >= 2 {
+            return Some(());
+        }
+        if let [one] = per_replica(CPU)[..] {
+            before = one;
+        }
+        None
+    });
     let incident = wait_until(
         "an incident resolved by a second replica",
         Duration::from_secs(120),
@@ -191,14 +222,31 @@ fn load_scales_the_demo_service_out_and_back_through_the_whole_stack() {
         "{detail}"
     );
 
-    // Load gone → the alert resolves → back to one replica. The load stays
-    // past the rule's 10 s cooldown (compose/plugins/rule-cpu-autoscale.toml):
-    // a scale-in inside it is held back.
-    std::thread::sleep(Duration::from_secs(12));
-    busy.store(false, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    // The load balancer found the new replica by its alias: both share the
+    // requests, and each now burns less CPU than the one did alone.
+    std::thread::sleep(Duration::from_secs(20));
+    let after = per_replica(CPU);
+    let shares = per_replica(
+        "increase(demo_app_requests_total[15s]) / scalar(sum(increase(demo_app_requests_total[15s])))",
+    );
+    println!(
+        "CPU of the one replica under load: {before:.2} cores; of each after the scale-out: {after:.2?}"
+    );
+    println!("share of the requests per replica over 15 s: {shares:.2?}");
+    assert_eq!(shares.len(), 2, "{shares:?}");
+    assert!(
+        shares.iter().all(|s| *s >= 0.30),
+        "each replica serves at least 30 %: {shares:?}"
+    );
+    assert!(before > 0.5, "the one replica was busy: {before}");
+    assert!(
+        after.len() == 2 && after.iter().all(|c| *c < before),
+        "per-replica CPU dropped from {before}: {after:?}"
+    );
+
+    // Load gone → LowCPU → back to one replica (HighCPU resolving keeps the
+    // capacity: relative scaling is a ratchet).
+    stack.compose(&["--profile", "load", "stop", "load"]);
     wait_until("back to one replica", Duration::from_secs(120), || {
         (stack.healthy_replicas() == 1
             && docker(&[
@@ -212,14 +260,22 @@ fn load_scales_the_demo_service_out_and_back_through_the_whole_stack() {
             .is_empty())
         .then_some(())
     });
-    let detail = api(&format!("/incidents/{}", incident["id"].as_str().unwrap()));
-    let actions = detail["incident"]["actions"].as_array().unwrap();
-    assert_eq!(actions.len(), 2, "{detail}");
+    let actions = api("/actions");
+    let summaries: Vec<&str> = actions["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["result"].as_str())
+        .collect();
     assert!(
-        actions[1]["result"]
-            .as_str()
-            .unwrap()
-            .contains("\"replicas\":1"),
-        "{detail}"
+        summaries
+            .iter()
+            .any(|r| r.contains("\"previous\":2") && r.contains("\"replicas\":1")),
+        "{actions}"
+    );
+    let alerts = api("/alerts?name=LowCPU");
+    assert!(
+        alerts.to_string().contains("LowCPU"),
+        "the scale-in came from LowCPU: {alerts}"
     );
 }

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
-    HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HealthStatusEnum, HostConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -81,6 +81,36 @@ fn unavailable(e: &dyn std::fmt::Display) -> types::CapabilityError {
 
 /// An engine error as the plugin sees it: server-side 5xx and transport
 /// failures may pass (`unavailable`); 4xx are `failed`.
+/// The network aliases `source` has on `network` (a compose service's name,
+/// say), which a replica must answer to as well, so that whatever finds the
+/// service by name (a load balancer through Docker's DNS) finds the replica
+/// too. The source's own names (its id, its hostname) are left out.
+fn replica_aliases(
+    source: &ContainerInspectResponse,
+    network: &str,
+) -> Option<(String, Vec<String>)> {
+    let endpoint = source
+        .network_settings
+        .as_ref()?
+        .networks
+        .as_ref()?
+        .get(network)?;
+    let id = source.id.clone().unwrap_or_default();
+    let hostname = source
+        .config
+        .as_ref()
+        .and_then(|c| c.hostname.clone())
+        .unwrap_or_default();
+    let aliases: Vec<String> = endpoint
+        .aliases
+        .iter()
+        .flatten()
+        .filter(|a| !a.is_empty() && !id.starts_with(a.as_str()) && **a != hostname)
+        .cloned()
+        .collect();
+    (!aliases.is_empty()).then(|| (network.to_owned(), aliases))
+}
+
 fn engine_error(e: bollard::errors::Error) -> types::CapabilityError {
     use bollard::errors::Error as E;
     match e {
@@ -399,12 +429,25 @@ impl docker::Host for HostState {
         let mut labels = config.labels.clone().unwrap_or_default();
         labels.insert(CREATED_BY.into(), self.env.name.clone());
         labels.insert(REPLICA_OF.into(), source.id.clone().unwrap_or_default());
+        let networking_config = network
+            .as_ref()
+            .and_then(|n| replica_aliases(&source, n))
+            .map(|(network, aliases)| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network,
+                    EndpointSettings {
+                        aliases: Some(aliases),
+                        ..Default::default()
+                    },
+                )])),
+            });
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             env: config.env.clone(),
             cmd: config.cmd.clone(),
             entrypoint: config.entrypoint.clone(),
             labels: Some(labels),
+            networking_config,
             host_config: Some(HostConfig {
                 network_mode: network.clone(),
                 binds: (!binds.is_empty()).then_some(binds.clone()),
@@ -529,6 +572,23 @@ impl docker::Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_answers_to_the_service_alias_not_to_the_source_names() {
+        // As compose creates a service's container: the service's name and
+        // the container's short id as aliases on the project network.
+        let source: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "5d8f044e2756aa11",
+            "Config": {"Hostname": "5d8f044e2756"},
+            "NetworkSettings": {"Networks": {"demo_default": {"Aliases": ["app", "5d8f044e2756"]}}},
+        }))
+        .unwrap();
+        assert_eq!(
+            replica_aliases(&source, "demo_default"),
+            Some(("demo_default".to_owned(), vec!["app".to_owned()]))
+        );
+        assert_eq!(replica_aliases(&source, "other"), None);
+    }
 
     fn grant() -> DockerGrant {
         DockerGrant {
