@@ -429,6 +429,20 @@ impl Registry {
             .ok_or_else(|| runtime::Error::NotFound(name.to_owned()))
     }
 
+    /// Enabled rules with a `[schedule]`: (name, period in ms).
+    pub fn schedules(&self) -> Vec<(String, u64)> {
+        let slots = self.slots.read().expect("registry lock");
+        slots
+            .iter()
+            .filter(|(_, s)| s.enabled)
+            .filter_map(|(name, s)| {
+                let p = s.plugin.as_ref()?;
+                let every = p.manifest().schedule.every_secs;
+                (p.kind() == PluginKind::Rule && every > 0).then(|| (name.clone(), every * 1000))
+            })
+            .collect()
+    }
+
     /// Enabled rules subscribed to `event`, in name order.
     pub fn rules_for(&self, event: &model::Event) -> Vec<Arc<Plugin>> {
         let slots = self.slots.read().expect("registry lock");

@@ -151,6 +151,22 @@ impl Host for WitHost {
         host_json(wit::kube::list_pods(namespace, field_selector).map_err(capability_error)?)
     }
 
+    fn kube_list_node_metrics(&self) -> Result<serde_json::Value, CapabilityError> {
+        host_json(wit::kube::list_node_metrics().map_err(capability_error)?)
+    }
+
+    fn kube_cordon(&self, node: &str, unschedulable: bool) -> Result<(), CapabilityError> {
+        wit::kube::cordon(node, unschedulable).map_err(capability_error)
+    }
+
+    fn kube_evict(&self, namespace: &str, pod: &str) -> Result<(), CapabilityError> {
+        wit::kube::evict(namespace, pod).map_err(capability_error)
+    }
+
+    fn kube_delete_node(&self, node: &str) -> Result<(), CapabilityError> {
+        wit::kube::delete_node(node).map_err(capability_error)
+    }
+
     fn smtp_send(&self, mail: &Mail) -> Result<String, CapabilityError> {
         let mail = wit::smtp::Mail {
             to: mail.to.clone(),

@@ -262,6 +262,22 @@ pub trait Host {
     ) -> Result<serde_json::Value, CapabilityError> {
         Err(CapabilityError::NotGranted("kube".into()))
     }
+    /// Node usage from the metrics API (a `NodeMetricsList`).
+    fn kube_list_node_metrics(&self) -> Result<serde_json::Value, CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
+    /// Mark a node unschedulable (or schedulable again).
+    fn kube_cordon(&self, _node: &str, _unschedulable: bool) -> Result<(), CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
+    /// Evict a pod (the Eviction API).
+    fn kube_evict(&self, _namespace: &str, _pod: &str) -> Result<(), CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
+    /// Delete a node object.
+    fn kube_delete_node(&self, _node: &str) -> Result<(), CapabilityError> {
+        Err(CapabilityError::NotGranted("kube".into()))
+    }
     /// Send an HTTP request (wasi:http; only to granted hosts).
     fn http(&self, _request: &HttpRequest) -> Result<HttpResponse, CapabilityError> {
         Err(CapabilityError::NotGranted("http".into()))
@@ -487,6 +503,31 @@ impl<'a> Context<'a> {
         field_selector: Option<&str>,
     ) -> Result<serde_json::Value, CapabilityError> {
         host!(self.kube_list_pods(namespace, field_selector))
+    }
+
+    /// Node usage from the metrics API (`metrics.k8s.io`): a
+    /// `NodeMetricsList` (`items[].metadata.name`, `items[].usage.cpu`,
+    /// `items[].usage.memory`).
+    pub fn kube_list_node_metrics(&self) -> Result<serde_json::Value, CapabilityError> {
+        host!(self.kube_list_node_metrics())
+    }
+
+    /// Cordon `node` (`true`) or make it schedulable again. Needs the
+    /// `cordon` write in the manifest's `grants.kube.write`.
+    pub fn kube_cordon(&self, node: &str, unschedulable: bool) -> Result<(), CapabilityError> {
+        host!(self.kube_cordon(node, unschedulable))
+    }
+
+    /// Evict a pod; a disruption budget that forbids it now is
+    /// `unavailable`, a pod already gone is success. Needs `evict`.
+    pub fn kube_evict(&self, namespace: &str, pod: &str) -> Result<(), CapabilityError> {
+        host!(self.kube_evict(namespace, pod))
+    }
+
+    /// Delete the `node` object (one already gone is success). Needs
+    /// `delete`.
+    pub fn kube_delete_node(&self, node: &str) -> Result<(), CapabilityError> {
+        host!(self.kube_delete_node(node))
     }
 
     /// The notifiers for `severity`: config `channels.<severity>` (e.g.

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use crate::context::{Context, Host, LogLevel};
+use crate::context::{Context, Host, LogLevel, Node};
 use crate::model::{Alert, AlertStatus, Correlation, Event, Labels, Severity, Timestamp};
 
 /// An in-memory host: a settable clock, state with TTLs, config, secrets and
@@ -28,6 +28,18 @@ pub struct FakeHost {
     logs: RefCell<Vec<(LogLevel, String)>>,
     timers: RefCell<BTreeMap<String, (Timestamp, String)>>,
     kube: Option<BTreeMap<(String, String, String), serde_json::Value>>,
+    cluster: RefCell<Option<Cluster>>,
+}
+
+/// A fake cluster behind `kube`: nodes, pods, node metrics, and the writes
+/// made, which change it as the API server would.
+#[derive(Default, Clone)]
+struct Cluster {
+    nodes: Vec<Node>,
+    pods: Vec<serde_json::Value>,
+    metrics: Vec<serde_json::Value>,
+    writes: Vec<String>,
+    write_granted: bool,
 }
 
 impl FakeHost {
@@ -93,6 +105,87 @@ impl FakeHost {
         self
     }
 
+    /// Grant `kube` over a fake cluster of `nodes` (writes allowed when
+    /// `writes` is true: cordon, evict and delete change the cluster).
+    pub fn kube_cluster(self, nodes: Vec<Node>, writes: bool) -> Self {
+        *self.cluster.borrow_mut() = Some(Cluster {
+            nodes,
+            write_granted: writes,
+            ..Cluster::default()
+        });
+        self
+    }
+
+    /// Replace the fake cluster's nodes.
+    pub fn set_nodes(&self, nodes: Vec<Node>) {
+        if let Some(c) = self.cluster.borrow_mut().as_mut() {
+            c.nodes = nodes;
+        }
+    }
+
+    /// Replace the fake cluster's pods (`Pod` objects; `list-pods` filters
+    /// them by `a.b=c` field selectors).
+    pub fn set_pods(&self, pods: Vec<serde_json::Value>) {
+        if let Some(c) = self.cluster.borrow_mut().as_mut() {
+            c.pods = pods;
+        }
+    }
+
+    /// Replace the node metrics: `(node, cpu cores used, memory bytes used)`.
+    pub fn set_node_metrics(&self, usage: &[(&str, f64, u64)]) {
+        if let Some(c) = self.cluster.borrow_mut().as_mut() {
+            c.metrics = usage
+                .iter()
+                .map(|(name, cpu, mem)| {
+                    serde_json::json!({
+                        "metadata": {"name": name},
+                        "usage": {"cpu": format!("{}m", (cpu * 1000.0) as u64), "memory": format!("{}Ki", mem / 1024)},
+                    })
+                })
+                .collect();
+        }
+    }
+
+    /// The kube writes made, e.g. `cordon w3 true`, `evict shop/web-1`,
+    /// `delete w3`.
+    pub fn kube_writes(&self) -> Vec<String> {
+        self.cluster
+            .borrow()
+            .as_ref()
+            .map(|c| c.writes.clone())
+            .unwrap_or_default()
+    }
+
+    fn kube_write(
+        &self,
+        what: String,
+        apply: impl FnOnce(&mut Cluster),
+    ) -> Result<(), crate::CapabilityError> {
+        let mut cluster = self.cluster.borrow_mut();
+        let c = cluster
+            .as_mut()
+            .ok_or_else(|| crate::CapabilityError::NotGranted("kube".into()))?;
+        if !c.write_granted {
+            return Err(crate::CapabilityError::NotGranted(format!(
+                "kube write: {what}"
+            )));
+        }
+        apply(c);
+        c.writes.push(what);
+        Ok(())
+    }
+
+    fn with_cluster<T>(
+        &self,
+        read: impl FnOnce(&Cluster) -> T,
+    ) -> Result<T, crate::CapabilityError> {
+        self.cluster
+            .borrow()
+            .as_ref()
+            .map(read)
+            .ok_or_else(|| crate::CapabilityError::NotGranted("kube".into()))
+    }
+
     /// Move the clock forward.
     pub fn advance(&self, ms: u64) {
         self.now.set(self.now.get() + ms);
@@ -153,6 +246,54 @@ impl Host for FakeHost {
             .get(&key)
             .cloned()
             .ok_or_else(|| crate::CapabilityError::Failed(format!("kube: {kind} {name}: HTTP 404")))
+    }
+
+    fn kube_list_nodes(&self) -> Result<Vec<Node>, crate::CapabilityError> {
+        self.with_cluster(|c| c.nodes.clone())
+    }
+
+    fn kube_list_pods(
+        &self,
+        namespace: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<serde_json::Value, crate::CapabilityError> {
+        self.with_cluster(|c| {
+            let wanted = |pod: &serde_json::Value| {
+                namespace.is_none_or(|ns| pod["metadata"]["namespace"] == ns)
+                    && field_selector.unwrap_or("").split(',').filter(|f| !f.is_empty()).all(|f| {
+                        let (path, value) = f.split_once('=').unwrap_or((f, ""));
+                        let found = path.split('.').fold(pod, |v, k| &v[k]);
+                        found.as_str() == Some(value)
+                    })
+            };
+            serde_json::json!({"kind": "PodList", "items": c.pods.iter().filter(|p| wanted(p)).collect::<Vec<_>>()})
+        })
+    }
+
+    fn kube_list_node_metrics(&self) -> Result<serde_json::Value, crate::CapabilityError> {
+        self.with_cluster(|c| serde_json::json!({"kind": "NodeMetricsList", "items": c.metrics}))
+    }
+
+    fn kube_cordon(&self, node: &str, unschedulable: bool) -> Result<(), crate::CapabilityError> {
+        self.kube_write(format!("cordon {node} {unschedulable}"), |c| {
+            for n in c.nodes.iter_mut().filter(|n| n.name == node) {
+                n.unschedulable = unschedulable;
+            }
+        })
+    }
+
+    fn kube_evict(&self, namespace: &str, pod: &str) -> Result<(), crate::CapabilityError> {
+        self.kube_write(format!("evict {namespace}/{pod}"), |c| {
+            c.pods.retain(|p| {
+                !(p["metadata"]["namespace"] == namespace && p["metadata"]["name"] == pod)
+            });
+        })
+    }
+
+    fn kube_delete_node(&self, node: &str) -> Result<(), crate::CapabilityError> {
+        self.kube_write(format!("delete {node}"), |c| {
+            c.nodes.retain(|n| n.name != node)
+        })
     }
 
     fn state_delete(&self, key: &str) {

@@ -517,12 +517,8 @@ impl Pipeline {
         tasks.spawn(async move { actions.run(c).await.map(|()| Actions::NAME) });
         let c = cancel.clone();
         tasks.spawn(async move { notifications.run(c).await.map(|()| Notifications::NAME) });
-        let (st, clock, c) = (
-            self.store.clone(),
-            self.registry.clock().clone(),
-            cancel.clone(),
-        );
-        tasks.spawn(async move { timers::run(st, clock, c).await.map(|()| "timer task") });
+        let (st, registry, c) = (self.store.clone(), self.registry.clone(), cancel.clone());
+        tasks.spawn(async move { timers::run(st, registry, c).await.map(|()| "timer task") });
         let (st, m, c) = (
             self.store.clone(),
             self.registry.metrics().clone(),

@@ -2,14 +2,57 @@
 //! `store/timers.rs`) when the host clock reaches them. It looks at least
 //! once a second, so a timer fires within about a second of being due, and
 //! one that came due while the host was down fires at start.
+//!
+//! It also keeps each scheduled rule's (`[schedule] every_secs`) timer
+//! `schedule` armed: when one has fired, the next is set `every_secs` on.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use super::kinds::TIMER_FIRED;
+use super::payload::TimerData;
 use super::{sleep_or_cancel, store_backoff};
-use crate::runtime::Clock;
-use crate::store::Store;
+use crate::model;
+use crate::registry::Registry;
+use crate::store::{self, Store};
+
+/// The key of a scheduled rule's timer.
+pub const SCHEDULE: &str = "schedule";
+
+/// Arm the next call of every scheduled rule that has none pending.
+async fn arm_schedules(store: &Store, registry: &Registry, now: i64) -> Result<(), store::Error> {
+    for (rule, every_ms) in registry.schedules() {
+        let event = model::Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: TIMER_FIRED.to_owned(),
+            source: format!("eventpulse/schedule/{rule}"),
+            time: now as u64,
+            trace_id: hex::encode(rand::random::<[u8; 16]>()),
+            span_id: String::new(),
+            key: rule.clone(),
+            correlation: model::Correlation::default(),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            alert: None,
+            data: serde_json::to_string(&TimerData {
+                rule: rule.clone(),
+                key: SCHEDULE.to_owned(),
+                data: String::new(),
+            })
+            .expect("timer data serialises"),
+        };
+        if store
+            .arm_timer(&rule, SCHEDULE, now + every_ms as i64, &event)
+            .await?
+        {
+            tracing::debug!(plugin.name = %rule, every_ms, "scheduled call armed");
+        }
+    }
+    Ok(())
+}
 
 /// Timers fired per transaction.
 const BATCH: u32 = 256;
@@ -18,11 +61,21 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Fire due timers until `cancel` fires; a failing store is retried with
 /// backoff (a timer is never lost: its row stays until it has fired).
-pub async fn run(store: Store, clock: Clock, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    store: Store,
+    registry: Arc<Registry>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let clock = registry.clock().clone();
     let mut wait = store_backoff();
     loop {
         let now = clock.now_ms() as i64;
-        let pause = match store.fire_timers(now, BATCH).await {
+        let armed = arm_schedules(&store, &registry, now).await;
+        let fired = match armed {
+            Ok(()) => store.fire_timers(now, BATCH).await,
+            Err(e) => Err(e),
+        };
+        let pause = match fired {
             Ok(n) if n as u32 == BATCH => Duration::ZERO,
             Ok(n) => {
                 if n > 0 {

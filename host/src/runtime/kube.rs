@@ -1,5 +1,7 @@
-//! The `kube` capability: read-only calls to the Kubernetes API server the
-//! plugin's [`KubeGrant`] names, over https verified against the grant's
+//! The `kube` capability: calls to the Kubernetes API server the plugin's
+//! [`KubeGrant`] names: reads, and the writes the grant lists
+//! (`cordon`, `evict`, `delete`: each denied and audited unless granted,
+//! and audited when made), over https verified against the grant's
 //! CA bundle (or the system roots), authenticated by a bearer token from
 //! the plugin's own secrets and/or a client certificate, or as the pod's
 //! service account (`in_cluster`). Responses are capped in size and time;
@@ -13,7 +15,7 @@ use tracing::Instrument as _;
 
 use super::bindings::eventpulse::plugin::{kube, types};
 use super::host::{HostState, PluginEnv};
-use super::manifest::KubeGrant;
+use super::manifest::{KubeGrant, KubeWrite};
 
 type CapResult<T> = Result<T, types::CapabilityError>;
 
@@ -255,6 +257,24 @@ async fn kube_fetch(
     path: &str,
     query: &[(&str, &str)],
 ) -> CapResult<serde_json::Value> {
+    let (status, body) = kube_send(env, grant, reqwest::Method::GET, path, query, None).await?;
+    if !status.is_success() {
+        return Err(failed(format!("kube: GET {path}: {status}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| failed(format!("kube: GET {path}: not JSON: {e}")))
+}
+
+/// Send `method` to `path` (with a JSON `body`: a strategic merge patch for
+/// PATCH) to the API server `grant` names; the status and body. 5xx is
+/// `unavailable`.
+async fn kube_send(
+    env: &PluginEnv,
+    grant: &KubeGrant,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> CapResult<(reqwest::StatusCode, Vec<u8>)> {
     let target = target(env, grant)?;
     let client = env
         .kube_client
@@ -262,10 +282,20 @@ async fn kube_fetch(
         .clone()
         .map_err(failed)?;
     let url = format!("{}{path}", target.endpoint);
-    let token = target.token;
-    let mut request = client.get(&url).query(query);
-    if let Some(t) = token {
+    let patch = method == reqwest::Method::PATCH;
+    let mut request = client.request(method.clone(), &url).query(query);
+    if let Some(t) = target.token {
         request = request.bearer_auth(t);
+    }
+    if let Some(body) = body {
+        let kind = if patch {
+            "application/strategic-merge-patch+json"
+        } else {
+            "application/json"
+        };
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, kind)
+            .body(body.to_string());
     }
     let unavailable = |e: reqwest::Error| {
         types::CapabilityError::Unavailable(format!("kube: {}", e.without_url()))
@@ -283,13 +313,70 @@ async fn kube_fetch(
     }
     if status.is_server_error() {
         return Err(types::CapabilityError::Unavailable(format!(
-            "kube: GET {path}: {status}"
+            "kube: {method} {path}: {status}"
         )));
     }
-    if !status.is_success() {
-        return Err(failed(format!("kube: GET {path}: {status}")));
+    Ok((status, body))
+}
+
+impl HostState {
+    /// Make write `verb` (`method` on `path` with `body`) if the grant
+    /// lists it; audited either way. A 404 is success when `gone_is_done`
+    /// (the object is already what the write wants); 429 (a disruption
+    /// budget, or throttling) is `unavailable`.
+    async fn kube_write(
+        &mut self,
+        verb: KubeWrite,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        gone_is_done: bool,
+    ) -> CapResult<()> {
+        let Some(grant) = self.env.manifest.grants.kube.clone() else {
+            self.env
+                .refuse_call("kube", verb.as_str(), path, "not granted");
+            return Err(self.deny("kube"));
+        };
+        if !grant.write.contains(&verb) {
+            let why = format!(
+                "write `{}` is not in the plugin's grants.kube.write",
+                verb.as_str()
+            );
+            self.env.refuse_call("kube", verb.as_str(), path, &why);
+            tracing::warn!(plugin.name = %self.env.name, verb = verb.as_str(), path, "denied: kube write not granted");
+            return Err(types::CapabilityError::NotGranted(format!(
+                "kube: {why} (plugin `{}`)",
+                self.env.name
+            )));
+        }
+        let env = self.env.clone();
+        let span = super::host::capability_span("kube", verb.as_str());
+        let sent = kube_send(&env, &grant, method.clone(), path, &[], body)
+            .instrument(span)
+            .await;
+        let result = match sent {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((reqwest::StatusCode::NOT_FOUND, _)) if gone_is_done => Ok(()),
+            Ok((reqwest::StatusCode::TOO_MANY_REQUESTS, _)) => {
+                Err(types::CapabilityError::Unavailable(format!(
+                    "kube: {method} {path}: 429 (a disruption budget or throttling; try later)"
+                )))
+            }
+            Ok((status, body)) => Err(failed(format!(
+                "kube: {method} {path}: {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ))),
+            Err(e) => Err(e),
+        };
+        let text = result.as_ref().err().map(|e| format!("{e:?}"));
+        self.env.audit_call(
+            "kube",
+            verb.as_str(),
+            path,
+            text.as_deref().map_or(Ok(()), Err),
+        );
+        result
     }
-    serde_json::from_slice(&body).map_err(|e| failed(format!("kube: GET {path}: not JSON: {e}")))
 }
 
 impl kube::Host for HostState {
@@ -322,6 +409,56 @@ impl kube::Host for HostState {
             .map(|s| ("fieldSelector", s.as_str()))
             .collect();
         Ok(self.kube_get_json(&path, &query).await?.to_string())
+    }
+
+    async fn list_node_metrics(&mut self) -> CapResult<String> {
+        Ok(self
+            .kube_get_json("/apis/metrics.k8s.io/v1beta1/nodes", &[])
+            .await?
+            .to_string())
+    }
+
+    async fn cordon(&mut self, node: String, unschedulable: bool) -> CapResult<()> {
+        let path = format!("/api/v1/nodes/{}", segment("node", &node)?);
+        let patch = serde_json::json!({"spec": {"unschedulable": unschedulable}});
+        self.kube_write(
+            KubeWrite::Cordon,
+            reqwest::Method::PATCH,
+            &path,
+            Some(patch),
+            false,
+        )
+        .await
+    }
+
+    async fn evict(&mut self, namespace: String, pod: String) -> CapResult<()> {
+        let (ns, pod) = (segment("namespace", &namespace)?, segment("pod", &pod)?);
+        let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction");
+        let eviction = serde_json::json!({
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": ns},
+        });
+        self.kube_write(
+            KubeWrite::Evict,
+            reqwest::Method::POST,
+            &path,
+            Some(eviction),
+            true,
+        )
+        .await
+    }
+
+    async fn delete_node(&mut self, node: String) -> CapResult<()> {
+        let path = format!("/api/v1/nodes/{}", segment("node", &node)?);
+        self.kube_write(
+            KubeWrite::Delete,
+            reqwest::Method::DELETE,
+            &path,
+            None,
+            true,
+        )
+        .await
     }
 }
 

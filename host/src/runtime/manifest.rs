@@ -25,6 +25,18 @@ pub struct Manifest {
     pub secrets: BTreeMap<String, SecretRef>,
     /// How the host guards the targets an action plugin acts on.
     pub safety: Safety,
+    /// A rule the host calls on a schedule, as well as on events.
+    pub schedule: Schedule,
+}
+
+/// `[schedule]`: the host fires a `timer.fired` (key `schedule`) to the rule
+/// every `every_secs`, from a durable timer: a check that came due while
+/// the host was down runs when it starts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    /// Seconds between calls; `0` (the default): no schedule.
+    pub every_secs: u64,
 }
 
 /// Action safety the host enforces per (plugin, target), whatever the
@@ -213,6 +225,32 @@ pub struct KubeGrant {
     pub in_cluster: bool,
     /// Where the service account is mounted.
     pub service_account_dir: Option<PathBuf>,
+    /// The writes it may make (`cordon`, `evict`, `delete`); none by
+    /// default: the grant is read-only.
+    pub write: Vec<KubeWrite>,
+}
+
+/// A write the `kube` capability can make, each granted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeWrite {
+    /// Mark nodes (un)schedulable.
+    Cordon,
+    /// Evict pods.
+    Evict,
+    /// Delete node objects.
+    Delete,
+}
+
+impl KubeWrite {
+    /// Its name in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubeWrite::Cordon => "cordon",
+            KubeWrite::Evict => "evict",
+            KubeWrite::Delete => "delete",
+        }
+    }
 }
 
 /// Access to one SMTP server.

@@ -17,8 +17,10 @@
 //!   container or a replica returns `stub-created-N`; start, stop,
 //!   restart and remove succeed; `wait-healthy` is true; `inspect` returns
 //!   `{"Id": ID, "State": {"Status": "running"}}`.
-//! - `kube`: no nodes, no pods, and `get` returns an object with only the
-//!   kind, namespace and name asked for.
+//! - `kube`: no nodes, no pods, no node metrics, and `get` returns an
+//!   object with only the kind, namespace and name asked for; `cordon`,
+//!   `evict` and `delete-node` succeed when the grant lists their verb
+//!   (`grants.kube.write`) and are refused otherwise.
 //! - `smtp`: accepted, message id `stub-message-N`.
 //! - HTTP: `200` with the body `{"ok":true}` (`application/json`).
 //!
@@ -28,6 +30,8 @@
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+
+use super::manifest::KubeWrite;
 use serde_json::{Value, json};
 
 use super::bindings::eventpulse::plugin::{docker, kube, smtp, types};
@@ -197,6 +201,19 @@ impl Stubbed<'_> {
         self.answer("kube", granted, operation, args, answer)
     }
 
+    /// A kube write: granted only when the grant lists `verb`.
+    fn kube_write(&mut self, verb: KubeWrite, args: Value) -> CapResult<()> {
+        let granted = self
+            .0
+            .env
+            .manifest
+            .grants
+            .kube
+            .as_ref()
+            .is_some_and(|g| g.write.contains(&verb));
+        self.answer("kube", granted, verb.as_str(), args, ())
+    }
+
     fn next_id(&self, prefix: &str) -> String {
         format!("{prefix}-{}", self.rehearsal().count("docker") + 1)
     }
@@ -301,6 +318,32 @@ impl kube::Host for Stubbed<'_> {
             json!({ "namespace": ns, "field_selector": field }),
             json!({ "items": [] }).to_string(),
         )
+    }
+
+    async fn list_node_metrics(&mut self) -> CapResult<String> {
+        self.kube(
+            "list-node-metrics",
+            json!({}),
+            json!({ "items": [] }).to_string(),
+        )
+    }
+
+    async fn cordon(&mut self, node: String, unschedulable: bool) -> CapResult<()> {
+        self.kube_write(
+            KubeWrite::Cordon,
+            json!({ "node": node, "unschedulable": unschedulable }),
+        )
+    }
+
+    async fn evict(&mut self, namespace: String, pod: String) -> CapResult<()> {
+        self.kube_write(
+            KubeWrite::Evict,
+            json!({ "namespace": namespace, "pod": pod }),
+        )
+    }
+
+    async fn delete_node(&mut self, node: String) -> CapResult<()> {
+        self.kube_write(KubeWrite::Delete, json!({ "node": node }))
     }
 }
 

@@ -46,6 +46,36 @@ impl Tx {
 }
 
 impl Store {
+    /// Arm `plugin`'s timer `key` to fire as `event` at `due_at`, unless it
+    /// is armed already (a schedule's next call: set once, kept across
+    /// restarts). Returns whether it was armed now.
+    pub async fn arm_timer(
+        &self,
+        plugin: &str,
+        key: &str,
+        due_at: i64,
+        event: &model::Event,
+    ) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        let armed = sqlx::query(
+            "INSERT INTO timers (plugin, key, id, due_at, event, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (plugin, key) DO NOTHING",
+        )
+        .bind(plugin)
+        .bind(key)
+        .bind(&event.id)
+        .bind(due_at)
+        .bind(serde_json::to_string(event).expect("events serialise"))
+        .bind(now_ms())
+        .execute(tx.conn())
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(armed)
+    }
+
     /// Fire up to `limit` timers due at `now` (host clock): each one's
     /// event is appended and its row deleted in one transaction, so it
     /// fires once even when instances race for it. How many fired.
