@@ -17,10 +17,29 @@
 //!   incident fails.
 //!
 //! Each signal is a `signal.emitted` event on the incident's timeline.
+//!
+//! With `[schedule] every_secs` in its manifest (the seed's
+//! `min_violation_check_interval`) the rule also checks the cluster itself
+//! through `kube`, without waiting for an alert, and scales up and down:
+//! see [`check`]. Flow signals then follow the actions it asked for: on a
+//! scale-up `NodeCreated` and `NodeReady` per node, `ScalingActionCompleted`,
+//! `MinimumNodesRestored` (after a violation) and `ClusterStateSynced`; on a
+//! scale-down `ScalingActionCompleted`, `OptimalStateTrigger` (at minimum)
+//! and `ClusterStateSynced`.
+//!
+//! Config: `min_nodes` (2), `max_nodes` (6), `emergency_threshold` (2),
+//! `auto_scale_to_min` (`true`), `action` (`action-k3s-node-add`),
+//! `remove_action` (`action-k3s-node-remove`), `pool` (`workers`, for the
+//! check), `cpu_high_pct` (80), `memory_high_pct` (85), `cpu_low_pct` (30),
+//! `memory_low_pct` (40), `underutilized_secs` (300),
+//! `scaling_timeout_secs` (300), `check_every_secs` (the schedule's period,
+//! for the signals' times; default 10).
+
+pub mod check;
 
 use eventpulse_sdk::{
     ALERT_RAISED, ActionOutcome, ActionRequest, AlertStatus, Context, Decision, Error, Event,
-    IncidentOpen, IncidentStatus, NotificationRequest, Rule, Severity, Subscription,
+    IncidentOpen, IncidentStatus, NotificationRequest, Rule, Severity, Subscription, Timer,
 };
 use serde_json::json;
 
@@ -28,11 +47,22 @@ use serde_json::json;
 #[derive(Default)]
 pub struct MinNodes;
 
-struct Settings {
+/// The rule's settings, from its manifest's `[config]`.
+pub struct Settings {
     min: u64,
     max: u64,
     emergency: u64,
     action: String,
+    remove_action: String,
+    auto_scale_to_min: bool,
+    pool: String,
+    cpu_high: f64,
+    memory_high: f64,
+    cpu_low: f64,
+    memory_low: f64,
+    underutilized_ms: u64,
+    scaling_timeout_ms: u64,
+    every_ms: u64,
 }
 
 impl Settings {
@@ -43,6 +73,7 @@ impl Settings {
                     .map_err(|_| Error::permanent(format!("config `{key}`: `{v}` is not a number")))
             })
         };
+        let pct = |key: &str, default: u64| -> Result<f64, Error> { Ok(num(key, default)? as f64) };
         let s = Settings {
             min: num("min_nodes", 2)?,
             max: num("max_nodes", 6)?,
@@ -50,6 +81,26 @@ impl Settings {
             action: cx
                 .config("action")
                 .unwrap_or_else(|| "action-k3s-node-add".into()),
+            remove_action: cx
+                .config("remove_action")
+                .unwrap_or_else(|| "action-k3s-node-remove".into()),
+            auto_scale_to_min: match cx.config("auto_scale_to_min").as_deref() {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(v) => {
+                    return Err(Error::permanent(format!(
+                        "config `auto_scale_to_min`: `{v}` is neither true nor false"
+                    )));
+                }
+            },
+            pool: cx.config("pool").unwrap_or_else(|| "workers".into()),
+            cpu_high: pct("cpu_high_pct", 80)?,
+            memory_high: pct("memory_high_pct", 85)?,
+            cpu_low: pct("cpu_low_pct", 30)?,
+            memory_low: pct("memory_low_pct", 40)?,
+            underutilized_ms: num("underutilized_secs", 300)? * 1000,
+            scaling_timeout_ms: num("scaling_timeout_secs", 300)? * 1000,
+            every_ms: num("check_every_secs", 10)? * 1000,
         };
         if s.min > s.max {
             return Err(Error::permanent("config: `min_nodes` is above `max_nodes`"));
@@ -185,12 +236,24 @@ impl Rule for MinNodes {
         }
     }
 
+    fn on_timer(&self, _event: &Event, timer: &Timer, cx: &Context<'_>) -> Result<Decision, Error> {
+        if timer.key != "schedule" {
+            return Ok(Decision::none().note(format!("unknown timer `{}`", timer.key)));
+        }
+        let s = Settings::load(cx)?;
+        let pool = s.pool.clone();
+        check::run(cx, &s, &pool)
+    }
+
     fn on_action_completed(
         &self,
-        _event: &Event,
+        event: &Event,
         outcome: &ActionOutcome,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
     ) -> Result<Decision, Error> {
+        if outcome.request.params["check"] == true {
+            return checked_action_done(event, outcome, cx);
+        }
         let details = match &outcome.result {
             Ok(r) => r.details.clone(),
             Err(_) => json!({}),
@@ -213,17 +276,101 @@ impl Rule for MinNodes {
         &self,
         _event: &Event,
         outcome: &ActionOutcome,
-        _cx: &Context<'_>,
+        cx: &Context<'_>,
     ) -> Result<Decision, Error> {
         let why = match &outcome.result {
             Err(e) => e.to_string(),
             Ok(_) => "unknown".into(),
         };
+        if outcome.request.params["check"] == true {
+            // The next check decides again, from what the cluster is then.
+            let s = Settings::load(cx)?;
+            let mut mem = check::Memory::load(cx, &s.pool);
+            mem.scaling_until = None;
+            mem.restoring = false;
+            mem.synced = false;
+            mem.episode = None;
+            mem.save(cx, &s.pool);
+            return Ok(Decision::none().transition(
+                IncidentStatus::Failed,
+                format!(
+                    "{} on {} failed: {why}",
+                    outcome.request.action, outcome.request.target
+                ),
+            ));
+        }
         Ok(Decision::none().transition(
             IncidentStatus::Failed,
             format!("adding workers to {} failed: {why}", outcome.request.target),
         ))
     }
+}
+
+/// The flow after an action the periodic check asked for.
+fn checked_action_done(
+    _event: &Event,
+    outcome: &ActionOutcome,
+    cx: &Context<'_>,
+) -> Result<Decision, Error> {
+    let s = Settings::load(cx)?;
+    let pool = outcome.request.target.clone();
+    let params = &outcome.request.params;
+    let details = match &outcome.result {
+        Ok(r) => r.details.clone(),
+        Err(_) => json!({}),
+    };
+    let previous = params["previous_workers"].as_u64().unwrap_or(0);
+    let mut mem = check::Memory::load(cx, &pool);
+    let was_violation = mem.restoring;
+    let mut d = Decision::none();
+    let workers = if let Some(node) = params["node"].as_str() {
+        let now_workers = previous.saturating_sub(1);
+        d = d.signal(
+            "ScalingActionCompleted",
+            json!({"pool": pool, "action": "scale_down", "count": 1, "node": node, "previous_workers": previous, "new_workers": now_workers}),
+        );
+        if now_workers == s.min {
+            mem.optimal = true;
+            d = d.signal(
+                "OptimalStateTrigger",
+                json!({"pool": pool, "state": "active", "current_workers": now_workers, "min_workers": s.min}),
+            );
+        }
+        now_workers
+    } else {
+        let added = params["add"].as_u64().unwrap_or(0);
+        for node in details["nodes"].as_array().into_iter().flatten() {
+            d = d.signal("NodeCreated", json!({"pool": pool, "node_name": node}));
+        }
+        for node in details["nodes"].as_array().into_iter().flatten() {
+            d = d.signal("NodeReady", json!({"pool": pool, "node_name": node}));
+        }
+        let now_workers = previous + added;
+        d = d.signal(
+            "ScalingActionCompleted",
+            json!({"pool": pool, "action": "scale_up", "count": added, "previous_workers": previous, "new_workers": now_workers, "duration_ms": details["waited_ms"]}),
+        );
+        if was_violation && now_workers >= s.min {
+            d = d.signal(
+                "MinimumNodesRestored",
+                json!({"pool": pool, "current_workers": now_workers, "min_workers": s.min, "restore_time": cx.now()}),
+            );
+        }
+        now_workers
+    };
+    d = d.signal(
+        "ClusterStateSynced",
+        json!({"pool": pool, "workers": workers, "last_sync": cx.now()}),
+    );
+    mem.scaling_until = None;
+    mem.restoring = false;
+    mem.synced = true;
+    mem.episode = None;
+    mem.save(cx, &pool);
+    Ok(d.transition(
+        IncidentStatus::Resolved,
+        format!("{pool} at {workers} worker(s)"),
+    ))
 }
 
 eventpulse_sdk::export_rule!(MinNodes);
