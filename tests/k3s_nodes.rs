@@ -301,3 +301,235 @@ async fn a_wrong_api_token_fails_before_any_worker_is_added() {
     assert!(left.is_empty(), "no worker was created: {left:#?}");
     host.stop().await;
 }
+
+/// `(decisions of rule-min-nodes, signal names emitted so far, in order)`.
+async fn checked(host: &Host) -> (i64, Vec<String>) {
+    use sqlx::Connection as _;
+    let mut db = sqlx::AnyConnection::connect(host.database_url())
+        .await
+        .unwrap();
+    let decisions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM decisions_log WHERE rule = 'rule-min-nodes'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    let payloads: Vec<String> = sqlx::query_scalar(
+        "SELECT payload FROM outbox_events WHERE kind = 'signal.emitted' ORDER BY seq",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let names = payloads
+        .iter()
+        .map(|p| {
+            let envelope: serde_json::Value = serde_json::from_str(p).unwrap();
+            let data: serde_json::Value =
+                serde_json::from_str(envelope["data"].as_str().unwrap()).unwrap();
+            data["signal"]["name"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    (decisions, names)
+}
+
+/// One scheduled check: move the (manual) clock a period on and wait until
+/// the rule has decided on it.
+async fn tick(host: &Host) {
+    let (before, _) = checked(host).await;
+    let started = std::time::Instant::now();
+    let mut advanced = std::time::Instant::now();
+    host.clock.advance(10_000);
+    while checked(host).await.0 <= before {
+        assert!(started.elapsed() < SETTLE, "no scheduled check came");
+        // The timer task arms the next call within a second of the last:
+        // if this advance came before that, the next one makes it due.
+        if advanced.elapsed() > Duration::from_secs(3) {
+            host.clock.advance(10_000);
+            advanced = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn min_nodes_manifest(url: &str) -> String {
+    format!(
+        r#"[schedule]
+every_secs = 10
+
+[grants.kube]
+endpoint = "{url}"
+token_secret = "kube_token"
+
+[secrets]
+kube_token = {{ env = "EP_TEST_CLUSTER_TOKEN" }}
+
+[config]
+min_nodes = "2"
+max_nodes = "4"
+underutilized_secs = "20"
+check_every_secs = "10"
+channels = "notifier-log"
+"#
+    )
+}
+
+fn node_remove_manifest(url: &str, pool: &str, write: &str) -> String {
+    format!(
+        r#"[limits]
+timeout_ms = 10000
+fuel = 200_000_000
+
+[grants.docker]
+selector = {{ "k3s.pool" = "{pool}" }}
+images = ["eventpulse-k3s-agent:*"]
+
+[grants.kube]
+endpoint = "{url}"
+token_secret = "kube_token"
+write = [{write}]
+
+[secrets]
+kube_token = {{ env = "EP_TEST_CLUSTER_TOKEN" }}
+
+[config]
+pool = "{pool}"
+"#
+    )
+}
+
+/// Seed 002's autoscaler loop through the real host, against a stand-in
+/// for the Kubernetes API (`kubecluster.rs`; no k3s server runs here) and
+/// the real Docker Engine (where no agent container of this pool runs):
+/// - the scheduled check (`[schedule] every_secs`, on the host's manual
+///   clock) sees three underutilised workers and takes one away through
+///   `action-k3s-node-remove` (cordon, evict, delete), with the seed's
+///   scale-down sequence of signals on the timeline;
+/// - without `write` in its kube grant, the same action is refused at the
+///   host, the refusal audited, and the cluster untouched;
+/// - a check that came due while the host was down runs when it starts,
+///   and remembers what it saw before (a node gone meanwhile is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_check_scales_down_is_refused_without_grants_and_survives_a_restart() {
+    const TOKEN: &str = "cluster-token-never-shown";
+    // SAFETY: set once, before any host reads its secrets; no other test in
+    // this binary reads it.
+    unsafe { std::env::set_var("EP_TEST_CLUSTER_TOKEN", TOKEN) };
+    let pool = format!("pool-{}", dockerkit::unique());
+    let cluster = eventpulse_tests::kubecluster::Cluster::start(TOKEN).await;
+    cluster.set_workers(&[
+        ("w1", true, 0.2, 1.0),
+        ("w2", true, 0.2, 1.0),
+        ("w3", true, 0.2, 1.0),
+    ]);
+    cluster.set_pods(vec![serde_json::json!({
+        "metadata": {"name": "web-3", "namespace": "shop", "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d8f"}]},
+        "spec": {"nodeName": "w3"},
+        "status": {"phase": "Running"},
+    })]);
+    let host = Host::start().await;
+    host.install("notifier-log", "notifier-log", "");
+    host.install(
+        "action-k3s-node-remove",
+        "action-k3s-node-remove",
+        &node_remove_manifest(&cluster.url, &pool, r#""cordon", "evict", "delete""#),
+    );
+    host.install_now(
+        "rule-min-nodes",
+        "rule-min-nodes",
+        &min_nodes_manifest(&cluster.url),
+    )
+    .await;
+
+    // Three checks: in sync, underutilised, time to scale down.
+    for _ in 0..3 {
+        tick(&host).await;
+    }
+    let d = incident_titled(&host, "k3s pool workers underutilised", |d| {
+        d.incident.status == "resolved" && signals(d).iter().any(|s| s == "ClusterStateSynced")
+    })
+    .await;
+    let result: serde_json::Value =
+        serde_json::from_str(d.actions[0].result.as_deref().unwrap()).unwrap();
+    println!("scale-down: {result}");
+    assert_eq!(result["details"]["node"], "w3");
+    assert_eq!(
+        cluster.writes(),
+        ["cordon w3", "evict shop/web-3", "delete w3"]
+    );
+    assert_eq!(cluster.workers(), ["w1", "w2"]);
+    assert_eq!(
+        signals(&d),
+        [
+            "UnderutilizationWarning",
+            "OptimalStateTrigger",
+            "ScaleDownDecision",
+            "ScaleDownStarted",
+            "ScalingActionCompleted",
+            "OptimalStateTrigger",
+            "ClusterStateSynced",
+        ],
+        "{:#?}",
+        d.timeline
+    );
+    assert_eq!(
+        checked(&host).await.1,
+        [
+            "ClusterStateSynced",
+            "UnderutilizationWarning",
+            "OptimalStateTrigger",
+            "ScaleDownDecision",
+            "ScaleDownStarted",
+            "ScalingActionCompleted",
+            "OptimalStateTrigger",
+            "ClusterStateSynced",
+        ],
+        "the seed's scale-down flow, in order"
+    );
+
+    // The same removal without the write grant: refused and audited.
+    host.install_now(
+        "action-k3s-node-remove",
+        "action-k3s-node-remove",
+        &node_remove_manifest(&cluster.url, &pool, ""),
+    )
+    .await;
+    cluster.set_workers(&[
+        ("w1", true, 0.2, 1.0),
+        ("w2", true, 0.2, 1.0),
+        ("w4", true, 0.2, 1.0),
+    ]);
+    let refused = wait_for("a refused cordon in the audit log", SETTLE, || async {
+        tick(&host).await;
+        let (records, _) = host
+            .store
+            .audit_page(Some("action-k3s-node-remove"), None, 50)
+            .await
+            .unwrap();
+        records
+            .into_iter()
+            .find(|r| r.capability == "kube" && r.operation == "cordon" && !r.allowed)
+    })
+    .await;
+    println!("audited: {refused:?}");
+    assert!(refused.detail.contains("grants.kube.write"), "{refused:?}");
+    assert_eq!(refused.target, "/api/v1/nodes/w4");
+    assert_eq!(cluster.writes().len(), 3, "nothing more was written");
+    assert_eq!(cluster.workers(), ["w1", "w2", "w4"]);
+
+    // Down for a while; w1 goes meanwhile. The check that came due runs at
+    // start, without the clock moving, and knows w1 from before.
+    let clock = host.clock.clone();
+    let (before, _) = checked(&host).await;
+    let host = host
+        .restart_after(|| {
+            cluster.set_workers(&[("w2", true, 1.0, 2.0), ("w4", true, 1.0, 2.0)]);
+            clock.advance(60_000);
+        })
+        .await;
+    let lost = wait_for("the overdue check after the restart", SETTLE, || async {
+        let (decisions, names) = checked(&host).await;
+        (decisions > before && names.last().is_some_and(|n| n == "NodeUnexpectedlyLost"))
+            .then_some(names)
+    })
+    .await;
+    println!("signals in all: {lost:?}");
+}

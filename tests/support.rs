@@ -5,6 +5,7 @@
 
 pub mod dockerkit;
 pub mod kubeapi;
+pub mod kubecluster;
 pub mod pki;
 
 use std::path::{Path, PathBuf};
@@ -249,6 +250,15 @@ impl Host {
         let (mut config, dir, clock) = (self.config.clone(), self.dir.clone(), self.clock.clone());
         change(&mut config);
         self.stop().await;
+        Host::start_with(config, dir, clock).await
+    }
+
+    /// Stop this host, run `while_down`, then start another over the same
+    /// directory, database and clock.
+    pub async fn restart_after(self, while_down: impl FnOnce()) -> Host {
+        let (config, dir, clock) = (self.config.clone(), self.dir.clone(), self.clock.clone());
+        self.stop().await;
+        while_down();
         Host::start_with(config, dir, clock).await
     }
 

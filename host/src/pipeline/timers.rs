@@ -3,8 +3,11 @@
 //! once a second, so a timer fires within about a second of being due, and
 //! one that came due while the host was down fires at start.
 //!
-//! It also keeps each scheduled rule's (`[schedule] every_secs`) timer
-//! `schedule` armed: when one has fired, the next is set `every_secs` on.
+//! It also keeps each scheduled rule's (`[schedule] every_secs`) repeating
+//! timer `schedule` armed: firing it moves it `every_secs` on in the same
+//! transaction, so the next call is always on record and one that came due
+//! while the host was down runs when it starts. A rule no longer scheduled
+//! (schedule removed, disabled, deleted) has its timer dropped.
 
 use std::time::Duration;
 
@@ -24,7 +27,9 @@ pub const SCHEDULE: &str = "schedule";
 
 /// Arm the next call of every scheduled rule that has none pending.
 async fn arm_schedules(store: &Store, registry: &Registry, now: i64) -> Result<(), store::Error> {
-    for (rule, every_ms) in registry.schedules() {
+    let schedules = registry.schedules();
+    let scheduled: Vec<String> = schedules.iter().map(|(r, _)| r.clone()).collect();
+    for (rule, every_ms) in schedules {
         let event = model::Event {
             id: uuid::Uuid::now_v7().to_string(),
             kind: TIMER_FIRED.to_owned(),
@@ -45,13 +50,19 @@ async fn arm_schedules(store: &Store, registry: &Registry, now: i64) -> Result<(
             .expect("timer data serialises"),
         };
         if store
-            .arm_timer(&rule, SCHEDULE, now + every_ms as i64, &event)
+            .arm_repeating(
+                &rule,
+                SCHEDULE,
+                now + every_ms as i64,
+                every_ms as i64,
+                &event,
+            )
             .await?
         {
-            tracing::debug!(plugin.name = %rule, every_ms, "scheduled call armed");
+            tracing::info!(plugin.name = %rule, every_ms, "scheduled calls armed");
         }
     }
-    Ok(())
+    store.disarm_repeating(SCHEDULE, &scheduled).await
 }
 
 /// Timers fired per transaction.

@@ -46,34 +46,81 @@ impl Tx {
 }
 
 impl Store {
-    /// Arm `plugin`'s timer `key` to fire as `event` at `due_at`, unless it
-    /// is armed already (a schedule's next call: set once, kept across
-    /// restarts). Returns whether it was armed now.
-    pub async fn arm_timer(
+    /// Arm `plugin`'s repeating timer `key` to fire as `event` at `due_at`
+    /// and every `repeat_ms` after, unless it is armed already (then only
+    /// its period is updated). Returns whether it was armed now.
+    pub async fn arm_repeating(
         &self,
         plugin: &str,
         key: &str,
         due_at: i64,
+        repeat_ms: i64,
         event: &model::Event,
     ) -> Result<bool, Error> {
+        // Looked up beside the writer: nearly always it is armed as it is.
+        let known: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT repeat_ms FROM timers WHERE plugin = $1 AND key = $2")
+                .bind(plugin)
+                .bind(key)
+                .fetch_optional(&self.reads)
+                .await?;
+        if known == Some(Some(repeat_ms)) {
+            return Ok(false);
+        }
         let mut tx = self.begin().await?;
-        let armed = sqlx::query(
-            "INSERT INTO timers (plugin, key, id, due_at, event, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (plugin, key) DO NOTHING",
-        )
-        .bind(plugin)
-        .bind(key)
-        .bind(&event.id)
-        .bind(due_at)
-        .bind(serde_json::to_string(event).expect("events serialise"))
-        .bind(now_ms())
-        .execute(tx.conn())
-        .await?
-        .rows_affected()
-            > 0;
+        let armed = match known {
+            Some(_) => {
+                sqlx::query("UPDATE timers SET repeat_ms = $1 WHERE plugin = $2 AND key = $3")
+                    .bind(repeat_ms)
+                    .bind(plugin)
+                    .bind(key)
+                    .execute(tx.conn())
+                    .await?;
+                false
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO timers (plugin, key, id, due_at, event, created_at, repeat_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (plugin, key) DO UPDATE SET repeat_ms = excluded.repeat_ms",
+                )
+                .bind(plugin)
+                .bind(key)
+                .bind(&event.id)
+                .bind(due_at)
+                .bind(serde_json::to_string(event).expect("events serialise"))
+                .bind(now_ms())
+                .bind(repeat_ms)
+                .execute(tx.conn())
+                .await?;
+                true
+            }
+        };
         tx.commit().await?;
         Ok(armed)
+    }
+
+    /// Drop the repeating timers `key` of plugins not in `keep` (a rule
+    /// whose schedule was removed, or that was disabled or deleted).
+    pub async fn disarm_repeating(&self, key: &str, keep: &[String]) -> Result<(), Error> {
+        let armed: Vec<String> = sqlx::query_scalar(
+            "SELECT plugin FROM timers WHERE key = $1 AND repeat_ms IS NOT NULL",
+        )
+        .bind(key)
+        .fetch_all(&self.reads)
+        .await?;
+        for plugin in armed.iter().filter(|p| !keep.contains(p)) {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "DELETE FROM timers WHERE plugin = $1 AND key = $2 AND repeat_ms IS NOT NULL",
+            )
+            .bind(plugin)
+            .bind(key)
+            .execute(tx.conn())
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// Fire up to `limit` timers due at `now` (host clock): each one's
@@ -81,7 +128,7 @@ impl Store {
     /// fires once even when instances race for it. How many fired.
     pub async fn fire_timers(&self, now: i64, limit: u32) -> Result<usize, Error> {
         let due = sqlx::query(
-            "SELECT id, event FROM timers WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
+            "SELECT id, event, repeat_ms FROM timers WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
         )
         .bind(now)
         .bind(limit as i64)
@@ -93,11 +140,26 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut fired = 0;
         for row in &due {
-            let (id, event): (String, String) = (row.get(0), row.get(1));
-            let taken = sqlx::query("DELETE FROM timers WHERE id = $1")
-                .bind(&id)
-                .execute(&mut *tx.tx)
-                .await?;
+            let (id, event, repeat): (String, String, Option<i64>) =
+                (row.get(0), row.get(1), row.get(2));
+            // A repeating timer moves on (under a fresh id: each firing is
+            // its own event); any other is deleted.
+            let taken = match repeat {
+                Some(every) => {
+                    sqlx::query("UPDATE timers SET id = $1, due_at = $2 WHERE id = $3")
+                        .bind(uuid::Uuid::now_v7().to_string())
+                        .bind(now + every.max(1))
+                        .bind(&id)
+                        .execute(&mut *tx.tx)
+                        .await?
+                }
+                None => {
+                    sqlx::query("DELETE FROM timers WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *tx.tx)
+                        .await?
+                }
+            };
             if taken.rows_affected() == 0 {
                 continue; // replaced, cancelled or fired elsewhere meanwhile
             }
@@ -106,6 +168,7 @@ impl Store {
                 tracing::error!(timer = %id, "unreadable timer dropped");
                 continue;
             };
+            event.id = id;
             event.time = now.max(0) as u64;
             tx.append(&event).await?;
             fired += 1;
