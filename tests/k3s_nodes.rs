@@ -350,7 +350,9 @@ async fn tick(host: &Host) {
     }
 }
 
-fn min_nodes_manifest(url: &str) -> String {
+/// rule-min-nodes checking the cluster at `url` every 10 s, its token in
+/// the file `token`.
+fn min_nodes_manifest(url: &str, token: &str) -> String {
     format!(
         r#"[schedule]
 every_secs = 10
@@ -360,7 +362,7 @@ endpoint = "{url}"
 token_secret = "kube_token"
 
 [secrets]
-kube_token = {{ env = "EP_TEST_CLUSTER_TOKEN" }}
+kube_token = {{ file = {token:?} }}
 
 [config]
 min_nodes = "2"
@@ -372,7 +374,8 @@ channels = "notifier-log"
     )
 }
 
-fn node_remove_manifest(url: &str, pool: &str, write: &str) -> String {
+/// action-k3s-node-remove on `pool`, with the kube writes `write`.
+fn node_remove_manifest(url: &str, pool: &str, write: &str, token: &str) -> String {
     format!(
         r#"[limits]
 timeout_ms = 10000
@@ -388,7 +391,7 @@ token_secret = "kube_token"
 write = [{write}]
 
 [secrets]
-kube_token = {{ env = "EP_TEST_CLUSTER_TOKEN" }}
+kube_token = {{ file = {token:?} }}
 
 [config]
 pool = "{pool}"
@@ -410,9 +413,6 @@ pool = "{pool}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduled_check_scales_down_is_refused_without_grants_and_survives_a_restart() {
     const TOKEN: &str = "cluster-token-never-shown";
-    // SAFETY: set once, before any host reads its secrets; no other test in
-    // this binary reads it.
-    unsafe { std::env::set_var("EP_TEST_CLUSTER_TOKEN", TOKEN) };
     let pool = format!("pool-{}", dockerkit::unique());
     let cluster = eventpulse_tests::kubecluster::Cluster::start(TOKEN).await;
     cluster.set_workers(&[
@@ -426,16 +426,24 @@ async fn the_scheduled_check_scales_down_is_refused_without_grants_and_survives_
         "status": {"phase": "Running"},
     })]);
     let host = Host::start().await;
+    let token = host.dir.path().join("kube-token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let token = token.display().to_string();
     host.install("notifier-log", "notifier-log", "");
     host.install(
         "action-k3s-node-remove",
         "action-k3s-node-remove",
-        &node_remove_manifest(&cluster.url, &pool, r#""cordon", "evict", "delete""#),
+        &node_remove_manifest(
+            &cluster.url,
+            &pool,
+            r#""cordon", "evict", "delete""#,
+            &token,
+        ),
     );
     host.install_now(
         "rule-min-nodes",
         "rule-min-nodes",
-        &min_nodes_manifest(&cluster.url),
+        &min_nodes_manifest(&cluster.url, &token),
     )
     .await;
 
@@ -489,7 +497,7 @@ async fn the_scheduled_check_scales_down_is_refused_without_grants_and_survives_
     host.install_now(
         "action-k3s-node-remove",
         "action-k3s-node-remove",
-        &node_remove_manifest(&cluster.url, &pool, ""),
+        &node_remove_manifest(&cluster.url, &pool, "", &token),
     )
     .await;
     cluster.set_workers(&[
@@ -532,4 +540,122 @@ async fn the_scheduled_check_scales_down_is_refused_without_grants_and_survives_
     })
     .await;
     println!("signals in all: {lost:?}");
+}
+
+/// Seed 002's recovery: a worker (an agent container on the real Docker
+/// Engine) dies; the scheduled check finds it gone, asks
+/// `action-k3s-node-add` for one, which starts an agent container and
+/// waits until the (stand-in) API server reports it Ready; the timeline
+/// carries the seed's whole sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_check_replaces_a_lost_node_with_the_seed_sequence() {
+    const TOKEN: &str = "cluster-token-never-shown-2";
+    let pool = format!("pool-{}", dockerkit::unique());
+    let _cleanup = Labelled(format!("k3s.pool={pool}"));
+    let doomed = format!("{pool}-a");
+    dockerkit::run(
+        &doomed,
+        "eventpulse-k3s-agent:latest",
+        &[("k3s.pool", &pool), ("k3s.node", &doomed)],
+    )
+    .await;
+    let cluster = eventpulse_tests::kubecluster::Cluster::with_docker_pool(TOKEN, &pool).await;
+    cluster.set_workers(&[("w1", true, 1.0, 2.0)]);
+
+    let host = Host::start().await;
+    let secrets = host.dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("join"), JOIN_TOKEN).unwrap();
+    std::fs::write(secrets.join("kube"), TOKEN).unwrap();
+    let kube_secret = secrets.join("kube").display().to_string();
+    host.install("notifier-log", "notifier-log", "");
+    host.install(
+        "action-k3s-node-add",
+        "action-k3s-node-add",
+        &format!(
+            r#"[limits]
+timeout_ms = 28000
+fuel = 200_000_000
+
+[grants.docker]
+selector = {{ "k3s.pool" = "{pool}" }}
+images = ["eventpulse-k3s-agent:*"]
+
+[grants.kube]
+endpoint = "{url}"
+token_secret = "kube_token"
+
+[config]
+image = "eventpulse-k3s-agent:latest"
+server_url = "https://k3s-server:6443"
+pool = "{pool}"
+privileged = "false"
+ready_timeout_ms = "20000"
+
+[secrets]
+join_token = {{ file = "{join}" }}
+kube_token = {{ file = "{kube_secret}" }}
+"#,
+            url = cluster.url,
+            join = secrets.join("join").display(),
+        ),
+    );
+    let manifest = min_nodes_manifest(&cluster.url, &kube_secret);
+    host.install_now("rule-min-nodes", "rule-min-nodes", &manifest)
+        .await;
+
+    // Two Ready workers (the minimum): in sync.
+    wait_for("the agent container healthy", SETTLE, || async {
+        dockerkit::labelled(&format!("k3s.pool={pool}"), false)
+            .await
+            .ok()?
+            .iter()
+            .any(|c| {
+                c.status
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("(healthy)")
+            })
+            .then_some(())
+    })
+    .await;
+    tick(&host).await;
+    assert_eq!(checked(&host).await.1, ["ClusterStateSynced"]);
+
+    // The agent dies: the next check finds it gone and replaces it.
+    dockerkit::remove_labelled(&format!("k3s.node={doomed}"));
+    tick(&host).await;
+    let d = incident_titled(&host, "k3s pool workers below minimum", |d| {
+        d.incident.status == "resolved" && signals(d).iter().any(|s| s == "ClusterStateSynced")
+    })
+    .await;
+    let result: serde_json::Value =
+        serde_json::from_str(d.actions[0].result.as_deref().unwrap()).unwrap();
+    println!("replacement: {result}");
+    assert_eq!(
+        signals(&d),
+        [
+            "NodeUnexpectedlyLost",
+            "MinimumNodesViolation",
+            "AutoScaleUpToMinimum",
+            "ScaleUpStarted",
+            "NodeCreated",
+            "NodeReady",
+            "ScalingActionCompleted",
+            "MinimumNodesRestored",
+            "ClusterStateSynced",
+        ],
+        "{:#?}",
+        d.timeline
+    );
+    let added = result["details"]["nodes"][0].as_str().unwrap().to_owned();
+    assert!(
+        cluster.workers().len() == 1
+            && dockerkit::labelled(&format!("k3s.node={added}"), false)
+                .await
+                .unwrap()
+                .len()
+                == 1,
+        "the new agent runs"
+    );
 }

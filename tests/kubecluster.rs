@@ -11,7 +11,11 @@
 //!   that is not there, each recorded in [`Cluster::writes`].
 //!
 //! The test shapes the cluster with [`Cluster::set_workers`] and
-//! [`Cluster::set_pods`].
+//! [`Cluster::set_pods`]. With [`Cluster::with_docker_pool`], the running
+//! containers on the Docker Engine labelled `k3s.pool=<pool>` are workers
+//! too (named by their `k3s.node` label, Ready once healthy, using one core
+//! and 2 GiB), as the agents `action-k3s-node-add` starts would register
+//! with a real server (which they cannot reach here).
 
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +38,8 @@ struct World {
 struct St {
     token: String,
     world: Arc<Mutex<World>>,
+    /// Containers of this `k3s.pool` are workers too.
+    docker_pool: Option<String>,
 }
 
 /// A running stand-in; stops when dropped.
@@ -54,9 +60,20 @@ impl Cluster {
     /// Serve a cluster of one control-plane node, to clients presenting
     /// `token`.
     pub async fn start(token: &str) -> Cluster {
+        Cluster::serve(token, None).await
+    }
+
+    /// [`Cluster::start`], with the Docker Engine's containers of `pool`
+    /// as workers too.
+    pub async fn with_docker_pool(token: &str, pool: &str) -> Cluster {
+        Cluster::serve(token, Some(pool.to_owned())).await
+    }
+
+    async fn serve(token: &str, docker_pool: Option<String>) -> Cluster {
         let st = St {
             token: token.to_owned(),
             world: Arc::default(),
+            docker_pool,
         };
         let app = Router::new()
             .route("/api/v1/nodes", get(nodes))
@@ -124,16 +141,46 @@ fn node(name: &str, ready: bool, unschedulable: bool, control_plane: bool) -> Va
     })
 }
 
+/// The Docker-backed workers: (name, Ready, CPU cores, memory GiB).
+async fn docker_workers(st: &St) -> Vec<(String, bool, f64, f64)> {
+    let Some(pool) = &st.docker_pool else {
+        return Vec::new();
+    };
+    let list = super::dockerkit::labelled(&format!("k3s.pool={pool}"), false)
+        .await
+        .unwrap_or_default();
+    list.into_iter()
+        .map(|c| {
+            let name = c
+                .labels
+                .unwrap_or_default()
+                .get("k3s.node")
+                .cloned()
+                .unwrap_or_default();
+            let ready = c.status.unwrap_or_default().contains("(healthy)");
+            (name, ready, 1.0, 2.0)
+        })
+        .collect()
+}
+
+/// Every worker: the in-memory ones, then the Docker-backed ones.
+async fn all_workers(st: &St) -> Vec<(String, bool, f64, f64)> {
+    let docker = docker_workers(st).await;
+    let mut all = st.world.lock().unwrap().workers.clone();
+    all.extend(docker);
+    all
+}
+
 async fn nodes(State(st): State<St>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&st, &headers) {
         return r;
     }
+    let workers = all_workers(&st).await;
     let world = st.world.lock().unwrap();
     let cordoned = |n: &str| world.writes.iter().any(|w| w == &format!("cordon {n}"));
     let mut items = vec![node("k3s-server", true, false, true)];
     items.extend(
-        world
-            .workers
+        workers
             .iter()
             .map(|(n, ready, _, _)| node(n, *ready, cordoned(n), false)),
     );
@@ -167,9 +214,8 @@ async fn metrics(State(st): State<St>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&st, &headers) {
         return r;
     }
-    let world = st.world.lock().unwrap();
-    let items: Vec<Value> = world
-        .workers
+    let workers = all_workers(&st).await;
+    let items: Vec<Value> = workers
         .iter()
         .filter(|w| w.1)
         .map(|(n, _, cpu, mem)| {
