@@ -47,6 +47,43 @@ fn signals(d: &IncidentDetail) -> Vec<String> {
         .collect()
 }
 
+/// action-k3s-node-add on `pool` (the stand-in agent image, unprivileged),
+/// against the API server at `url`, its secrets in the files given.
+fn node_add_manifest(
+    pool: &str,
+    url: &str,
+    join: &std::path::Path,
+    kube: &std::path::Path,
+) -> String {
+    format!(
+        r#"[limits]
+timeout_ms = 28000
+fuel = 200_000_000
+
+[grants.docker]
+selector = {{ "k3s.pool" = "{pool}" }}
+images = ["eventpulse-k3s-agent:*"]
+
+[grants.kube]
+endpoint = "{url}"
+token_secret = "kube_token"
+
+[config]
+image = "eventpulse-k3s-agent:latest"
+server_url = "https://k3s-server:6443"
+pool = "{pool}"
+privileged = "false"
+ready_timeout_ms = "20000"
+
+[secrets]
+join_token = {{ file = "{}" }}
+kube_token = {{ file = "{}" }}
+"#,
+        join.display(),
+        kube.display()
+    )
+}
+
 async fn incident_titled(
     host: &Host,
     title: &str,
@@ -91,33 +128,11 @@ async fn a_lost_worker_is_replaced_until_the_api_reports_it_ready() {
     host.install_now(
         "action-k3s-node-add",
         "action-k3s-node-add",
-        &format!(
-            r#"[limits]
-timeout_ms = 28000
-fuel = 200_000_000
-
-[grants.docker]
-selector = {{ "k3s.pool" = "{pool}" }}
-images = ["eventpulse-k3s-agent:*"]
-
-[grants.kube]
-endpoint = "{url}"
-token_secret = "kube_token"
-
-[config]
-image = "eventpulse-k3s-agent:latest"
-server_url = "https://k3s-server:6443"
-pool = "{pool}"
-privileged = "false"
-ready_timeout_ms = "20000"
-
-[secrets]
-join_token = {{ file = "{join}" }}
-kube_token = {{ file = "{kube}" }}
-"#,
-            url = kube.url,
-            join = secrets.join("join").display(),
-            kube = secrets.join("kube").display(),
+        &node_add_manifest(
+            &pool,
+            &kube.url,
+            &secrets.join("join"),
+            &secrets.join("kube"),
         ),
     )
     .await;
@@ -572,32 +587,11 @@ async fn the_scheduled_check_replaces_a_lost_node_with_the_seed_sequence() {
     host.install(
         "action-k3s-node-add",
         "action-k3s-node-add",
-        &format!(
-            r#"[limits]
-timeout_ms = 28000
-fuel = 200_000_000
-
-[grants.docker]
-selector = {{ "k3s.pool" = "{pool}" }}
-images = ["eventpulse-k3s-agent:*"]
-
-[grants.kube]
-endpoint = "{url}"
-token_secret = "kube_token"
-
-[config]
-image = "eventpulse-k3s-agent:latest"
-server_url = "https://k3s-server:6443"
-pool = "{pool}"
-privileged = "false"
-ready_timeout_ms = "20000"
-
-[secrets]
-join_token = {{ file = "{join}" }}
-kube_token = {{ file = "{kube_secret}" }}
-"#,
-            url = cluster.url,
-            join = secrets.join("join").display(),
+        &node_add_manifest(
+            &pool,
+            &cluster.url,
+            &secrets.join("join"),
+            &secrets.join("kube"),
         ),
     );
     let manifest = min_nodes_manifest(&cluster.url, &kube_secret);
@@ -658,4 +652,99 @@ kube_token = {{ file = "{kube_secret}" }}
                 == 1,
         "the new agent runs"
     );
+}
+
+/// A host whose rule-min-nodes checks the in-memory `cluster` every 10 s
+/// (manual clock) and scales up through action-noop (the scenarios below
+/// are about what the check says, not about adding machines).
+async fn checking_host(cluster: &eventpulse_tests::kubecluster::Cluster, token: &str) -> Host {
+    let host = Host::start().await;
+    let file = host.dir.path().join("kube-token");
+    std::fs::write(&file, token).unwrap();
+    host.install("notifier-log", "notifier-log", "");
+    host.install("action-noop", "action-noop", "");
+    let manifest = min_nodes_manifest(&cluster.url, &file.display().to_string()).replace(
+        "[config]\n",
+        "[config]\naction = \"action-noop\"\nmin_nodes = \"3\"\n",
+    );
+    // min_nodes appears twice now: keep the first (3).
+    let manifest = manifest.replacen("min_nodes = \"2\"\n", "", 1);
+    host.install_now("rule-min-nodes", "rule-min-nodes", &manifest)
+        .await;
+    host
+}
+
+/// The signals of the check that followed `change`, as its incident's
+/// timeline has them (up to the action it asked for).
+async fn after(
+    cluster: &eventpulse_tests::kubecluster::Cluster,
+    token: &str,
+    title: &str,
+    change: impl FnOnce(&eventpulse_tests::kubecluster::Cluster),
+) -> Vec<String> {
+    cluster.set_workers(&[
+        ("w1", true, 1.0, 2.0),
+        ("w2", true, 1.0, 2.0),
+        ("w3", true, 1.0, 2.0),
+    ]);
+    let host = checking_host(cluster, token).await;
+    tick(&host).await;
+    assert_eq!(checked(&host).await.1, ["ClusterStateSynced"]);
+    change(cluster);
+    tick(&host).await;
+    let d = incident_titled(&host, title, |d| {
+        signals(d).iter().any(|s| s == "ScaleUpStarted")
+    })
+    .await;
+    let mut seen = signals(&d);
+    seen.truncate(
+        seen.iter()
+            .position(|s| s == "ScaleUpStarted")
+            .map_or(seen.len(), |i| i + 1),
+    );
+    seen
+}
+
+/// Seed 002's other scenarios through the host and the API stand-in: each
+/// yields its exact sequence on the incident timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_lost_pressure_and_pending_pods_each_yield_the_seed_sequence() {
+    const TOKEN: &str = "cluster-token-never-shown-3";
+    let cluster = eventpulse_tests::kubecluster::Cluster::start(TOKEN).await;
+
+    let lost = after(&cluster, TOKEN, "k3s pool workers below minimum", |c| {
+        c.set_workers(&[("w1", true, 1.0, 2.0)]);
+    })
+    .await;
+    assert_eq!(
+        lost,
+        [
+            "NodeUnexpectedlyLost",
+            "NodeUnexpectedlyLost",
+            "MinimumNodesViolation",
+            "EmergencyScaleUp",
+            "ScaleUpStarted"
+        ]
+    );
+
+    let pressure = after(&cluster, TOKEN, "k3s pool workers needs capacity", |c| {
+        // 90 % CPU on each worker.
+        c.set_workers(&[
+            ("w1", true, 1.8, 2.0),
+            ("w2", true, 1.8, 2.0),
+            ("w3", true, 1.8, 2.0),
+        ]);
+    })
+    .await;
+    assert_eq!(pressure, ["ResourcePressureAlert", "ScaleUpStarted"]);
+
+    let pending = after(&cluster, TOKEN, "k3s pool workers needs capacity", |c| {
+        c.set_pods(vec![serde_json::json!({
+            "metadata": {"name": "api-5f9c-x", "namespace": "shop", "ownerReferences": [{"kind": "ReplicaSet", "name": "api-5f9c"}]},
+            "status": {"phase": "Pending"},
+        })]);
+    })
+    .await;
+    assert_eq!(pending, ["PendingPodsDetected", "ScaleUpStarted"]);
+    println!("several lost: {lost:?}\npressure: {pressure:?}\npending pods: {pending:?}");
 }

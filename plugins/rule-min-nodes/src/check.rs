@@ -34,9 +34,7 @@
 //! other is asked for (`scaling_timeout_secs` at most); the action's
 //! outcome carries the flow on (`lib.rs`).
 
-use eventpulse_sdk::{
-    ActionRequest, Context, Decision, Error, IncidentOpen, Node, NotificationRequest, Severity,
-};
+use eventpulse_sdk::{ActionRequest, Context, Decision, Error, IncidentOpen, Node, Severity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -308,18 +306,7 @@ pub fn run(cx: &Context<'_>, s: &Settings, pool: &str) -> Result<Decision, Error
             };
             d = scale_up(d, s, pool, ready, add, "minimum_violation", &mut mem, now);
             mem.restoring = true;
-            for channel in cx.channels(Severity::Critical) {
-                d = d.notify(
-                    NotificationRequest::new(
-                        channel,
-                        Severity::Critical,
-                        &title,
-                        format!("adding {add} worker(s)"),
-                    )
-                    .dedup_key(format!("min-nodes:{pool}"))
-                    .field("pool", pool.to_owned()),
-                );
-            }
+            d = crate::notify_adding(d, cx, pool, &title, add);
         }
     } else if !seen.pending.is_empty() || pressure {
         let why = if seen.pending.is_empty() {

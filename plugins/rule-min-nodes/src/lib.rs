@@ -109,6 +109,23 @@ impl Settings {
     }
 }
 
+/// Tell the critical channels that `add` workers are being added to `pool`.
+fn notify_adding(mut d: Decision, cx: &Context<'_>, pool: &str, title: &str, add: u64) -> Decision {
+    for channel in cx.channels(Severity::Critical) {
+        d = d.notify(
+            NotificationRequest::new(
+                channel,
+                Severity::Critical,
+                title,
+                format!("adding {add} worker(s)"),
+            )
+            .dedup_key(format!("min-nodes:{pool}"))
+            .field("pool", pool.to_owned()),
+        );
+    }
+    d
+}
+
 fn count(event: &Event, key: &str) -> Result<u64, Error> {
     let alert = event.alert.as_ref().expect("alert events only");
     let v = alert
@@ -186,18 +203,7 @@ impl Rule for MinNodes {
                             s.min
                         )),
                 );
-                for channel in cx.channels(Severity::Critical) {
-                    d = d.notify(
-                        NotificationRequest::new(
-                            channel,
-                            Severity::Critical,
-                            &title,
-                            format!("adding {add} worker(s)"),
-                        )
-                        .dedup_key(format!("min-nodes:{pool}"))
-                        .field("pool", pool.clone()),
-                    );
-                }
+                d = notify_adding(d, cx, &pool, &title, add);
                 Ok(d)
             }
             ("K3sWorkersBelowMinimum", AlertStatus::Resolved) => Ok(Decision::none()
