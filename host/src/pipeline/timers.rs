@@ -9,11 +9,10 @@
 //! while the host was down runs when it starts. A rule no longer scheduled
 //! (schedule removed, disabled, deleted) has its timer dropped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
 
 use super::kinds::TIMER_FIRED;
 use super::payload::TimerData;
@@ -25,11 +24,16 @@ use crate::store::{self, Store};
 /// The key of a scheduled rule's timer.
 pub const SCHEDULE: &str = "schedule";
 
-/// Arm the next call of every scheduled rule that has none pending.
-async fn arm_schedules(store: &Store, registry: &Registry, now: i64) -> Result<(), store::Error> {
-    let schedules = registry.schedules();
+/// Make the stored schedules `schedules` (rule, period in ms): arm the
+/// rules that have no repeating timer, update changed periods, drop the
+/// timers of rules no longer scheduled.
+async fn arm_schedules(
+    store: &Store,
+    schedules: &[(String, u64)],
+    now: i64,
+) -> Result<(), store::Error> {
     let scheduled: Vec<String> = schedules.iter().map(|(r, _)| r.clone()).collect();
-    for (rule, every_ms) in schedules {
+    for (rule, every_ms) in schedules.iter().cloned() {
         let event = model::Event {
             id: uuid::Uuid::now_v7().to_string(),
             kind: TIMER_FIRED.to_owned(),
@@ -79,10 +83,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let clock = registry.clock().clone();
     let mut wait = store_backoff();
+    // The schedules last made true in the store: once armed, a repeating
+    // timer stays armed, so the store is only touched when the registry's
+    // schedules change (a plugin loaded, reloaded, enabled or disabled).
+    let mut armed: Option<Vec<(String, u64)>> = None;
     loop {
         let now = clock.now_ms() as i64;
-        let armed = arm_schedules(&store, &registry, now).await;
-        let fired = match armed {
+        let wanted = registry.schedules();
+        let synced = if armed.as_ref() == Some(&wanted) {
+            Ok(())
+        } else {
+            arm_schedules(&store, &wanted, now)
+                .await
+                .map(|()| armed = Some(wanted))
+        };
+        let fired = match synced {
             Ok(()) => store.fire_timers(now, BATCH).await,
             Err(e) => Err(e),
         };

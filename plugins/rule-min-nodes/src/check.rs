@@ -293,17 +293,7 @@ pub fn run(cx: &Context<'_>, s: &Settings, pool: &str) -> Result<Decision, Error
         }
         if s.auto_scale_to_min && !scaling {
             let add = missing.min(s.max.saturating_sub(ready));
-            d = if missing >= s.emergency {
-                d.signal(
-                    "EmergencyScaleUp",
-                    json!({"pool": pool, "lost_count": missing, "remaining_workers": ready, "min_workers": s.min, "emergency_scale": add}),
-                )
-            } else {
-                d.signal(
-                    "AutoScaleUpToMinimum",
-                    json!({"pool": pool, "current_workers": ready, "min_workers": s.min, "scale_up_count": add, "reason": "minimum_violation"}),
-                )
-            };
+            d = crate::to_minimum(d, s, pool, ready, missing, add);
             d = scale_up(d, s, pool, ready, add, "minimum_violation", &mut mem, now);
             mem.restoring = true;
             d = crate::notify_adding(d, cx, pool, &title, add);

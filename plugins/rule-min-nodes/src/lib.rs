@@ -109,6 +109,29 @@ impl Settings {
     }
 }
 
+/// `EmergencyScaleUp` when `emergency_threshold` or more workers are
+/// missing at once, else `AutoScaleUpToMinimum`: adding `add` of `missing`.
+fn to_minimum(
+    d: Decision,
+    s: &Settings,
+    pool: &str,
+    current: u64,
+    missing: u64,
+    add: u64,
+) -> Decision {
+    if missing >= s.emergency {
+        d.signal(
+            "EmergencyScaleUp",
+            json!({"pool": pool, "lost_count": missing, "remaining_workers": current, "min_workers": s.min, "emergency_scale": add}),
+        )
+    } else {
+        d.signal(
+            "AutoScaleUpToMinimum",
+            json!({"pool": pool, "current_workers": current, "min_workers": s.min, "scale_up_count": add, "reason": "minimum_violation"}),
+        )
+    }
+}
+
 /// Tell the critical channels that `add` workers are being added to `pool`.
 fn notify_adding(mut d: Decision, cx: &Context<'_>, pool: &str, title: &str, add: u64) -> Decision {
     for channel in cx.channels(Severity::Critical) {
@@ -183,17 +206,7 @@ impl Rule for MinNodes {
                         "MinimumNodesViolation",
                         json!({"pool": pool, "current_workers": current, "min_workers": s.min, "violation_time": now}),
                     );
-                d = if missing >= s.emergency {
-                    d.signal(
-                        "EmergencyScaleUp",
-                        json!({"pool": pool, "lost_count": missing, "remaining_workers": current, "min_workers": s.min, "emergency_scale": add}),
-                    )
-                } else {
-                    d.signal(
-                        "AutoScaleUpToMinimum",
-                        json!({"pool": pool, "current_workers": current, "min_workers": s.min, "scale_up_count": add, "reason": "minimum_violation"}),
-                    )
-                };
+                d = to_minimum(d, &s, &pool, current, missing, add);
                 d = d.action(
                     ActionRequest::new(&s.action, &pool)
                         .param("add", add)
