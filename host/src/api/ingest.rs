@@ -34,6 +34,29 @@ pub(super) struct KubeAccepted {
     dedup_keys: Vec<String>,
 }
 
+/// What `POST /api/v1/events/kubernetes` reads: one `core/v1` Event, an
+/// `EventList`, or an array of Events. Only the document's: the body is
+/// parsed by `ingest::kubernetes::parse`.
+pub(super) struct KubeEventsBody;
+
+impl utoipa::PartialSchema for KubeEventsBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let object = || ObjectBuilder::new().schema_type(Type::Object);
+        OneOfBuilder::new()
+            .item(object().description(Some("an Event, or an EventList (`items`)")))
+            .item(
+                ArrayBuilder::new()
+                    .items(object())
+                    .max_items(Some(kubernetes::MAX_EVENTS))
+                    .description(Some("Events")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for KubeEventsBody {}
+
 /// An Alertmanager notification, taken.
 #[derive(Serialize, ToSchema)]
 pub(super) struct AlertsAccepted {
@@ -106,7 +129,7 @@ pub(super) async fn accept_event(
 /// they are durable and counted; 400 naming the field at fault.
 #[utoipa::path(post, path = "/api/v1/events/kubernetes", tag = "ingest",
     params(("cluster" = Option<String>, Query, description = "the cluster's name")),
-    request_body(content = Object, description = "an Event, an EventList or an array of Events", content_type = "application/json"),
+    request_body(content = KubeEventsBody, description = "an Event, an EventList or an array of Events", content_type = "application/json"),
     responses((status = 202, body = KubeAccepted), (status = 400, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn ingest_kubernetes(
