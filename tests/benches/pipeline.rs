@@ -322,6 +322,17 @@ fn main() {
         .build()
         .unwrap();
     eventpulse_tests::components();
+    // `BENCH_LOG=<filter>` (e.g. `sqlx::query=debug`, every statement)
+    // writes the hosts' logs to `BENCH_LOG_FILE` (default bench.log).
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        let path = std::env::var("BENCH_LOG_FILE").unwrap_or_else(|_| "bench.log".into());
+        let file = std::fs::File::create(&path).unwrap();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init();
+    }
     let batch = eventpulse::config::PipelineConfig::default().batch;
     if std::env::var("BENCH_TELEMETRY").is_ok_and(|v| v == "1") {
         return rt.block_on(telemetry_overhead());

@@ -401,11 +401,30 @@ impl Stage for RuleStage {
             .filter(|(_, (e, v))| !undecided(e, v))
             .map(|(r, _)| *r)
             .collect();
-        let mut answers = self.decide_all(&to_decide).await.into_iter();
+        let answers = self.decide_all(&to_decide).await;
 
         let mut tx = self.store.begin().await?;
         let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.event.id.as_str()).collect();
         let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
+        // The incidents the batch's events belong to and the ones its
+        // decisions open under a dedup key, looked up together.
+        let incident_ids: Vec<&str> = fresh
+            .iter()
+            .filter_map(|r| r.event.correlation.incident_id.as_deref())
+            .collect();
+        let dedup_keys: Vec<&str> = answers
+            .iter()
+            .flat_map(|(calls, _)| calls)
+            .filter_map(|c| match &c.result {
+                Ok(inv) => match &inv.output.incident {
+                    Some(types::IncidentDirective::Open(o)) => Some(o.dedup_key.as_str()),
+                    _ => None,
+                },
+                Err(_) => None,
+            })
+            .collect();
+        tx.prefetch_incidents(&incident_ids, &dedup_keys).await?;
+        let mut answers = answers.into_iter();
         let mut committed = Vec::new();
         let mut failed_verifications = Vec::new();
         for ((received, effect), verdict) in fresh.into_iter().zip(effects).zip(verdicts) {

@@ -1,5 +1,7 @@
 //! Incidents, their alert links and their timelines.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::Serialize;
 use sqlx::Row;
 
@@ -8,7 +10,7 @@ use crate::model::{Incident, IncidentStatus, Job, TimelineEntry};
 
 use super::queues::Queue;
 use super::rows::{incident_from, timeline_from};
-use super::tx::Tx;
+use super::tx::{ROWS_PER_INSERT, Tx, multi_insert, params};
 
 pub(super) const INCIDENT_COLUMNS: &str = "id, dedup_key, title, service, severity, status, summary, rule, \
                                 trace_id, opened_at, updated_at, closed_at, last_notified_at, \
@@ -30,9 +32,144 @@ pub struct IncidentDetail {
     pub notifications: Vec<Job>,
 }
 
+/// Incidents a transaction has looked up or written. A stage looks up a
+/// batch's incidents in a statement or two ([`Tx::prefetch_incidents`]),
+/// changes them here, and [`Tx::flush`] writes the changes as multi-row
+/// statements: a batch of alerts does not cost a lookup, an insert and an
+/// update per alert.
+///
+/// Only lookups and writes through these methods go through it; any other
+/// statement reading `incidents` flushes first.
+#[derive(Default)]
+pub(super) struct Cache {
+    by_id: HashMap<String, Cached>,
+    /// Dedup keys whose active incident is known: its id, or none.
+    active: HashMap<String, Option<String>>,
+}
+
+struct Cached {
+    incident: Incident,
+    write: Write,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// As in the database.
+    Clean,
+    /// New: inserted at flush.
+    Insert,
+    /// Changed: written at flush if the row is still in status `from`
+    /// (else another instance changed it: [`Error::Conflict`]).
+    Update { from: IncidentStatus },
+}
+
+impl Cache {
+    fn dirty(&self) -> bool {
+        self.by_id.values().any(|c| c.write != Write::Clean)
+    }
+
+    /// Keep `incident` as read, unless this transaction holds it already
+    /// (its copy may be newer).
+    fn read(&mut self, incident: Incident) {
+        if incident.status.is_closed() {
+            // Another incident may be active under its key: unknown.
+        } else {
+            self.active
+                .insert(incident.dedup_key.clone(), Some(incident.id.clone()));
+        }
+        self.by_id.entry(incident.id.clone()).or_insert(Cached {
+            incident,
+            write: Write::Clean,
+        });
+    }
+
+    /// Change a held incident with `change`, keeping the dedup-key index
+    /// right.
+    fn update(&mut self, id: &str, change: impl FnOnce(&mut Incident)) -> bool {
+        let Some(c) = self.by_id.get_mut(id) else {
+            return false;
+        };
+        let before = c.incident.status;
+        change(&mut c.incident);
+        if c.write == Write::Clean {
+            c.write = Write::Update { from: before };
+        }
+        let key = c.incident.dedup_key.clone();
+        if c.incident.status.is_closed() {
+            if self.active.get(&key) == Some(&Some(id.to_owned())) {
+                self.active.insert(key, None);
+            }
+        } else {
+            self.active.insert(key, Some(id.to_owned()));
+        }
+        true
+    }
+}
+
+/// Rows per multi-row incident insert (15 columns).
+const INCIDENT_ROWS: usize = 100;
+
 impl Tx {
+    /// Look up, in a statement or two, the incidents a batch will ask for:
+    /// by `ids`, and the active ones under `dedup_keys`. Later lookups of
+    /// these in this transaction are answered from memory.
+    pub async fn prefetch_incidents(
+        &mut self,
+        ids: &[&str],
+        dedup_keys: &[&str],
+    ) -> Result<(), Error> {
+        let ids: BTreeSet<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.incidents.by_id.contains_key(*id))
+            .collect();
+        let keys: BTreeSet<&str> = dedup_keys
+            .iter()
+            .copied()
+            .filter(|k| !self.incidents.active.contains_key(*k))
+            .collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        let keys: Vec<&str> = keys.into_iter().collect();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id IN ({})",
+                params(self.backend, 1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.conn()).await? {
+                self.incidents.read(incident_from(&row)?);
+            }
+        }
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents
+                 WHERE dedup_key IN ({}) AND status IN ('open', 'mitigating')",
+                params(self.backend, 1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for key in chunk {
+                q = q.bind(*key);
+            }
+            for row in q.fetch_all(self.conn()).await? {
+                self.incidents.read(incident_from(&row)?);
+            }
+            for key in chunk {
+                self.incidents.active.entry((*key).to_owned()).or_insert(None);
+            }
+        }
+        Ok(())
+    }
+
     /// The active (open or mitigating) incident with `dedup_key`.
     pub async fn active_incident(&mut self, dedup_key: &str) -> Result<Option<Incident>, Error> {
+        if let Some(known) = self.incidents.active.get(dedup_key) {
+            return Ok(known
+                .as_ref()
+                .map(|id| self.incidents.by_id[id].incident.clone()));
+        }
         let row = sqlx::query(&format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents
              WHERE dedup_key = $1 AND status IN ('open', 'mitigating')"
@@ -45,6 +182,9 @@ impl Tx {
 
     /// An incident by id.
     pub async fn incident(&mut self, id: &str) -> Result<Option<Incident>, Error> {
+        if let Some(c) = self.incidents.by_id.get(id) {
+            return Ok(Some(c.incident.clone()));
+        }
         let row = sqlx::query(&format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"
         ))
@@ -59,8 +199,8 @@ impl Tx {
         &mut self,
         fingerprint: &str,
     ) -> Result<Option<Incident>, Error> {
-        // It must see links buffered by this transaction.
-        if !self.pending.links.is_empty() {
+        // It must see links and incidents buffered by this transaction.
+        if !self.pending.links.is_empty() || self.incidents.dirty() {
             self.flush().await?;
         }
         let row = sqlx::query(&format!(
@@ -74,29 +214,19 @@ impl Tx {
         Ok(row.as_ref().map(incident_from).transpose()?)
     }
 
-    /// Insert a new incident.
+    /// Insert a new incident (written at flush).
     pub async fn insert_incident(&mut self, i: &Incident) -> Result<(), Error> {
-        sqlx::query(&format!(
-            "INSERT INTO incidents ({INCIDENT_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        ))
-        .bind(&i.id)
-        .bind(&i.dedup_key)
-        .bind(&i.title)
-        .bind(&i.service)
-        .bind(i.severity.as_str())
-        .bind(i.status.as_str())
-        .bind(&i.summary)
-        .bind(&i.rule)
-        .bind(&i.trace_id)
-        .bind(i.opened_at)
-        .bind(i.updated_at)
-        .bind(i.closed_at)
-        .bind(i.last_notified_at)
-        .bind(i.acknowledged_by.as_deref())
-        .bind(i.acknowledged_at)
-        .execute(self.conn())
-        .await?;
+        let cache = &mut self.incidents;
+        if !i.status.is_closed() {
+            cache.active.insert(i.dedup_key.clone(), Some(i.id.clone()));
+        }
+        cache.by_id.insert(
+            i.id.clone(),
+            Cached {
+                incident: i.clone(),
+                write: Write::Insert,
+            },
+        );
         Ok(())
     }
 
@@ -110,6 +240,20 @@ impl Tx {
         to: IncidentStatus,
     ) -> Result<bool, Error> {
         let now = now_ms();
+        if let Some(c) = self.incidents.by_id.get(id) {
+            if c.incident.status != from {
+                return Ok(false);
+            }
+            return Ok(self.incidents.update(id, |i| {
+                i.status = to;
+                i.updated_at = now;
+                if to.is_closed() {
+                    i.closed_at = Some(now);
+                }
+                i.acknowledged_by = None;
+                i.acknowledged_at = None;
+            }));
+        }
         let done = sqlx::query(
             "UPDATE incidents SET status = $3, updated_at = $4,
                     closed_at = CASE WHEN $5 = 1 THEN $4 ELSE closed_at END,
@@ -126,13 +270,122 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Note that a notification about the incident was delivered.
+    /// Note that a notification about the incident was delivered (written
+    /// at flush).
     pub async fn set_last_notified(&mut self, id: &str, at: i64) -> Result<(), Error> {
-        sqlx::query("UPDATE incidents SET last_notified_at = $2, updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(at)
-            .execute(self.conn())
-            .await?;
+        let held = self.incidents.update(id, |i| {
+            i.last_notified_at = Some(at);
+            i.updated_at = at;
+        });
+        if !held {
+            self.pending.notified.push((id.to_owned(), at));
+        }
+        Ok(())
+    }
+
+    /// Write the incidents this transaction inserted or changed, and the
+    /// delivery times noted for others.
+    pub(super) async fn flush_incidents(&mut self) -> Result<(), Error> {
+        let mut inserts = Vec::new();
+        let mut updates = Vec::new();
+        for c in self.incidents.by_id.values_mut() {
+            match std::mem::replace(&mut c.write, Write::Clean) {
+                Write::Clean => {}
+                Write::Insert => inserts.push(c.incident.clone()),
+                Write::Update { from } => updates.push((from, c.incident.clone())),
+            }
+        }
+        for chunk in inserts.chunks(INCIDENT_ROWS) {
+            let sql = multi_insert(
+                self.backend,
+                &format!("INSERT INTO incidents ({INCIDENT_COLUMNS})"),
+                15,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for i in chunk {
+                q = q
+                    .bind(&i.id)
+                    .bind(&i.dedup_key)
+                    .bind(&i.title)
+                    .bind(&i.service)
+                    .bind(i.severity.as_str())
+                    .bind(i.status.as_str())
+                    .bind(&i.summary)
+                    .bind(&i.rule)
+                    .bind(&i.trace_id)
+                    .bind(i.opened_at)
+                    .bind(i.updated_at)
+                    .bind(i.closed_at)
+                    .bind(i.last_notified_at)
+                    .bind(i.acknowledged_by.as_deref())
+                    .bind(i.acknowledged_at);
+            }
+            q.execute(self.conn()).await?;
+        }
+        for chunk in updates.chunks(INCIDENT_ROWS) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p = params(self.backend, r * 8 + 1, 8);
+                    let p: Vec<&str> = p.split(", ").collect();
+                    format!(
+                        "({}, {}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), \
+                         CAST({} AS BIGINT), {}, CAST({} AS BIGINT))",
+                        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "WITH v (id, was, status, updated_at, closed_at, last_notified_at,
+                         acknowledged_by, acknowledged_at) AS (VALUES {})
+                 UPDATE incidents SET status = v.status, updated_at = v.updated_at,
+                        closed_at = v.closed_at, last_notified_at = v.last_notified_at,
+                        acknowledged_by = v.acknowledged_by, acknowledged_at = v.acknowledged_at
+                 FROM v WHERE incidents.id = v.id AND incidents.status = v.was",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (from, i) in chunk {
+                q = q
+                    .bind(&i.id)
+                    .bind(from.as_str())
+                    .bind(i.status.as_str())
+                    .bind(i.updated_at)
+                    .bind(i.closed_at)
+                    .bind(i.last_notified_at)
+                    .bind(i.acknowledged_by.as_deref())
+                    .bind(i.acknowledged_at);
+            }
+            let done = q.execute(self.conn()).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(Error::Conflict(format!(
+                    "{} of {} incidents changed since they were read",
+                    chunk.len() as u64 - done.rows_affected(),
+                    chunk.len()
+                )));
+            }
+        }
+        let notified = std::mem::take(&mut self.pending.notified);
+        for chunk in notified.chunks(ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p = params(self.backend, r * 2 + 1, 2);
+                    let (id, at) = p.split_once(", ").expect("two parameters");
+                    format!("({id}, CAST({at} AS BIGINT))")
+                })
+                .collect();
+            let sql = format!(
+                "WITH v (id, at) AS (VALUES {})
+                 UPDATE incidents SET last_notified_at = v.at, updated_at = v.at
+                 FROM v WHERE incidents.id = v.id",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, at) in chunk {
+                q = q.bind(id).bind(*at);
+            }
+            q.execute(self.conn()).await?;
+        }
         Ok(())
     }
 
@@ -161,6 +414,20 @@ impl Tx {
         fingerprint: &str,
         starts_at: u64,
     ) -> Result<bool, Error> {
+        let link = (incident_id.to_owned(), fingerprint.to_owned(), starts_at as i64);
+        // Opened in this transaction: the link is new unless buffered.
+        if self
+            .incidents
+            .by_id
+            .get(incident_id)
+            .is_some_and(|c| c.write == Write::Insert)
+        {
+            if self.pending.links.contains(&link) {
+                return Ok(false);
+            }
+            self.pending.links.push(link);
+            return Ok(true);
+        }
         // It must see links buffered by this transaction.
         if !self.pending.links.is_empty() {
             self.flush().await?;

@@ -73,6 +73,10 @@ pub enum Error {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Rows read earlier in the transaction changed under it (another
+    /// instance wrote them): the transaction is rolled back, to be retried.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -106,6 +110,7 @@ impl Error {
             ) => false,
             Error::Database(_) => true,
             Error::Migrate(_) => false,
+            Error::Conflict(_) => true,
         }
     }
 }
@@ -388,6 +393,7 @@ impl Store {
             notify: self.appended.clone(),
             instance: self.instance.clone(),
             pending: tx::Pending::default(),
+            incidents: incidents::Cache::default(),
         })
     }
 

@@ -130,44 +130,38 @@ impl Tx {
         now: i64,
         ttl_ms: i64,
     ) -> Result<Dedup, Error> {
-        // One statement decides "inside the TTL", so concurrent instances
-        // (row lock on PostgreSQL) cannot both let the same key through.
-        let held = sqlx::query(
-            "UPDATE notification_dedup SET seen = seen + 1, suppressed = suppressed + 1
-             WHERE channel = $1 AND dedup_key = $2 AND last_sent_at > $3
-             RETURNING seen",
-        )
-        .bind(channel)
-        .bind(key)
-        .bind(now - ttl_ms)
-        .fetch_optional(self.conn())
-        .await?;
-        if let Some(row) = held {
-            return Ok(Dedup::Suppress { seen: row.get(0) });
-        }
-        let before = sqlx::query(
-            "SELECT suppressed FROM notification_dedup WHERE channel = $1 AND dedup_key = $2",
-        )
-        .bind(channel)
-        .bind(key)
-        .fetch_optional(self.conn())
-        .await?
-        .map_or(0, |r| r.get::<i64, _>(0));
+        // One statement decides "inside the TTL" and counts, so
+        // concurrent instances (row lock on PostgreSQL) cannot both let the
+        // same key through. The `SET` expressions read the row as it was.
         let row = sqlx::query(
-            "INSERT INTO notification_dedup (channel, dedup_key, last_sent_at, seen, suppressed)
-             VALUES ($1, $2, $3, 1, 0)
-             ON CONFLICT (channel, dedup_key) DO UPDATE
-                 SET last_sent_at = $3, seen = notification_dedup.seen + 1, suppressed = 0
-             RETURNING seen",
+            "INSERT INTO notification_dedup
+                 (channel, dedup_key, last_sent_at, seen, suppressed, sent_suppressed)
+             VALUES ($1, $2, $3, 1, 0, 0)
+             ON CONFLICT (channel, dedup_key) DO UPDATE SET
+                 seen = notification_dedup.seen + 1,
+                 suppressed = CASE WHEN notification_dedup.last_sent_at > $4
+                     THEN notification_dedup.suppressed + 1 ELSE 0 END,
+                 sent_suppressed = CASE WHEN notification_dedup.last_sent_at > $4
+                     THEN notification_dedup.sent_suppressed
+                     ELSE notification_dedup.suppressed END,
+                 last_sent_at = CASE WHEN notification_dedup.last_sent_at > $4
+                     THEN notification_dedup.last_sent_at ELSE $3 END
+             RETURNING seen, suppressed, sent_suppressed",
         )
         .bind(channel)
         .bind(key)
         .bind(now)
+        .bind(now - ttl_ms)
         .fetch_one(self.conn())
         .await?;
-        Ok(Dedup::Send {
-            seen: row.get(0),
-            suppressed: before,
+        let (seen, held, before): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        Ok(if held > 0 {
+            Dedup::Suppress { seen }
+        } else {
+            Dedup::Send {
+                seen,
+                suppressed: before,
+            }
         })
     }
 

@@ -9,7 +9,7 @@ use crate::model;
 
 impl Tx {
     /// Set `plugin`'s timer `key` to fire as `event` at `due_at`,
-    /// replacing a pending one with the same key.
+    /// replacing a pending one with the same key (written at commit).
     pub async fn set_timer(
         &mut self,
         plugin: &str,
@@ -17,30 +17,19 @@ impl Tx {
         due_at: i64,
         event: &model::Event,
     ) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO timers (plugin, key, id, due_at, event, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (plugin, key) DO UPDATE SET id = excluded.id, due_at = excluded.due_at,
-                 event = excluded.event, created_at = excluded.created_at",
-        )
-        .bind(plugin)
-        .bind(key)
-        .bind(&event.id)
-        .bind(due_at)
-        .bind(serde_json::to_string(event).expect("events serialise"))
-        .bind(now_ms())
-        .execute(&mut *self.tx)
-        .await?;
+        let event_json = serde_json::to_string(event).expect("events serialise");
+        self.pending.timers.insert(
+            (plugin.to_owned(), key.to_owned()),
+            Some((event.id.clone(), due_at, event_json, now_ms())),
+        );
         Ok(())
     }
 
-    /// Forget `plugin`'s pending timer `key`.
+    /// Forget `plugin`'s pending timer `key` (at commit).
     pub async fn cancel_timer(&mut self, plugin: &str, key: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM timers WHERE plugin = $1 AND key = $2")
-            .bind(plugin)
-            .bind(key)
-            .execute(&mut *self.tx)
-            .await?;
+        self.pending
+            .timers
+            .insert((plugin.to_owned(), key.to_owned()), None);
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ pub struct Tx {
     pub(super) notify: Arc<Notify>,
     pub(super) instance: Arc<str>,
     pub(super) pending: Pending,
+    /// Incidents read or written in this transaction.
+    pub(super) incidents: super::incidents::Cache,
 }
 
 /// Rows [`Tx`] writes at commit.
@@ -53,7 +55,16 @@ pub(super) struct Pending {
     pub(super) links: Vec<(String, String, i64)>,
     /// Plugin state, last write per `(plugin, key)` wins.
     pub(super) state: BTreeMap<(String, String), Option<(String, Option<u64>)>>,
+    /// When a notification about an incident this transaction does not
+    /// hold went out: `(incident_id, at)`.
+    pub(super) notified: Vec<(String, i64)>,
+    /// Rule timers, last write per `(plugin, key)` wins: set (see
+    /// [`TimerRow`]) or cancelled.
+    pub(super) timers: BTreeMap<(String, String), Option<TimerRow>>,
 }
+
+/// A timer as set: `(id, due_at, event, created_at)`.
+pub(super) type TimerRow = (String, i64, String, i64);
 
 pub(super) struct DecisionRow {
     event_id: String,
@@ -146,8 +157,10 @@ impl Tx {
         Ok(())
     }
 
-    /// Write the buffered rows now.
+    /// Write the buffered rows now: incidents first (the other rows refer
+    /// to them).
     pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        self.flush_incidents().await?;
         let pending = std::mem::take(&mut self.pending);
         if !pending.outbox.is_empty() {
             self.lock_outbox().await?;
@@ -314,12 +327,53 @@ impl Tx {
             }
             q.execute(self.conn()).await?;
         }
-        for ((plugin, key), _) in deleted {
-            sqlx::query("DELETE FROM plugin_state WHERE plugin = $1 AND key = $2")
-                .bind(plugin)
-                .bind(key)
-                .execute(self.conn())
-                .await?;
+        let deleted: Vec<_> = deleted.into_iter().map(|(k, _)| k).collect();
+        self.delete_keyed("plugin_state", &deleted).await?;
+        let (set, cancelled): (Vec<_>, Vec<_>) =
+            pending.timers.iter().partition(|(_, v)| v.is_some());
+        let cancelled: Vec<_> = cancelled.into_iter().map(|(k, _)| k).collect();
+        self.delete_keyed("timers", &cancelled).await?;
+        for chunk in set.chunks(ROWS_PER_INSERT) {
+            let sql = multi_insert(
+                self.backend,
+                "INSERT INTO timers (plugin, key, id, due_at, event, created_at)",
+                6,
+                chunk.len(),
+            ) + " ON CONFLICT (plugin, key) DO UPDATE SET id = excluded.id, due_at = excluded.due_at,
+                  event = excluded.event, created_at = excluded.created_at";
+            let mut q = sqlx::query(&sql);
+            for ((plugin, key), row) in chunk {
+                let (id, due_at, event, created_at) = row.as_ref().expect("partitioned on is_some");
+                q = q
+                    .bind(plugin)
+                    .bind(key)
+                    .bind(id)
+                    .bind(*due_at)
+                    .bind(event)
+                    .bind(*created_at);
+            }
+            q.execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the rows of `table` (keyed by `plugin, key`) named in
+    /// `keys`, a few hundred per statement.
+    async fn delete_keyed(&mut self, table: &str, keys: &[&(String, String)]) -> Result<(), Error> {
+        for chunk in keys.chunks(ROWS_PER_INSERT) {
+            let terms: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p = params(self.backend, r * 2 + 1, 2);
+                    let (plugin, key) = p.split_once(", ").expect("two parameters");
+                    format!("(plugin = {plugin} AND key = {key})")
+                })
+                .collect();
+            let sql = format!("DELETE FROM {table} WHERE {}", terms.join(" OR "));
+            let mut q = sqlx::query(&sql);
+            for (plugin, key) in chunk {
+                q = q.bind(plugin).bind(key);
+            }
+            q.execute(self.conn()).await?;
         }
         Ok(())
     }
