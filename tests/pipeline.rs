@@ -1313,3 +1313,78 @@ async fn retention_keeps_what_is_still_needed_on_sqlite() {
 async fn retention_keeps_what_is_still_needed_on_postgres() {
     retention_keeps_what_is_still_needed(Backend::Postgres).await;
 }
+
+/// Scale-out on PostgreSQL: a batch reads its incidents once and writes its
+/// changes at commit, guarded by the status it read. If another instance
+/// moved one of them in between, the commit fails as a conflict (a
+/// transient error: the pipeline retries the batch) and nothing of the
+/// batch is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_changed_under_a_batch_fails_it_as_a_conflict() {
+    use eventpulse::model::{Incident, IncidentStatus, Severity};
+    let dir = tempfile::tempdir().unwrap();
+    let url = eventpulse_tests::database_url(Backend::Postgres, dir.path()).await;
+    let store = eventpulse::store::Store::connect(&url).await.unwrap();
+    let incident = |id: &str| Incident {
+        id: id.into(),
+        dedup_key: format!("key-{id}"),
+        title: "t".into(),
+        service: "s".into(),
+        severity: Severity::Critical,
+        status: IncidentStatus::Open,
+        summary: String::new(),
+        rule: "r".into(),
+        trace_id: String::new(),
+        opened_at: 1,
+        updated_at: 1,
+        closed_at: None,
+        last_notified_at: None,
+        acknowledged_by: None,
+        acknowledged_at: None,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_incident(&incident("a")).await.unwrap();
+    tx.insert_incident(&incident("b")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let (open, mitigating, resolved) = (
+        IncidentStatus::Open,
+        IncidentStatus::Mitigating,
+        IncidentStatus::Resolved,
+    );
+    let mut batch = store.begin().await.unwrap();
+    batch.prefetch_incidents(&["a", "b"], &[]).await.unwrap();
+    // Another instance resolves `a` meanwhile.
+    let mut other = store.begin().await.unwrap();
+    assert!(
+        other
+            .set_incident_status("a", open, resolved)
+            .await
+            .unwrap()
+    );
+    other.commit().await.unwrap();
+    assert!(
+        batch
+            .set_incident_status("a", open, mitigating)
+            .await
+            .unwrap()
+    );
+    assert!(
+        batch
+            .set_incident_status("b", open, mitigating)
+            .await
+            .unwrap()
+    );
+    let err = batch.commit().await.expect_err("a changed under the batch");
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("conflict"), "{err}");
+
+    let mut tx = store.begin().await.unwrap();
+    let a = tx.incident("a").await.unwrap().unwrap();
+    let b = tx.incident("b").await.unwrap().unwrap();
+    assert_eq!(
+        (a.status, b.status),
+        (resolved, open),
+        "b rolled back with the batch"
+    );
+}

@@ -25,6 +25,29 @@ impl Work for Notifications {
         notification_job(received)
     }
 
+    async fn prepare(
+        executor: &Executor<Self>,
+        tx: &mut Tx,
+        jobs: &[(&Received, &Job)],
+    ) -> Result<(), store::Error> {
+        let requests: Vec<(&str, &str)> = jobs
+            .iter()
+            .filter_map(|(received, job)| match &received.payload {
+                Payload::Notification(d) => d
+                    .request
+                    .dedup_key
+                    .as_deref()
+                    .map(|key| (job.plugin.as_str(), key)),
+                _ => None,
+            })
+            .collect();
+        if requests.len() < 2 {
+            return Ok(());
+        }
+        let (now, ttl_ms) = dedup_window(executor);
+        tx.decide_dedup(&requests, now, ttl_ms).await
+    }
+
     async fn admit(
         executor: &Executor<Self>,
         tx: &mut Tx,
@@ -139,8 +162,7 @@ async fn dedup(
     let Some(key) = data.request.dedup_key.clone() else {
         return Ok(None);
     };
-    let ttl_ms = (executor.config.notification_dedup_secs * 1000) as i64;
-    let now = executor.registry.clock().now_ms() as i64;
+    let (now, ttl_ms) = dedup_window(executor);
     match tx
         .notification_dedup(&job.plugin, &key, now, ttl_ms)
         .await?
@@ -164,6 +186,12 @@ async fn dedup(
             Ok(None)
         }
     }
+}
+
+/// Now, and how long a dedup key holds back repeats (ms).
+fn dedup_window(executor: &Executor<Notifications>) -> (i64, i64) {
+    let ttl_ms = (executor.config.notification_dedup_secs * 1000) as i64;
+    (executor.registry.clock().now_ms() as i64, ttl_ms)
 }
 
 /// The job a `notification.requested` asks for.

@@ -74,6 +74,16 @@ pub trait Work: Send + Sync + Sized + 'static {
         job: Job,
     ) -> impl Future<Output = Result<(), store::Error>> + Send;
 
+    /// Before a batch's new `jobs` are admitted (in this order), whatever
+    /// is best decided for all of them at once.
+    fn prepare(
+        _executor: &Executor<Self>,
+        _tx: &mut Tx,
+        _jobs: &[(&Received, &Job)],
+    ) -> impl Future<Output = Result<(), store::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// One attempt (the job is claimed): how it ended, and the outcome
     /// event to announce with it (none when it will be retried).
     fn attempt(
@@ -464,8 +474,18 @@ async fn intake<W: Work>(executor: &Executor<W>, events: &[Received]) -> Result<
     let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
     let mut tx = executor.store.begin().await?;
     let new = tx.inbox_many(consumer, &ids).await?;
-    for received in events.iter().filter(|r| new.contains(&r.event.id)) {
-        match W::job(received) {
+    let admitted: Vec<(&Received, Option<Job>)> = events
+        .iter()
+        .filter(|r| new.contains(&r.event.id))
+        .map(|r| (r, W::job(r)))
+        .collect();
+    let jobs: Vec<(&Received, &Job)> = admitted
+        .iter()
+        .filter_map(|(r, job)| job.as_ref().map(|j| (*r, j)))
+        .collect();
+    W::prepare(executor, &mut tx, &jobs).await?;
+    for (received, job) in admitted {
+        match job {
             Some(job) => {
                 let span = event_span(consumer, &received.event);
                 W::admit(executor, &mut tx, received, job)

@@ -157,7 +157,10 @@ impl Tx {
                 self.incidents.read(incident_from(&row)?);
             }
             for key in chunk {
-                self.incidents.active.entry((*key).to_owned()).or_insert(None);
+                self.incidents
+                    .active
+                    .entry((*key).to_owned())
+                    .or_insert(None);
             }
         }
         Ok(())
@@ -414,7 +417,11 @@ impl Tx {
         fingerprint: &str,
         starts_at: u64,
     ) -> Result<bool, Error> {
-        let link = (incident_id.to_owned(), fingerprint.to_owned(), starts_at as i64);
+        let link = (
+            incident_id.to_owned(),
+            fingerprint.to_owned(),
+            starts_at as i64,
+        );
         // Opened in this transaction: the link is new unless buffered.
         if self
             .incidents

@@ -394,6 +394,7 @@ impl Store {
             instance: self.instance.clone(),
             pending: tx::Pending::default(),
             incidents: incidents::Cache::default(),
+            dedup: Default::default(),
         })
     }
 
@@ -762,5 +763,159 @@ mod tests {
             .unwrap();
         assert!(!store.plugin_state("p", 0).await.unwrap().contains_key("k"));
         assert!(store.plugin_state("other", 0).await.unwrap().is_empty());
+    }
+
+    /// A batch's dedup decisions, made in one go, are the ones requests
+    /// made one at a time would get: repeats inside the TTL held back and
+    /// counted, the next one out after the TTL reporting how many were.
+    #[tokio::test]
+    async fn dedup_decided_for_a_batch_matches_one_at_a_time() {
+        let (_dir, store) = store().await;
+        let (t0, ttl) = (1_000_000, 60_000);
+        let mut tx = store.begin().await.unwrap();
+        let batch = [
+            ("slack", "k1"),
+            ("slack", "k1"),
+            ("slack", "k2"),
+            ("mail", "k1"),
+            ("slack", "k1"),
+        ];
+        tx.decide_dedup(&batch, t0, ttl).await.unwrap();
+        let mut got = Vec::new();
+        for (channel, key) in batch {
+            got.push(tx.notification_dedup(channel, key, t0, ttl).await.unwrap());
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(
+            got,
+            [
+                Dedup::Send {
+                    seen: 1,
+                    suppressed: 0
+                },
+                Dedup::Suppress { seen: 2 },
+                Dedup::Send {
+                    seen: 1,
+                    suppressed: 0
+                },
+                Dedup::Send {
+                    seen: 1,
+                    suppressed: 0
+                },
+                Dedup::Suppress { seen: 3 },
+            ]
+        );
+        // One at a time (no batch decided): still inside the TTL, then after.
+        let mut tx = store.begin().await.unwrap();
+        let inside = tx
+            .notification_dedup("slack", "k1", t0 + ttl - 1, ttl)
+            .await
+            .unwrap();
+        let after = tx
+            .notification_dedup("slack", "k1", t0 + ttl + 1, ttl)
+            .await
+            .unwrap();
+        let again = tx
+            .notification_dedup("slack", "k1", t0 + ttl + 2, ttl)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(inside, Dedup::Suppress { seen: 4 });
+        assert_eq!(
+            after,
+            Dedup::Send {
+                seen: 5,
+                suppressed: 3
+            }
+        );
+        assert_eq!(again, Dedup::Suppress { seen: 6 });
+    }
+
+    use crate::model::IncidentStatus;
+
+    fn incident(id: &str, key: &str) -> Incident {
+        Incident {
+            id: id.into(),
+            dedup_key: key.into(),
+            title: "t".into(),
+            service: "s".into(),
+            severity: crate::model::Severity::Warning,
+            status: IncidentStatus::Open,
+            summary: String::new(),
+            rule: "r".into(),
+            trace_id: String::new(),
+            opened_at: 1,
+            updated_at: 1,
+            closed_at: None,
+            last_notified_at: None,
+            acknowledged_by: None,
+            acknowledged_at: None,
+        }
+    }
+
+    /// Incidents opened, moved and closed in one transaction are seen as
+    /// they are now by later lookups in it, and written once at commit.
+    #[tokio::test]
+    async fn a_transaction_sees_its_own_incident_changes_and_writes_them() {
+        let (_dir, store) = store().await;
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_incident(&incident("a", "key-a")).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = store.begin().await.unwrap();
+        tx.prefetch_incidents(&["a"], &["key-a", "key-b"])
+            .await
+            .unwrap();
+        assert_eq!(tx.active_incident("key-a").await.unwrap().unwrap().id, "a");
+        assert!(tx.active_incident("key-b").await.unwrap().is_none());
+        tx.insert_incident(&incident("b", "key-b")).await.unwrap();
+        assert_eq!(tx.active_incident("key-b").await.unwrap().unwrap().id, "b");
+        // A status it is not in: refused, as the database would.
+        let (open, mitigating, resolved) = (
+            IncidentStatus::Open,
+            IncidentStatus::Mitigating,
+            IncidentStatus::Resolved,
+        );
+        assert!(
+            !tx.set_incident_status("a", mitigating, resolved)
+                .await
+                .unwrap()
+        );
+        assert!(tx.set_incident_status("a", open, mitigating).await.unwrap());
+        assert!(
+            tx.set_incident_status("a", mitigating, resolved)
+                .await
+                .unwrap()
+        );
+        assert!(
+            tx.active_incident("key-a").await.unwrap().is_none(),
+            "closed"
+        );
+        tx.set_last_notified("b", 42).await.unwrap();
+        assert!(
+            tx.link_alert("b", "fp", 7).await.unwrap(),
+            "a new incident's first link"
+        );
+        assert!(
+            !tx.link_alert("b", "fp", 7).await.unwrap(),
+            "linked already"
+        );
+        tx.commit().await.unwrap();
+
+        let mut tx = store.begin().await.unwrap();
+        let a = tx.incident("a").await.unwrap().unwrap();
+        assert_eq!((a.status, a.closed_at.is_some()), (resolved, true));
+        let b = tx.incident("b").await.unwrap().unwrap();
+        assert_eq!((b.status, b.last_notified_at), (open, Some(42)));
+        assert_eq!(tx.incident_for_alert("fp").await.unwrap().unwrap().id, "b");
+        // Another incident may open under a closed one's key.
+        assert!(tx.active_incident("key-a").await.unwrap().is_none());
+        tx.set_last_notified("a", 50).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(
+            tx.incident("a").await.unwrap().unwrap().last_notified_at,
+            Some(50)
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The two work queues (`actions`, `notifications`): jobs, claims, attempt
 //! ends, the rate-limit count and notification dedup.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 use sqlx::Row;
@@ -10,7 +10,7 @@ use super::{Error, Store, now_ms};
 use crate::model::{Job, JobStatus};
 
 use super::rows::job_from;
-use super::tx::{ROWS_PER_INSERT, Tx, params};
+use super::tx::{ROWS_PER_INSERT, Tx, multi_insert, params};
 
 /// One of the two work queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,7 +122,8 @@ impl Tx {
 
     /// Count one notification request for (`channel`, `key`) at `now` and
     /// decide: suppressed if one went out less than `ttl_ms` ago, else
-    /// send, with how many were suppressed since the last one.
+    /// send, with how many were suppressed since the last one. Answered
+    /// from [`Tx::decide_dedup`] when the batch was decided there.
     pub async fn notification_dedup(
         &mut self,
         channel: &str,
@@ -130,39 +131,108 @@ impl Tx {
         now: i64,
         ttl_ms: i64,
     ) -> Result<Dedup, Error> {
-        // One statement decides "inside the TTL" and counts, so
-        // concurrent instances (row lock on PostgreSQL) cannot both let the
-        // same key through. The `SET` expressions read the row as it was.
-        let row = sqlx::query(
+        let pair = (channel.to_owned(), key.to_owned());
+        if let Some(decided) = self.dedup.get_mut(&pair).and_then(VecDeque::pop_front) {
+            return Ok(decided);
+        }
+        let mut one = self.dedup_round(&[(channel, key)], now, ttl_ms).await?;
+        Ok(one.remove(&pair).expect("the row it wrote"))
+    }
+
+    /// Decide deduplication for a batch's requests, in order (a key may
+    /// repeat): one statement for each time the most repeated key occurs,
+    /// not one per request. [`Tx::notification_dedup`] then hands out the
+    /// decisions in the same order.
+    pub async fn decide_dedup(
+        &mut self,
+        requests: &[(&str, &str)],
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<(), Error> {
+        let mut remaining: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut order: Vec<(&str, &str)> = Vec::new();
+        for r in requests {
+            let n = remaining.entry(*r).or_insert(0);
+            if *n == 0 {
+                order.push(*r);
+            }
+            *n += 1;
+        }
+        // Round k holds each key's k-th request: a key appears once per
+        // statement (PostgreSQL refuses to upsert one row twice in one).
+        while !order.is_empty() {
+            for chunk in order.chunks(ROWS_PER_INSERT) {
+                for (pair, decided) in self.dedup_round(chunk, now, ttl_ms).await? {
+                    self.dedup.entry(pair).or_default().push_back(decided);
+                }
+            }
+            order.retain(|r| {
+                let n = remaining.get_mut(r).expect("counted");
+                *n -= 1;
+                *n > 0
+            });
+        }
+        Ok(())
+    }
+
+    /// One statement deciding and counting one request for each of
+    /// `pairs` (distinct), so concurrent instances (row lock on
+    /// PostgreSQL) cannot both let the same key through. The `SET`
+    /// expressions read the row as it was; the inserted row's
+    /// `last_sent_at` is `now`.
+    async fn dedup_round(
+        &mut self,
+        pairs: &[(&str, &str)],
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<HashMap<(String, String), Dedup>, Error> {
+        let within = format!("notification_dedup.last_sent_at > excluded.last_sent_at - {ttl_ms}");
+        let sql = multi_insert(
+            self.backend,
             "INSERT INTO notification_dedup
-                 (channel, dedup_key, last_sent_at, seen, suppressed, sent_suppressed)
-             VALUES ($1, $2, $3, 1, 0, 0)
-             ON CONFLICT (channel, dedup_key) DO UPDATE SET
+                 (channel, dedup_key, last_sent_at, seen, suppressed, sent_suppressed)",
+            6,
+            pairs.len(),
+        ) + &format!(
+            " ON CONFLICT (channel, dedup_key) DO UPDATE SET
                  seen = notification_dedup.seen + 1,
-                 suppressed = CASE WHEN notification_dedup.last_sent_at > $4
+                 suppressed = CASE WHEN {within}
                      THEN notification_dedup.suppressed + 1 ELSE 0 END,
-                 sent_suppressed = CASE WHEN notification_dedup.last_sent_at > $4
+                 sent_suppressed = CASE WHEN {within}
                      THEN notification_dedup.sent_suppressed
                      ELSE notification_dedup.suppressed END,
-                 last_sent_at = CASE WHEN notification_dedup.last_sent_at > $4
-                     THEN notification_dedup.last_sent_at ELSE $3 END
-             RETURNING seen, suppressed, sent_suppressed",
-        )
-        .bind(channel)
-        .bind(key)
-        .bind(now)
-        .bind(now - ttl_ms)
-        .fetch_one(self.conn())
-        .await?;
-        let (seen, held, before): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        Ok(if held > 0 {
-            Dedup::Suppress { seen }
-        } else {
-            Dedup::Send {
-                seen,
-                suppressed: before,
-            }
-        })
+                 last_sent_at = CASE WHEN {within}
+                     THEN notification_dedup.last_sent_at ELSE excluded.last_sent_at END
+             RETURNING channel, dedup_key, seen, suppressed, sent_suppressed"
+        );
+        let mut q = sqlx::query(&sql);
+        for (channel, key) in pairs {
+            q = q
+                .bind(*channel)
+                .bind(*key)
+                .bind(now)
+                .bind(1_i64)
+                .bind(0_i64)
+                .bind(0_i64);
+        }
+        let mut decided = HashMap::with_capacity(pairs.len());
+        for row in q.fetch_all(self.conn()).await? {
+            let (seen, held, before): (i64, i64, i64) = (
+                row.try_get("seen")?,
+                row.try_get("suppressed")?,
+                row.try_get("sent_suppressed")?,
+            );
+            let dedup = if held > 0 {
+                Dedup::Suppress { seen }
+            } else {
+                Dedup::Send {
+                    seen,
+                    suppressed: before,
+                }
+            };
+            decided.insert((row.try_get("channel")?, row.try_get("dedup_key")?), dedup);
+        }
+        Ok(decided)
     }
 
     fn insert_job(&mut self, queue: Queue, job: &Job, status: JobStatus, error: Option<&str>) {

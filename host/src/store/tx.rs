@@ -29,6 +29,10 @@ pub struct Tx {
     pub(super) pending: Pending,
     /// Incidents read or written in this transaction.
     pub(super) incidents: super::incidents::Cache,
+    /// Notification dedup decided for the batch, per `(channel, key)` in
+    /// request order ([`Tx::decide_dedup`]).
+    pub(super) dedup:
+        std::collections::HashMap<(String, String), std::collections::VecDeque<super::Dedup>>,
 }
 
 /// Rows [`Tx`] writes at commit.
