@@ -55,6 +55,8 @@ impl App {
             busy_timeout: std::time::Duration::from_millis(config.store.busy_timeout_ms),
             max_connections: config.store.max_connections,
             durability: config.store.durability,
+            sqlite_cache_mib: config.store.sqlite_cache_mib,
+            sqlite_mmap_mib: config.store.sqlite_mmap_mib,
             instance: config.instance_name(),
         };
         let store = Store::connect_with(&config.database_url, &options)

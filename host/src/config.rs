@@ -343,6 +343,14 @@ pub struct StoreConfig {
     pub max_connections: u32,
     /// What a commit (and so every 2xx to a sender) survives.
     pub durability: Durability,
+    /// SQLite: the writer connection's page cache, MiB. The pipeline's
+    /// indexes outgrow it in a long storm and pages are re-read from the
+    /// OS; more is faster there and costs resident memory.
+    pub sqlite_cache_mib: u32,
+    /// SQLite: read the database through a memory map of up to this many
+    /// MiB (0: off, the default). Faster in a storm (no copy per page
+    /// read); the mapped pages count in the process's resident set.
+    pub sqlite_mmap_mib: u32,
 }
 
 /// What a committed write survives.
@@ -365,6 +373,8 @@ impl Default for StoreConfig {
             busy_timeout_ms: 5_000,
             max_connections: 8,
             durability: Durability::PowerLoss,
+            sqlite_cache_mib: 16,
+            sqlite_mmap_mib: 0,
         }
     }
 }

@@ -24,6 +24,10 @@
 //! `cargo bench -p eventpulse-tests --bench pipeline` prints a table;
 //! `BENCH_ONLY=sqlite` (a substring of the store column) and
 //! `BENCH_BASELINE=0` (batched rows only) run fewer rows.
+//! `BENCH_SQLITE_CACHE_MIB`, `BENCH_SQLITE_MMAP_MIB` and
+//! `BENCH_DURABILITY=process-crash` change the store's settings;
+//! `BENCH_LOG=<filter>` keeps the hosts' logs (`sqlx::query=debug`: every
+//! statement).
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 //!
 //! `BENCH_TELEMETRY=1` measures instead what metrics and traces cost: the
@@ -113,6 +117,12 @@ async fn hosts(setup: &Setup, brokers: &str, run: usize) -> Vec<Host> {
         config.telemetry.metrics = setup.metrics;
         if let Ok(n) = std::env::var("BENCH_CONCURRENCY") {
             config.pipeline.concurrency = n.parse().expect("BENCH_CONCURRENCY is a number");
+        }
+        if let Ok(n) = std::env::var("BENCH_SQLITE_CACHE_MIB") {
+            config.store.sqlite_cache_mib = n.parse().expect("BENCH_SQLITE_CACHE_MIB is a number");
+        }
+        if let Ok(n) = std::env::var("BENCH_SQLITE_MMAP_MIB") {
+            config.store.sqlite_mmap_mib = n.parse().expect("BENCH_SQLITE_MMAP_MIB is a number");
         }
         if std::env::var("BENCH_DURABILITY").is_ok_and(|v| v == "process-crash") {
             config.store.durability = eventpulse::config::Durability::ProcessCrash;

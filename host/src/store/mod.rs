@@ -193,6 +193,10 @@ pub struct StoreOptions {
     pub instance: String,
     /// What a commit survives.
     pub durability: Durability,
+    /// SQLite: the writer's page cache, MiB.
+    pub sqlite_cache_mib: u32,
+    /// SQLite: memory-mapped reads up to this many MiB (0: off).
+    pub sqlite_mmap_mib: u32,
 }
 
 impl Default for StoreOptions {
@@ -201,6 +205,8 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             max_connections: 8,
             durability: Durability::PowerLoss,
+            sqlite_cache_mib: 16,
+            sqlite_mmap_mib: 0,
             instance: String::new(),
         }
     }
@@ -286,13 +292,17 @@ impl Store {
         let busy_ms = options.busy_timeout.as_millis();
         // In WAL mode `FULL` syncs the log on every commit (power-loss
         // safe); `NORMAL` only at checkpoints (a process crash loses
-        // nothing, an OS crash may lose the last commits). A 16 MiB page
-        // cache (SQLite's default is 2 MiB) keeps the pipeline's indexes
-        // resident instead of re-reading them from the OS.
+        // nothing, an OS crash may lose the last commits). The writer's
+        // page cache (16 MiB by default; SQLite's own is 2 MiB) keeps the
+        // pipeline's indexes resident instead of re-reading them from the
+        // OS; a memory map (off by default) saves the copy of each page
+        // read, paid for in resident memory.
         let (synchronous, pg_commit) = match options.durability {
             Durability::PowerLoss => ("FULL", "on"),
             Durability::ProcessCrash => ("NORMAL", "off"),
         };
+        let cache_kib = u64::from(options.sqlite_cache_mib.max(1)) * 1024;
+        let mmap_bytes = u64::from(options.sqlite_mmap_mib) << 20;
         let pool = match backend {
             // One connection: SQLite has one writer anyway, and a single
             // connection never meets SQLITE_BUSY from itself.
@@ -305,7 +315,7 @@ impl Store {
                             format!(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
                                  PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;
-                                 PRAGMA cache_size = -16384;"
+                                 PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = {mmap_bytes};"
                             )
                             .as_str(),
                         )
