@@ -52,4 +52,17 @@ impl Store {
             dead_letters: row.get(7),
         })
     }
+
+    /// Actions completed and notifications delivered: the two counts a
+    /// caller waiting for the pipeline to drain needs, from the status
+    /// indexes alone (not the whole-table counts of [`Store::counts`]).
+    pub async fn finished_jobs(&self) -> Result<(i64, i64), Error> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM actions WHERE status = 'completed'),
+                    (SELECT COUNT(*) FROM notifications WHERE status = 'delivered')",
+        )
+        .fetch_one(&self.reads)
+        .await?;
+        Ok((row.get(0), row.get(1)))
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Error, Store, now_ms};
+use super::{Backend, Error, Store, now_ms};
 use crate::model::{Incident, IncidentStatus, Job, TimelineEntry};
 
 use super::queues::Queue;
@@ -144,11 +144,7 @@ impl Tx {
             }
         }
         for chunk in keys.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "SELECT {INCIDENT_COLUMNS} FROM incidents
-                 WHERE dedup_key IN ({}) AND status IN ('open', 'mitigating')",
-                params(self.backend, 1, chunk.len())
-            );
+            let sql = active_by_keys_sql(self.backend, chunk.len());
             let mut q = sqlx::query(&sql);
             for key in chunk {
                 q = q.bind(*key);
@@ -562,4 +558,19 @@ impl Store {
             notifications,
         }))
     }
+}
+
+/// The active incidents of `n` dedup keys, found by the one-active-per-key
+/// index. With a long key list SQLite (no statistics) would otherwise walk
+/// `incidents_by_status` over every open incident.
+pub(super) fn active_by_keys_sql(backend: Backend, n: usize) -> String {
+    let hint = match backend {
+        Backend::Sqlite => "INDEXED BY incidents_one_active",
+        Backend::Postgres => "",
+    };
+    format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents {hint}
+         WHERE dedup_key IN ({}) AND status IN ('open', 'mitigating')",
+        params(backend, 1, n)
+    )
 }

@@ -123,21 +123,29 @@ impl Store {
         Ok(())
     }
 
-    /// Outbox events of `kinds` after `seq`, oldest first: `(seq, payload)`.
-    /// Also returns the highest `seq` scanned, so a consumer can skip past
-    /// events of other kinds.
+    /// Outbox events of `kinds` after `after`, oldest first: `(seq, payload)`.
+    ///
+    /// One ordered index range per kind, each cut at `limit`, then merged:
+    /// a read costs at most `limit` rows per kind however far behind the
+    /// consumer is. (`kind IN (..)` over the same index would fetch and sort
+    /// every event of those kinds after `after`, the whole backlog, on each
+    /// read.)
     pub async fn outbox_read(
         &self,
         kinds: &[&str],
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, String)>, Error> {
-        let placeholders: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!(
-            "SELECT seq, payload FROM outbox_events WHERE seq > $1 AND kind IN ({})
-             ORDER BY seq LIMIT $2",
-            placeholders.join(", ")
-        );
+        let ranges: Vec<String> = (0..kinds.len())
+            .map(|i| {
+                format!(
+                    "SELECT seq, payload FROM (SELECT seq, payload FROM outbox_events
+                     WHERE kind = ${} AND seq > $1 ORDER BY seq LIMIT $2) AS k{i}",
+                    i + 3
+                )
+            })
+            .collect();
+        let sql = format!("{} ORDER BY seq LIMIT $2", ranges.join(" UNION ALL "));
         let mut q = sqlx::query(&sql).bind(after).bind(limit as i64);
         for k in kinds {
             q = q.bind(*k);

@@ -928,4 +928,43 @@ mod tests {
             Some(50)
         );
     }
+
+    /// SQLite keeps no statistics, so a statement that names both an
+    /// indexed status and a long id list can be planned as a walk over every
+    /// row of that status. These are run per batch under load: each must
+    /// look its rows up by key, whatever the list's length.
+    #[tokio::test]
+    async fn batch_lookups_go_by_key_on_sqlite() {
+        let (_dir, store) = store().await;
+        let plan = |sql: String| {
+            let pool = store.pool.clone();
+            async move {
+                let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        };
+        for n in [1, tx::ROWS_PER_INSERT] {
+            for (queue, by_id) in [
+                (Queue::Actions, "sqlite_autoindex_actions_1 (id=?)"),
+                (
+                    Queue::Notifications,
+                    "sqlite_autoindex_notifications_1 (id=?)",
+                ),
+            ] {
+                let p = plan(queues::claim_sql(Backend::Sqlite, queue, n)).await;
+                assert!(p.contains(by_id), "claim of {n}: {p}");
+            }
+            let p = plan(incidents::active_by_keys_sql(Backend::Sqlite, n)).await;
+            assert!(
+                p.contains("incidents_one_active (dedup_key=?)"),
+                "{n} keys: {p}"
+            );
+        }
+    }
 }
