@@ -157,10 +157,13 @@ struct EmbeddedSubscription {
     saved_at: Option<std::time::Instant>,
 }
 
-/// How often a busy consumer saves its acknowledged offset. Saving is a
-/// commit of its own (an fsync with the default durability), so it is not
-/// done per batch: after a crash at most this much is read again, and the
-/// inbox skips it. An idle consumer saves before it waits.
+/// How often a consumer saves its acknowledged offset, at most. Saving is
+/// a commit of its own on the store's one writer (an fsync with the
+/// default durability), so it is not done per batch, nor each time a
+/// consumer catches up: after a crash at most this much is read again, and
+/// the inbox skips it. A consumer that has caught up saves once this long
+/// has passed since its last save (or at shutdown), so the stored offset,
+/// which the lag gauges read, is never further behind than that.
 const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl EmbeddedSubscription {
@@ -207,10 +210,28 @@ impl Subscription for EmbeddedSubscription {
                         .map(|(position, payload)| Delivery { position, payload })
                         .collect());
                 }
-                self.save().await?;
+                let save_at = match (self.unsaved, self.saved_at) {
+                    (None, _) => None,
+                    (Some(_), None) => Some(tokio::time::Instant::now()),
+                    (Some(_), Some(at)) => Some((at + ACK_EVERY).into()),
+                };
+                let save_due = async {
+                    match save_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = &mut appended => {}
-                    () = cancel.cancelled() => return Ok(Vec::new()),
+                    () = save_due => self.save().await?,
+                    () = cancel.cancelled() => {
+                        // Best effort: what is not saved is read again
+                        // after the restart, and the inbox skips it.
+                        if let Err(e) = self.save().await {
+                            tracing::warn!(consumer = self.consumer, error = format!("{e:#}"), "could not save the log position at shutdown");
+                        }
+                        return Ok(Vec::new());
+                    }
                 }
             }
         })

@@ -28,9 +28,9 @@ pub(super) async fn insert(
 impl Store {
     /// Append capability audit records.
     pub async fn audit(&self, records: &[crate::model::AuditRecord]) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for r in records {
-            insert(&mut tx, r).await?;
+            insert(tx.conn(), r).await?;
         }
         tx.commit().await?;
         Ok(())

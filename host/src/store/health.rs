@@ -54,17 +54,19 @@ impl Store {
     }
 
     async fn probe(&self) -> Result<(), Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut tx = self.begin().await?;
         match self.backend {
+            // A write that changes nothing: it takes the write lock.
             Backend::Sqlite => {
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                sqlx::query("UPDATE consumer_offsets SET seq = seq WHERE 0")
+                    .execute(tx.conn())
+                    .await?;
             }
             Backend::Postgres => {
-                sqlx::query("SELECT 1").execute(&mut *conn).await?;
+                sqlx::query("SELECT 1").execute(tx.conn()).await?;
             }
         }
-        Ok(())
+        tx.rollback().await
     }
 
     /// Events of `kinds` after `consumer`'s saved offset that it has not

@@ -110,7 +110,8 @@ impl Store {
 
     /// Move `consumer`'s offset forward to `seq`.
     pub async fn set_consumer_offset(&self, consumer: &str, seq: i64) -> Result<(), Error> {
-        sqlx::query(
+        self.write_one(
+            sqlx::query(
             "INSERT INTO consumer_offsets (consumer, seq, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
              WHERE consumer_offsets.seq < excluded.seq",
@@ -118,7 +119,7 @@ impl Store {
         .bind(consumer)
         .bind(seq)
         .bind(now_ms())
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
@@ -196,12 +197,13 @@ impl Store {
     /// Mark every unpublished row up to `seq` published. (Appends commit
     /// in `seq` order, so none below it can appear later.)
     pub async fn mark_published(&self, through: i64) -> Result<(), Error> {
-        sqlx::query(
+        self.write_one(
+            sqlx::query(
             "UPDATE outbox_events SET published_at = $1 WHERE seq <= $2 AND published_at IS NULL",
         )
         .bind(now_ms())
         .bind(through)
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }

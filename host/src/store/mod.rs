@@ -34,6 +34,7 @@ mod rows;
 mod silences;
 mod timers;
 mod tx;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -222,6 +223,10 @@ pub struct Store {
     /// the writer, so the stages' reads (the log, the inbox, due jobs) do
     /// not queue behind its transactions; PostgreSQL: the same pool.
     reads: AnyPool,
+    /// SQLite's one write connection, taken out of `pool` (which is then
+    /// closed): every write transaction is a member of a group commit on it.
+    /// `None` on PostgreSQL and for an in-memory SQLite database.
+    writer: Option<Arc<writer::Writer>>,
     backend: Backend,
     /// Woken after a commit that appended to the outbox.
     appended: Arc<Notify>,
@@ -308,6 +313,7 @@ impl Store {
             // connection never meets SQLITE_BUSY from itself.
             Backend::Sqlite => AnyPoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
@@ -340,11 +346,24 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
+        // A file-backed SQLite database: the writer leaves the pool.
+        let writer = match backend {
+            Backend::Sqlite if !url.contains(":memory:") => {
+                let conn = pool.acquire().await?.detach();
+                pool.close().await;
+                Some(writer::Writer::new(
+                    conn,
+                    options.busy_timeout.max(Duration::from_secs(1)),
+                ))
+            }
+            _ => None,
+        };
         let reads = match backend {
             // An in-memory database exists once per connection.
             Backend::Sqlite if !url.contains(":memory:") => {
                 AnyPoolOptions::new()
                     .max_connections(SQLITE_READERS)
+                    .test_before_acquire(false)
                     .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
@@ -367,6 +386,7 @@ impl Store {
         Ok(Store {
             pool,
             reads,
+            writer,
             backend,
             appended: Arc::new(Notify::new()),
             requeued: Arc::new(Notify::new()),
@@ -392,11 +412,19 @@ impl Store {
         &self.requeued
     }
 
-    /// Start a write transaction. The first statement of every write
-    /// transaction should be a write (SQLite takes the write lock then).
+    /// Start a write transaction. On a SQLite file it is a member of a
+    /// group commit on the one writer connection (see [`writer`]): it waits
+    /// for the connection, and its [`Tx::commit`] returns once the commit
+    /// holding its writes is durable. Never hold one across a wait for
+    /// another write (a sandbox call, another transaction): every writer
+    /// queues behind it.
     pub async fn begin(&self) -> Result<Tx, Error> {
+        let tx = match &self.writer {
+            Some(writer) => tx::TxConn::Shared(writer.begin().await?),
+            None => tx::TxConn::Pool(self.pool.begin().await?),
+        };
         Ok(Tx {
-            tx: self.pool.begin().await?,
+            tx,
             backend: self.backend,
             appended: false,
             locked: false,
@@ -408,16 +436,30 @@ impl Store {
         })
     }
 
+    /// Run one statement as a write transaction of its own.
+    async fn write_one<'q>(
+        &self,
+        statement: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult, Error> {
+        let mut tx = self.begin().await?;
+        let done = statement.execute(tx.conn()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     /// The commit durability in force on a connection, as the database
     /// reports it: SQLite's `synchronous` (`"full"`, `"normal"`, ...) or
     /// PostgreSQL's `synchronous_commit` (`"on"`, `"off"`, ...).
     pub async fn commit_durability(&self) -> Result<String, Error> {
         Ok(match self.backend {
             Backend::Sqlite => {
+                // On the writer's connection: the readers' do not commit.
+                let mut tx = self.begin().await?;
                 let level: i64 = sqlx::query("PRAGMA synchronous")
-                    .fetch_one(&self.pool)
+                    .fetch_one(tx.conn())
                     .await?
                     .get(0);
+                tx.rollback().await?;
                 match level {
                     0 => "off",
                     1 => "normal",
@@ -447,14 +489,15 @@ impl Store {
 
     /// Persist a plugin's enablement.
     pub async fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
-        sqlx::query(
+        self.write_one(
+            sqlx::query(
             "INSERT INTO plugins (name, enabled, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(enabled as i64)
         .bind(now_ms())
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
@@ -665,7 +708,8 @@ impl Store {
         kind: &str,
         message: &str,
     ) -> Result<(), Error> {
-        sqlx::query(
+        self.write_one(
+            sqlx::query(
             "INSERT INTO plugin_failures (plugin, operation, kind, message, at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(plugin)
@@ -673,7 +717,7 @@ impl Store {
         .bind(kind)
         .bind(message)
         .bind(now_ms())
-        .execute(&self.pool)
+        )
         .await?;
         Ok(())
     }
@@ -937,7 +981,7 @@ mod tests {
     async fn batch_lookups_go_by_key_on_sqlite() {
         let (_dir, store) = store().await;
         let plan = |sql: String| {
-            let pool = store.pool.clone();
+            let pool = store.reads.clone();
             async move {
                 let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
                     .fetch_all(&pool)

@@ -297,15 +297,17 @@ impl Store {
     /// `pending`: their attempt was cut off by a crash. Actions are
     /// convergent, so running one again is safe. Returns how many.
     pub async fn requeue_running(&self, queue: Queue, claimed_before: i64) -> Result<u64, Error> {
-        let done = sqlx::query(&format!(
-            "UPDATE {} SET status = 'pending', updated_at = $1
+        let done = self
+            .write_one(
+                sqlx::query(&format!(
+                    "UPDATE {} SET status = 'pending', updated_at = $1
              WHERE status = 'running' AND updated_at < $2",
-            queue.table()
-        ))
-        .bind(now_ms())
-        .bind(claimed_before)
-        .execute(&self.pool)
-        .await?;
+                    queue.table()
+                ))
+                .bind(now_ms())
+                .bind(claimed_before),
+            )
+            .await?;
         Ok(done.rows_affected())
     }
 

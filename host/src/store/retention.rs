@@ -148,7 +148,7 @@ impl Store {
         let batch = i64::from(config.batch.max(1));
         let mut pruned = Vec::new();
         let mut dry = if dry_run {
-            Some(self.pool.begin().await?)
+            Some(self.begin().await?)
         } else {
             None
         };
@@ -164,10 +164,10 @@ impl Store {
             let mut total = 0;
             loop {
                 let n = match dry.as_mut() {
-                    Some(tx) => prune_batch(tx, kind, feeds, cutoff, batch).await?,
+                    Some(tx) => prune_batch(tx.conn(), kind, feeds, cutoff, batch).await?,
                     None => {
-                        let mut tx = self.pool.begin().await?;
-                        let n = prune_batch(&mut tx, kind, feeds, cutoff, batch).await?;
+                        let mut tx = self.begin().await?;
+                        let n = prune_batch(tx.conn(), kind, feeds, cutoff, batch).await?;
                         tx.commit().await?;
                         n
                     }

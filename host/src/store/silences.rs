@@ -11,24 +11,25 @@ const COLUMNS: &str =
 impl Store {
     /// Keep `s`.
     pub async fn create_silence(&self, s: &Silence) -> Result<(), Error> {
-        sqlx::query(&format!(
-            "INSERT INTO silences ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ))
-        .bind(&s.id)
-        .bind(serde_json::to_string(&s.matchers).expect("strings serialise"))
-        .bind(s.mode.as_str())
-        .bind(s.starts_at)
-        .bind(s.ends_at)
-        .bind(
-            s.weekly
-                .as_ref()
-                .map(|w| serde_json::to_string(w).expect("window serialises")),
+        self.write_one(
+            sqlx::query(&format!(
+                "INSERT INTO silences ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&s.id)
+            .bind(serde_json::to_string(&s.matchers).expect("strings serialise"))
+            .bind(s.mode.as_str())
+            .bind(s.starts_at)
+            .bind(s.ends_at)
+            .bind(
+                s.weekly
+                    .as_ref()
+                    .map(|w| serde_json::to_string(w).expect("window serialises")),
+            )
+            .bind(&s.created_by)
+            .bind(&s.comment)
+            .bind(s.created_at)
+            .bind(s.expired_at),
         )
-        .bind(&s.created_by)
-        .bind(&s.comment)
-        .bind(s.created_at)
-        .bind(s.expired_at)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -50,20 +51,23 @@ impl Store {
 
     /// End silence `id` at `now`; `None` if there is none or it had ended.
     pub async fn expire_silence(&self, id: &str, now: i64) -> Result<Option<Silence>, Error> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE silences SET expired_at = $2 WHERE id = $1 AND expired_at IS NULL AND ends_at > $2",
         )
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(tx.conn())
         .await?;
         if done.rows_affected() == 0 {
+            tx.rollback().await?;
             return Ok(None);
         }
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM silences WHERE id = $1"))
             .bind(id)
-            .fetch_one(&self.pool)
+            .fetch_one(tx.conn())
             .await?;
+        tx.commit().await?;
         Ok(Some(silence_from(&row)?))
     }
 

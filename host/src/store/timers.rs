@@ -139,13 +139,13 @@ impl Store {
                         .bind(uuid::Uuid::now_v7().to_string())
                         .bind(now + every.max(1))
                         .bind(&id)
-                        .execute(&mut *tx.tx)
+                        .execute(tx.conn())
                         .await?
                 }
                 None => {
                     sqlx::query("DELETE FROM timers WHERE id = $1")
                         .bind(&id)
-                        .execute(&mut *tx.tx)
+                        .execute(tx.conn())
                         .await?
                 }
             };

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sqlx::{Any, AnyConnection, Transaction};
+
+use super::writer::Member;
 use tokio::sync::Notify;
 
 use super::{Backend, Error, now_ms};
@@ -20,7 +22,7 @@ use super::queues::Queue;
 /// written at commit as multi-row inserts: a batch of events costs a few
 /// statements for them, not one per row.
 pub struct Tx {
-    pub(super) tx: Transaction<'static, Any>,
+    pub(super) tx: TxConn,
     pub(super) backend: Backend,
     pub(super) appended: bool,
     pub(super) locked: bool,
@@ -33,6 +35,15 @@ pub struct Tx {
     /// request order ([`Tx::decide_dedup`]).
     pub(super) dedup:
         std::collections::HashMap<(String, String), std::collections::VecDeque<super::Dedup>>,
+}
+
+/// Where a [`Tx`] runs.
+pub(super) enum TxConn {
+    /// A transaction of its own on a pooled connection (PostgreSQL, and
+    /// SQLite in memory).
+    Pool(Transaction<'static, Any>),
+    /// A member of a group commit on SQLite's one writer.
+    Shared(Member),
 }
 
 /// Rows [`Tx`] writes at commit.
@@ -147,14 +158,28 @@ pub struct DecisionRecord<'a> {
 impl Tx {
     /// The connection, for statements.
     pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        match &mut self.tx {
+            TxConn::Pool(tx) => tx,
+            TxConn::Shared(member) => member.conn(),
+        }
+    }
+
+    /// Undo everything this transaction wrote.
+    pub async fn rollback(self) -> Result<(), Error> {
+        match self.tx {
+            TxConn::Pool(tx) => Ok(tx.rollback().await?),
+            TxConn::Shared(member) => member.rollback().await,
+        }
     }
 
     /// Write the buffered rows, commit, then wake outbox readers if
     /// anything was appended.
     pub async fn commit(mut self) -> Result<(), Error> {
         self.flush().await?;
-        self.tx.commit().await?;
+        match self.tx {
+            TxConn::Pool(tx) => tx.commit().await?,
+            TxConn::Shared(member) => member.commit().await?,
+        }
         if self.appended {
             self.notify.notify_waiters();
         }

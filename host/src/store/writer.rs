@@ -1,0 +1,408 @@
+//! SQLite's one writer connection, shared by write transactions that
+//! commit together.
+//!
+//! SQLite has a single writer, and with the default durability every
+//! commit is an fsync. Ingest, the stages and the work queues each commit
+//! small transactions, several per alert when the load is light, so they
+//! used to queue for the connection mostly to wait out each other's
+//! commits. Here every write transaction ([`super::Tx`]) is a *member*: it
+//! runs on the connection in turn, as a savepoint inside a transaction
+//! that stays open while other members are waiting, and the member that
+//! finds nobody waiting (or the open transaction old or full enough)
+//! commits it for everyone in it. A burst of members costs one commit.
+//!
+//! What a member is told is still exact:
+//! - [`Member::commit`] returns `Ok` only once the commit holding its
+//!   writes is durable; if that commit fails, every member in it gets the
+//!   error (transient: retry) and none of their writes stand.
+//! - A member that fails, or is dropped without committing, is rolled back
+//!   to its savepoint, and the group is committed there and then, so the
+//!   next member never starts inside a transaction that SQLite may have
+//!   rolled back on that failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::AnyConnection;
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use super::Error;
+
+/// A group is committed once it holds this many members ...
+const MAX_MEMBERS: usize = 64;
+/// ... or once its transaction, plus the typical hold of the next member,
+/// would be open this long, even if more members are waiting. Under a
+/// light load members are short and share a commit; under a heavy one a
+/// stage's batch holds the connection for milliseconds, and a small member
+/// before it commits at once rather than wait that out.
+const MAX_OPEN: Duration = Duration::from_millis(2);
+
+/// The connection and the transaction open on it.
+pub(super) struct Writer {
+    shared: Arc<Mutex<Shared>>,
+    /// Members waiting for the connection.
+    waiting: AtomicUsize,
+    /// How long a member waits for the connection before giving up.
+    timeout: Duration,
+    /// [`MAX_OPEN`] (tests set it longer).
+    max_open: Duration,
+}
+
+struct Shared {
+    conn: AnyConnection,
+    open: Option<Group>,
+    /// How long members hold the connection, a moving average: what a
+    /// member that leaves its group open for the next one expects to wait.
+    typical_hold: Duration,
+}
+
+/// The members of the open transaction that have released their
+/// savepoints, waiting for its commit.
+struct Group {
+    started: Instant,
+    members: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// One write transaction on the [`Writer`]: a savepoint in the open group.
+pub(super) struct Member {
+    writer: Arc<Writer>,
+    guard: Option<OwnedMutexGuard<Shared>>,
+    /// Opened the group's transaction (no savepoint: nobody's writes are
+    /// before its own).
+    first: bool,
+    /// When it got the connection.
+    since: Instant,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Share `conn`, the database's one write connection.
+    pub(super) fn new(conn: AnyConnection, timeout: Duration) -> Arc<Writer> {
+        Arc::new(Writer {
+            shared: Arc::new(Mutex::new(Shared {
+                conn,
+                open: None,
+                typical_hold: Duration::ZERO,
+            })),
+            waiting: AtomicUsize::new(0),
+            timeout,
+            max_open: MAX_OPEN,
+        })
+    }
+
+    /// Wait for the connection (first come, first served) and start a
+    /// member. Runs on a task of its own: if the caller stops waiting, the
+    /// member it would have got is dropped, which rolls it back and
+    /// commits the group it joined, rather than leaving that group open
+    /// with nobody to commit it.
+    pub(super) async fn begin(self: &Arc<Self>) -> Result<Member, Error> {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            let locked = {
+                let _waiting = Waiting::new(&writer.waiting);
+                tokio::time::timeout(writer.timeout, writer.shared.clone().lock_owned()).await
+            };
+            let mut guard = locked.map_err(|_| Error::Database(sqlx::Error::PoolTimedOut))?;
+            // The first member opens the transaction; the others each
+            // write under a savepoint of their own.
+            let first = guard.open.is_none();
+            if first {
+                run(&mut guard.conn, "BEGIN").await?;
+                guard.open = Some(Group {
+                    started: Instant::now(),
+                    members: Vec::new(),
+                });
+            } else if let Err(e) = run(&mut guard.conn, "SAVEPOINT member").await {
+                guard.fail(&e.to_string()).await;
+                return Err(e.into());
+            }
+            Ok(Member {
+                writer: writer.clone(),
+                guard: Some(guard),
+                first,
+                since: Instant::now(),
+            })
+        })
+        .await
+        .expect("starting a write transaction does not panic")
+    }
+}
+
+/// Counts a member waiting for the connection while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Member {
+    /// The connection, for statements.
+    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.guard.as_mut().expect("a live member").conn
+    }
+
+    /// Join the group with this member's writes; `Ok` once they are
+    /// committed. Runs on a task of its own, so a caller that stops waiting
+    /// does not leave the group half-committed.
+    pub(super) async fn commit(mut self) -> Result<(), Error> {
+        let mut guard = self.guard.take().expect("a live member");
+        let (writer, first, since) = (self.writer.clone(), self.first, self.since);
+        let outcome = tokio::spawn(async move {
+            if first {
+                // Nothing to release.
+            } else if let Err(e) = run(&mut guard.conn, "RELEASE member").await {
+                // The savepoint is gone: SQLite rolled the whole
+                // transaction back on an earlier error.
+                guard.fail(&e.to_string()).await;
+                return Err(e.to_string());
+            }
+            let (done, outcome) = oneshot::channel();
+            let group = guard.open.as_mut().expect("a member runs in an open group");
+            group.members.push(done);
+            // Leave the group open for the next member only if it is
+            // likely to be done soon: the wait is added to every member's.
+            let full = group.members.len() >= MAX_MEMBERS;
+            let age = group.started.elapsed();
+            guard.typical_hold = (guard.typical_hold * 7 + since.elapsed()) / 8;
+            if writer.waiting.load(Ordering::SeqCst) == 0
+                || full
+                || age + guard.typical_hold >= writer.max_open
+            {
+                guard.commit().await;
+            }
+            drop(guard);
+            outcome
+                .await
+                .unwrap_or_else(|_| Err("the writer stopped before committing".into()))
+        })
+        .await
+        .expect("a group commit does not panic");
+        outcome.map_err(|e| {
+            Error::Database(sqlx::Error::Protocol(format!(
+                "the transaction this write was committed with failed: {e}"
+            )))
+        })
+    }
+
+    /// Undo this member's writes; the others in its group are committed.
+    pub(super) async fn rollback(mut self) -> Result<(), Error> {
+        let guard = self.guard.take().expect("a live member");
+        tokio::spawn(abort(guard, self.first))
+            .await
+            .expect("a rollback does not panic")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            let first = self.first;
+            tokio::spawn(async move {
+                if let Err(e) = abort(guard, first).await {
+                    tracing::warn!(error = %e, "rolling back a write transaction failed");
+                }
+            });
+        }
+    }
+}
+
+/// Run `sql` on the writer's connection. (Boxed: the spawned tasks above
+/// need a future whose type names no borrowed lifetime of sqlx's.)
+fn run<'c>(
+    conn: &'c mut AnyConnection,
+    sql: &'static str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
+    Box::pin(async move {
+        for statement in sql.split(';') {
+            sqlx::query(statement.trim()).execute(&mut *conn).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Roll a member back to its savepoint, then commit its group (the first
+/// member, alone in its group so far, rolls the transaction back).
+async fn abort(mut guard: OwnedMutexGuard<Shared>, first: bool) -> Result<(), Error> {
+    if first {
+        let outcome = run(&mut guard.conn, "ROLLBACK").await;
+        guard.open = None;
+        return Ok(outcome?);
+    }
+    match run(&mut guard.conn, "ROLLBACK TO member; RELEASE member").await {
+        Ok(_) => {
+            guard.commit().await;
+            Ok(())
+        }
+        Err(e) => {
+            guard.fail(&e.to_string()).await;
+            Err(e.into())
+        }
+    }
+}
+
+impl Shared {
+    /// Commit the open transaction and tell its members how it went.
+    async fn commit(&mut self) {
+        let Some(group) = self.open.take() else {
+            return;
+        };
+        let outcome = match run(&mut self.conn, "COMMIT").await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // A failed COMMIT can leave the transaction open.
+                let _ = run(&mut self.conn, "ROLLBACK").await;
+                Err(e.to_string())
+            }
+        };
+        for member in group.members {
+            let _ = member.send(outcome.clone());
+        }
+    }
+
+    /// Roll the open transaction back: every member in it gets `why`.
+    async fn fail(&mut self, why: &str) {
+        let _ = run(&mut self.conn, "ROLLBACK").await;
+        if let Some(group) = self.open.take() {
+            for member in group.members {
+                let _ = member.send(Err(why.to_owned()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// A writer over a fresh SQLite file whose groups stay open for as
+    /// long as members wait, and a second connection to read it with.
+    async fn writer() -> (tempfile::TempDir, Arc<Writer>, AnyConnection) {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+        let mut conn = AnyConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let writer = Arc::new(Writer {
+            max_open: Duration::from_secs(3600),
+            ..Arc::into_inner(Writer::new(conn, Duration::from_secs(5))).unwrap()
+        });
+        let reader = AnyConnection::connect(&url).await.unwrap();
+        (dir, writer, reader)
+    }
+
+    async fn insert(member: &mut Member, k: &str) -> Result<(), Error> {
+        sqlx::query("INSERT INTO t (k) VALUES ($1)")
+            .bind(k.to_owned())
+            .execute(member.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn keys(reader: &mut AnyConnection) -> Vec<String> {
+        sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(reader)
+            .await
+            .unwrap()
+    }
+
+    /// Wait until `n` members are queued for the connection.
+    async fn queued(writer: &Writer, n: usize) {
+        while writer.waiting.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Members that queue behind one another share a transaction: a
+    /// member whose statement fails is rolled back to its savepoint
+    /// alone, one dropped without committing leaves nothing, and the
+    /// others' writes are committed, each told so only then.
+    #[tokio::test]
+    async fn a_failing_or_dropped_member_undoes_only_its_own_writes() {
+        let (_dir, writer, mut reader) = writer().await;
+        let mut a = writer.begin().await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        let w = writer.clone();
+        let b = tokio::spawn(async move {
+            let mut b = w.begin().await?;
+            insert(&mut b, "b").await?;
+            insert(&mut b, "a").await?; // violates the key
+            b.commit().await
+        });
+        queued(&writer, 1).await;
+        // Others wait, so `a` leaves the group open: not durable yet.
+        let a = tokio::spawn(a.commit());
+        let b = b.await.unwrap();
+        assert!(
+            matches!(&b, Err(e) if !e.is_transient()),
+            "the member at fault gets its own error: {b:?}"
+        );
+        a.await
+            .unwrap()
+            .expect("the group commits after the failure");
+        assert_eq!(keys(&mut reader).await, ["a"]);
+
+        let mut c = writer.begin().await.unwrap();
+        insert(&mut c, "c").await.unwrap();
+        let w = writer.clone();
+        let d = tokio::spawn(async move {
+            let mut d = w.begin().await.unwrap();
+            insert(&mut d, "d").await.unwrap();
+            // Dropped without a commit.
+        });
+        queued(&writer, 1).await;
+        let c = tokio::spawn(c.commit());
+        d.await.unwrap();
+        c.await.unwrap().unwrap();
+        let mut e = writer.begin().await.unwrap();
+        insert(&mut e, "e").await.unwrap();
+        e.commit().await.unwrap();
+        assert_eq!(keys(&mut reader).await, ["a", "c", "e"]);
+    }
+
+    /// While others wait, a member's commit returns only with the group's:
+    /// its writes are not visible before.
+    #[tokio::test]
+    async fn a_member_is_answered_once_its_group_is_durable() {
+        let (_dir, writer, mut reader) = writer().await;
+        let mut a = writer.begin().await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        let w = writer.clone();
+        let (go, wait) = oneshot::channel::<()>();
+        let b = tokio::spawn(async move {
+            let mut b = w.begin().await.unwrap();
+            insert(&mut b, "b").await.unwrap();
+            wait.await.unwrap();
+            b.commit().await
+        });
+        queued(&writer, 1).await;
+        let a = tokio::spawn(a.commit());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!a.is_finished(), "answered before its group committed");
+        assert!(keys(&mut reader).await.is_empty());
+        go.send(()).unwrap();
+        b.await.unwrap().unwrap();
+        a.await.unwrap().unwrap();
+        assert_eq!(keys(&mut reader).await, ["a", "b"]);
+    }
+}
