@@ -54,19 +54,20 @@ impl Store {
     }
 
     async fn probe(&self) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
         match self.backend {
             // A write that changes nothing: it takes the write lock.
             Backend::Sqlite => {
+                let mut tx = self.begin().await?;
                 sqlx::query("UPDATE consumer_offsets SET seq = seq WHERE 0")
                     .execute(tx.conn())
                     .await?;
+                tx.rollback().await
             }
             Backend::Postgres => {
-                sqlx::query("SELECT 1").execute(tx.conn()).await?;
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
             }
         }
-        tx.rollback().await
     }
 
     /// Events of `kinds` after `consumer`'s saved offset that it has not

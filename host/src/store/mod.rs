@@ -419,8 +419,15 @@ impl Store {
     /// another write (a sandbox call, another transaction): every writer
     /// queues behind it.
     pub async fn begin(&self) -> Result<Tx, Error> {
+        self.begin_as(false).await
+    }
+
+    /// [`Store::begin`] for ingest: on a SQLite file it goes ahead of the
+    /// other writers waiting for the connection (its senders are waiting
+    /// for the answer; the stages can wait).
+    async fn begin_as(&self, urgent: bool) -> Result<Tx, Error> {
         let tx = match &self.writer {
-            Some(writer) => tx::TxConn::Shared(writer.begin().await?),
+            Some(writer) => tx::TxConn::Shared(writer.begin(urgent).await?),
             None => tx::TxConn::Pool(self.pool.begin().await?),
         };
         Ok(Tx {
@@ -436,11 +443,16 @@ impl Store {
         })
     }
 
-    /// Run one statement as a write transaction of its own.
+    /// Run one statement as a write transaction of its own: a member of a
+    /// group commit on a SQLite file, an autocommit statement elsewhere (on
+    /// PostgreSQL a `BEGIN`/`COMMIT` around it would cost two round trips).
     async fn write_one<'q>(
         &self,
         statement: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<sqlx::any::AnyQueryResult, Error> {
+        if self.writer.is_none() {
+            return Ok(statement.execute(&self.pool).await?);
+        }
         let mut tx = self.begin().await?;
         let done = statement.execute(tx.conn()).await?;
         tx.commit().await?;
@@ -576,7 +588,7 @@ impl Store {
     /// from an HA peer, a status change) is updated row by row.
     pub async fn ingest(&self, writes: &[IngestWrite]) -> Result<Vec<Ingested>, Error> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_as(true).await?;
         // Every alert of the group, in order, inserted where new.
         let rows: Vec<(&str, &model::Alert, &model::Event)> = writes
             .iter()

@@ -11,6 +11,13 @@
 //! finds nobody waiting (or the open transaction old or full enough)
 //! commits it for everyone in it. A burst of members costs one commit.
 //!
+//! Members queue for the connection first come, first served, except that
+//! an urgent one (ingest, whose senders wait for the answer) goes ahead of
+//! every ordinary one not yet at the head of the queue: it waits out at
+//! most the member holding the connection and the one next in line, not a
+//! queue of stage batches. Ingest commits from one task, so urgent members
+//! come one at a time and cannot starve the others.
+//!
 //! What a member is told is still exact:
 //! - [`Member::commit`] returns `Ok` only once the commit holding its
 //!   writes is durable; if that commit fails, every member in it gets the
@@ -41,6 +48,9 @@ const MAX_OPEN: Duration = Duration::from_millis(2);
 /// The connection and the transaction open on it.
 pub(super) struct Writer {
     shared: Arc<Mutex<Shared>>,
+    /// Ordinary members queue here first, so at most one of them at a
+    /// time queues on `shared`, where urgent members queue directly.
+    ordinary: Mutex<()>,
     /// Members waiting for the connection.
     waiting: AtomicUsize,
     /// How long a member waits for the connection before giving up.
@@ -92,23 +102,31 @@ impl Writer {
                 open: None,
                 typical_hold: Duration::ZERO,
             })),
+            ordinary: Mutex::new(()),
             waiting: AtomicUsize::new(0),
             timeout,
             max_open: MAX_OPEN,
         })
     }
 
-    /// Wait for the connection (first come, first served) and start a
-    /// member. Runs on a task of its own: if the caller stops waiting, the
-    /// member it would have got is dropped, which rolls it back and
-    /// commits the group it joined, rather than leaving that group open
-    /// with nobody to commit it.
-    pub(super) async fn begin(self: &Arc<Self>) -> Result<Member, Error> {
+    /// Wait for the connection (first come, first served, or ahead of the
+    /// ordinary members if `urgent`) and start a member. Runs on a task of
+    /// its own: if the caller stops waiting, the member it would have got
+    /// is dropped, which rolls it back and commits the group it joined,
+    /// rather than leaving that group open with nobody to commit it.
+    pub(super) async fn begin(self: &Arc<Self>, urgent: bool) -> Result<Member, Error> {
         let writer = self.clone();
         tokio::spawn(async move {
             let locked = {
                 let _waiting = Waiting::new(&writer.waiting);
-                tokio::time::timeout(writer.timeout, writer.shared.clone().lock_owned()).await
+                tokio::time::timeout(writer.timeout, async {
+                    let _in_line = match urgent {
+                        true => None,
+                        false => Some(writer.ordinary.lock().await),
+                    };
+                    writer.shared.clone().lock_owned().await
+                })
+                .await
             };
             let mut guard = locked.map_err(|_| Error::Database(sqlx::Error::PoolTimedOut))?;
             // The first member opens the transaction; the others each
@@ -340,11 +358,11 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_dropped_member_undoes_only_its_own_writes() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin().await.unwrap();
+        let mut a = writer.begin(false).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let w = writer.clone();
         let b = tokio::spawn(async move {
-            let mut b = w.begin().await?;
+            let mut b = w.begin(false).await?;
             insert(&mut b, "b").await?;
             insert(&mut b, "a").await?; // violates the key
             b.commit().await
@@ -362,11 +380,11 @@ mod tests {
             .expect("the group commits after the failure");
         assert_eq!(keys(&mut reader).await, ["a"]);
 
-        let mut c = writer.begin().await.unwrap();
+        let mut c = writer.begin(false).await.unwrap();
         insert(&mut c, "c").await.unwrap();
         let w = writer.clone();
         let d = tokio::spawn(async move {
-            let mut d = w.begin().await.unwrap();
+            let mut d = w.begin(false).await.unwrap();
             insert(&mut d, "d").await.unwrap();
             // Dropped without a commit.
         });
@@ -374,10 +392,44 @@ mod tests {
         let c = tokio::spawn(c.commit());
         d.await.unwrap();
         c.await.unwrap().unwrap();
-        let mut e = writer.begin().await.unwrap();
+        let mut e = writer.begin(false).await.unwrap();
         insert(&mut e, "e").await.unwrap();
         e.commit().await.unwrap();
         assert_eq!(keys(&mut reader).await, ["a", "c", "e"]);
+    }
+
+    /// An urgent member goes ahead of every ordinary one that is not yet
+    /// next in line.
+    #[tokio::test]
+    async fn an_urgent_member_overtakes_the_queue() {
+        let (_dir, writer, mut reader) = writer().await;
+        let mut a = writer.begin(false).await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        let mut members = Vec::new();
+        for (n, (key, urgent)) in [("b", false), ("c", false), ("d", false), ("u", true)]
+            .into_iter()
+            .enumerate()
+        {
+            let w = writer.clone();
+            members.push(tokio::spawn(async move {
+                let mut m = w.begin(urgent).await.unwrap();
+                // Each member writes the keys before its own: the order it
+                // got the connection in.
+                let before = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM t")
+                    .fetch_one(m.conn())
+                    .await
+                    .unwrap();
+                insert(&mut m, &format!("{before}{key}")).await.unwrap();
+                m.commit().await.unwrap();
+            }));
+            queued(&writer, n + 1).await;
+        }
+        a.commit().await.unwrap();
+        for m in members {
+            m.await.unwrap();
+        }
+        // `b` was next in line; `u` came last and went second.
+        assert_eq!(keys(&mut reader).await, ["1b", "2u", "3c", "4d", "a"]);
     }
 
     /// While others wait, a member's commit returns only with the group's:
@@ -385,12 +437,12 @@ mod tests {
     #[tokio::test]
     async fn a_member_is_answered_once_its_group_is_durable() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin().await.unwrap();
+        let mut a = writer.begin(false).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let w = writer.clone();
         let (go, wait) = oneshot::channel::<()>();
         let b = tokio::spawn(async move {
-            let mut b = w.begin().await.unwrap();
+            let mut b = w.begin(false).await.unwrap();
             insert(&mut b, "b").await.unwrap();
             wait.await.unwrap();
             b.commit().await
