@@ -72,7 +72,7 @@ pub struct KubeSourceConfig {
     pub endpoint: String,
     /// The bearer token: `{ env = "VAR" }` or `{ file = "/path" }`, read
     /// at every (re)connection, so a rotated token is picked up.
-    pub token: Option<crate::runtime::manifest::SecretRef>,
+    pub token: Option<SecretRef>,
     /// PEM bundle of the CAs that sign the API server's certificate; the
     /// system roots are not trusted when it is set.
     pub ca_file: Option<PathBuf>,
@@ -213,7 +213,7 @@ pub struct TelemetryConfig {
     /// (`info,eventpulse::pipeline=debug`); `EVENTPULSE_LOG` overrides it.
     pub log_filter: String,
     /// `text` (default) or `json`, one object per line.
-    pub log_format: crate::telemetry::LogFormat,
+    pub log_format: LogFormat,
     /// A bearer token that may read `GET /metrics` and nothing else (the
     /// admin token may too), for a Prometheus scrape config's
     /// `authorization`.
@@ -229,7 +229,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             metrics: true,
             log_filter: "info,wasmtime=warn,cranelift=warn".into(),
-            log_format: crate::telemetry::LogFormat::Text,
+            log_format: LogFormat::Text,
             metrics_token: None,
             otlp_endpoint: None,
         }
@@ -286,7 +286,7 @@ pub struct KafkaConfig {
     /// librdkafka properties whose values are secrets (`sasl.password`,
     /// `ssl.key.password`), each read from `{ env = "VAR" }` or
     /// `{ file = "/run/secrets/x" }` at start and never logged.
-    pub secret_properties: BTreeMap<String, crate::runtime::manifest::SecretRef>,
+    pub secret_properties: BTreeMap<String, SecretRef>,
     /// Topic configs of every topic the host creates (e.g. `retention.ms`,
     /// `compression.type`, `min.insync.replicas`).
     pub topic_config: BTreeMap<String, String>,
@@ -479,7 +479,7 @@ pub struct NamedToken {
     pub sha256: Option<String>,
     /// Or where the token itself is: `{ env = "VAR" }` or `{ file = "path" }`.
     #[serde(default)]
-    pub secret: Option<crate::runtime::manifest::SecretRef>,
+    pub secret: Option<SecretRef>,
 }
 
 /// Alert ingest settings.
@@ -650,6 +650,43 @@ impl Config {
             .unwrap_or_else(|_| "eventpulse".into());
         format!("{host}-{}", std::process::id())
     }
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretRef {
+    /// An environment variable of the host process.
+    Env(String),
+    /// A file (e.g. a mounted Docker/Kubernetes secret); trailing newline trimmed.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// The value; the error names the source, never a value.
+    pub fn read(&self) -> Result<SecretString, String> {
+        let value = match self {
+            SecretRef::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        };
+        Ok(SecretString::from(value))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stdout is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (with the span fields), for log shippers.
+    Json,
 }
 
 #[cfg(test)]

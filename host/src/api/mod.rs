@@ -18,6 +18,7 @@ mod openapi;
 mod plugins;
 pub(crate) mod records;
 mod replay;
+mod scrape;
 
 use std::sync::Arc;
 
@@ -36,7 +37,6 @@ use crate::pipeline::transport::Transport;
 use crate::registry::{self, Registry};
 use crate::runtime;
 use crate::store::Store;
-use crate::telemetry;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -307,7 +307,7 @@ async fn count_request(State(s): State<ApiState>, request: Request, next: Next) 
 /// The Prometheus exposition, with the sampled gauges read now.
 async fn metrics(State(s): State<ApiState>) -> Response {
     let metrics = s.registry.metrics();
-    telemetry::sample(metrics, &s.store, &s.registry, s.transport.as_deref()).await;
+    scrape::sample(metrics, &s.store, &s.registry, s.transport.as_deref()).await;
     (
         [(
             header::CONTENT_TYPE,

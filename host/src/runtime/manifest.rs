@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::SecretRef;
+
 /// A parsed manifest. A component without one gets the defaults: no grants,
 /// default limits, no config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -355,32 +357,6 @@ impl HttpGrant {
                 && want_host.eq_ignore_ascii_case(host)
                 && want_port == port
         })
-    }
-}
-
-/// Where a secret's value comes from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-pub enum SecretRef {
-    /// An environment variable of the host process.
-    Env(String),
-    /// A file (e.g. a mounted Docker/Kubernetes secret); trailing newline trimmed.
-    File(PathBuf),
-}
-
-impl SecretRef {
-    /// The value; the error names the source, never a value.
-    pub fn read(&self) -> Result<SecretString, String> {
-        let value = match self {
-            SecretRef::Env(var) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
-            }
-            SecretRef::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-        };
-        Ok(SecretString::from(value))
     }
 }
 

@@ -1,37 +1,24 @@
 //! What the host tells about itself: logs (text or JSON, no colour escapes
 //! off a terminal), traces exported over OTLP ([`trace`]), Prometheus
-//! metrics ([`Metrics`], served at `GET /metrics`) and the values sampled
-//! from the store when they are scraped ([`sample`]: backlog, lag, queue
-//! depth, unfinished alerts). [`init`] starts logging and tracing.
+//! metrics ([`Metrics`], served at `GET /metrics`, where `api` samples the
+//! store's gauges: backlog, lag, queue depth, unfinished alerts). [`init`]
+//! starts logging and tracing.
 
 mod metrics;
-mod sample;
 
 pub mod trace;
 
 pub use metrics::{Metrics, Outcome};
-pub use sample::sample;
 
 use std::io::IsTerminal as _;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use serde::{Deserialize, Serialize};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::{Layer, Registry, reload};
 
+pub use crate::config::LogFormat;
 use crate::config::TelemetryConfig;
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines; coloured only when stdout is a terminal.
-    #[default]
-    Text,
-    /// One JSON object per line (with the span fields), for log shippers.
-    Json,
-}
 
 /// Keeps the trace exporter alive; dropping it flushes what is buffered.
 #[must_use = "dropping the guard stops trace export"]

@@ -8,8 +8,7 @@ use crate::pipeline::transport::Transport;
 use crate::registry::Registry;
 use crate::runtime::BreakerState;
 use crate::store::{self, Queue, Store};
-
-use super::Metrics;
+use crate::telemetry::Metrics;
 
 /// Stages whose dead letters are counted even when there are none (so the
 /// gauge returns to 0 after a replay).
