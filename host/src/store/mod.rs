@@ -78,6 +78,10 @@ pub enum Error {
     /// instance wrote them): the transaction is rolled back, to be retried.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// SQLite's one write connection stayed taken for longer than the
+    /// store's busy timeout: the database is overloaded or a write hangs.
+    #[error("the database's writer stayed busy for {0:?}; try again")]
+    Busy(Duration),
 }
 
 impl Error {
@@ -111,7 +115,7 @@ impl Error {
             ) => false,
             Error::Database(_) => true,
             Error::Migrate(_) => false,
-            Error::Conflict(_) => true,
+            Error::Conflict(_) | Error::Busy(_) => true,
         }
     }
 }
@@ -419,15 +423,15 @@ impl Store {
     /// another write (a sandbox call, another transaction): every writer
     /// queues behind it.
     pub async fn begin(&self) -> Result<Tx, Error> {
-        self.begin_as(false).await
+        self.begin_as(writer::Turn::InLine).await
     }
 
     /// [`Store::begin`] for ingest: on a SQLite file it goes ahead of the
     /// other writers waiting for the connection (its senders are waiting
     /// for the answer; the stages can wait).
-    async fn begin_as(&self, urgent: bool) -> Result<Tx, Error> {
+    async fn begin_as(&self, turn: writer::Turn) -> Result<Tx, Error> {
         let tx = match &self.writer {
-            Some(writer) => tx::TxConn::Shared(writer.begin(urgent).await?),
+            Some(writer) => tx::TxConn::Shared(writer.begin(turn).await?),
             None => tx::TxConn::Pool(self.pool.begin().await?),
         };
         Ok(Tx {
@@ -588,7 +592,7 @@ impl Store {
     /// from an HA peer, a status change) is updated row by row.
     pub async fn ingest(&self, writes: &[IngestWrite]) -> Result<Vec<Ingested>, Error> {
         let now = now_ms();
-        let mut tx = self.begin_as(true).await?;
+        let mut tx = self.begin_as(writer::Turn::Ahead).await?;
         // Every alert of the group, in order, inserted where new.
         let rows: Vec<(&str, &model::Alert, &model::Event)> = writes
             .iter()

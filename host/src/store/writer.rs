@@ -45,6 +45,15 @@ const MAX_MEMBERS: usize = 64;
 /// before it commits at once rather than wait that out.
 const MAX_OPEN: Duration = Duration::from_millis(2);
 
+/// Where a member queues for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// First come, first served.
+    InLine,
+    /// Ahead of every ordinary member not yet next in line (ingest).
+    Ahead,
+}
+
 /// The connection and the transaction open on it.
 pub(super) struct Writer {
     shared: Arc<Mutex<Shared>>,
@@ -109,26 +118,26 @@ impl Writer {
         })
     }
 
-    /// Wait for the connection (first come, first served, or ahead of the
-    /// ordinary members if `urgent`) and start a member. Runs on a task of
+    /// Wait for the connection, taking the given [`Turn`], and start a
+    /// member. Runs on a task of
     /// its own: if the caller stops waiting, the member it would have got
     /// is dropped, which rolls it back and commits the group it joined,
     /// rather than leaving that group open with nobody to commit it.
-    pub(super) async fn begin(self: &Arc<Self>, urgent: bool) -> Result<Member, Error> {
+    pub(super) async fn begin(self: &Arc<Self>, turn: Turn) -> Result<Member, Error> {
         let writer = self.clone();
         tokio::spawn(async move {
             let locked = {
                 let _waiting = Waiting::new(&writer.waiting);
                 tokio::time::timeout(writer.timeout, async {
-                    let _in_line = match urgent {
-                        true => None,
-                        false => Some(writer.ordinary.lock().await),
+                    let _in_line = match turn {
+                        Turn::Ahead => None,
+                        Turn::InLine => Some(writer.ordinary.lock().await),
                     };
                     writer.shared.clone().lock_owned().await
                 })
                 .await
             };
-            let mut guard = locked.map_err(|_| Error::Database(sqlx::Error::PoolTimedOut))?;
+            let mut guard = locked.map_err(|_| Error::Busy(writer.timeout))?;
             // The first member opens the transaction; the others each
             // write under a savepoint of their own.
             let first = guard.open.is_none();
@@ -358,11 +367,11 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_dropped_member_undoes_only_its_own_writes() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin(false).await.unwrap();
+        let mut a = writer.begin(Turn::InLine).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let w = writer.clone();
         let b = tokio::spawn(async move {
-            let mut b = w.begin(false).await?;
+            let mut b = w.begin(Turn::InLine).await?;
             insert(&mut b, "b").await?;
             insert(&mut b, "a").await?; // violates the key
             b.commit().await
@@ -380,11 +389,11 @@ mod tests {
             .expect("the group commits after the failure");
         assert_eq!(keys(&mut reader).await, ["a"]);
 
-        let mut c = writer.begin(false).await.unwrap();
+        let mut c = writer.begin(Turn::InLine).await.unwrap();
         insert(&mut c, "c").await.unwrap();
         let w = writer.clone();
         let d = tokio::spawn(async move {
-            let mut d = w.begin(false).await.unwrap();
+            let mut d = w.begin(Turn::InLine).await.unwrap();
             insert(&mut d, "d").await.unwrap();
             // Dropped without a commit.
         });
@@ -392,7 +401,7 @@ mod tests {
         let c = tokio::spawn(c.commit());
         d.await.unwrap();
         c.await.unwrap().unwrap();
-        let mut e = writer.begin(false).await.unwrap();
+        let mut e = writer.begin(Turn::InLine).await.unwrap();
         insert(&mut e, "e").await.unwrap();
         e.commit().await.unwrap();
         assert_eq!(keys(&mut reader).await, ["a", "c", "e"]);
@@ -403,16 +412,17 @@ mod tests {
     #[tokio::test]
     async fn an_urgent_member_overtakes_the_queue() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin(false).await.unwrap();
+        let mut a = writer.begin(Turn::InLine).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let mut members = Vec::new();
-        for (n, (key, urgent)) in [("b", false), ("c", false), ("d", false), ("u", true)]
+        let (line, ahead) = (Turn::InLine, Turn::Ahead);
+        for (n, (key, turn)) in [("b", line), ("c", line), ("d", line), ("u", ahead)]
             .into_iter()
             .enumerate()
         {
             let w = writer.clone();
             members.push(tokio::spawn(async move {
-                let mut m = w.begin(urgent).await.unwrap();
+                let mut m = w.begin(turn).await.unwrap();
                 // Each member writes the keys before its own: the order it
                 // got the connection in.
                 let before = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM t")
@@ -437,12 +447,12 @@ mod tests {
     #[tokio::test]
     async fn a_member_is_answered_once_its_group_is_durable() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin(false).await.unwrap();
+        let mut a = writer.begin(Turn::InLine).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let w = writer.clone();
         let (go, wait) = oneshot::channel::<()>();
         let b = tokio::spawn(async move {
-            let mut b = w.begin(false).await.unwrap();
+            let mut b = w.begin(Turn::InLine).await.unwrap();
             insert(&mut b, "b").await.unwrap();
             wait.await.unwrap();
             b.commit().await
