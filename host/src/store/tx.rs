@@ -187,27 +187,13 @@ impl Tx {
     }
 
     /// Write the buffered rows now: incidents first (the other rows refer
-    /// to them).
+    /// to them), the outbox last. On PostgreSQL appending takes the outbox
+    /// lock, which every appending transaction waits for and holds until it
+    /// commits; taken last, it is held for one insert and the commit rather
+    /// than for all of the transaction's writes.
     pub(super) async fn flush(&mut self) -> Result<(), Error> {
         self.flush_incidents().await?;
         let pending = std::mem::take(&mut self.pending);
-        if !pending.outbox.is_empty() {
-            self.lock_outbox().await?;
-            for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
-                let sql = multi_insert(
-                    self.backend,
-                    "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)",
-                    5,
-                    chunk.len(),
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, kind, key, payload, at) in chunk {
-                    q = q.bind(id).bind(kind).bind(key).bind(payload).bind(*at);
-                }
-                q.execute(self.conn()).await?;
-            }
-            self.appended = true;
-        }
         for chunk in pending.timeline.chunks(ROWS_PER_INSERT) {
             let sql = multi_insert(
                 self.backend,
@@ -382,6 +368,23 @@ impl Tx {
                     .bind(*created_at);
             }
             q.execute(self.conn()).await?;
+        }
+        if !pending.outbox.is_empty() {
+            self.lock_outbox().await?;
+            for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
+                let sql = multi_insert(
+                    self.backend,
+                    "INSERT INTO outbox_events (event_id, kind, event_key, payload, created_at)",
+                    5,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, kind, key, payload, at) in chunk {
+                    q = q.bind(id).bind(kind).bind(key).bind(payload).bind(*at);
+                }
+                q.execute(self.conn()).await?;
+            }
+            self.appended = true;
         }
         Ok(())
     }
