@@ -1388,3 +1388,73 @@ async fn an_incident_changed_under_a_batch_fails_it_as_a_conflict() {
         "b rolled back with the batch"
     );
 }
+
+/// On PostgreSQL two stages can hold one incident at once (READ COMMITTED,
+/// no row lock): the rule stage reads it, the incident stage notes a
+/// delivery and commits, then the rule stage moves it. The move must not
+/// write back the delivery time it read before, nor undo an operator's
+/// acknowledgement of an incident it only noted a delivery on. (Both were
+/// lost before: CI once saw an incident resolved with its delivered
+/// notification's time gone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_writes_back_only_what_it_changed_on_postgres() {
+    use eventpulse::model::{Incident, IncidentStatus, Severity};
+    let dir = tempfile::tempdir().unwrap();
+    let url = eventpulse_tests::database_url(Backend::Postgres, dir.path()).await;
+    let store = eventpulse::store::Store::connect(&url).await.unwrap();
+    let incident = |id: &str| Incident {
+        id: id.into(),
+        dedup_key: format!("key-{id}"),
+        title: "t".into(),
+        service: "s".into(),
+        severity: Severity::Critical,
+        status: IncidentStatus::Open,
+        summary: String::new(),
+        rule: "r".into(),
+        trace_id: String::new(),
+        opened_at: 1,
+        updated_at: 1,
+        closed_at: None,
+        last_notified_at: None,
+        acknowledged_by: None,
+        acknowledged_at: None,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_incident(&incident("a")).await.unwrap();
+    tx.insert_incident(&incident("b")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut batch = store.begin().await.unwrap();
+    batch.prefetch_incidents(&["a", "b"], &[]).await.unwrap();
+    // Meanwhile a notification about `a` is delivered, and an operator
+    // acknowledges `b`.
+    let mut other = store.begin().await.unwrap();
+    other.set_last_notified("a", 42).await.unwrap();
+    other.commit().await.unwrap();
+    assert!(matches!(
+        store.acknowledge("b", Some("ops")).await.unwrap(),
+        eventpulse::store::Acknowledged::Done(_)
+    ));
+    // The batch moves `a` and notes a delivery about `b`.
+    assert!(
+        batch
+            .set_incident_status("a", IncidentStatus::Open, IncidentStatus::Mitigating)
+            .await
+            .unwrap()
+    );
+    batch.set_last_notified("b", 50).await.unwrap();
+    batch.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let a = tx.incident("a").await.unwrap().unwrap();
+    let b = tx.incident("b").await.unwrap().unwrap();
+    assert_eq!(
+        (a.status, a.last_notified_at),
+        (IncidentStatus::Mitigating, Some(42))
+    );
+    assert_eq!(
+        (b.status, b.last_notified_at, b.acknowledged_by.as_deref()),
+        (IncidentStatus::Open, Some(50), Some("ops"))
+    );
+    assert!(b.acknowledged_at.is_some());
+}

@@ -215,6 +215,7 @@ impl Host {
 
     /// A host over `config` (whose paths point into `dir`).
     pub async fn start_with(config: Config, dir: Arc<tempfile::TempDir>, clock: Clock) -> Host {
+        log_to_test_output();
         let app = App::build_with_clock(config.clone(), clock.clone())
             .await
             .unwrap();
@@ -352,8 +353,19 @@ impl Host {
     }
 }
 
-/// Poll `cond` every 20 ms for up to `timeout`; panics with `what` if it
-/// never holds.
+/// With `EP_TEST_LOG` set (an `EnvFilter`, e.g. `info` or
+/// `eventpulse=debug`), the hosts' logs go to the test's captured output:
+/// shown for a test that fails, hidden for one that passes. Tests that set
+/// up logging of their own keep theirs.
+fn log_to_test_output() {
+    if let Ok(filter) = std::env::var("EP_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Poll `probe` until it yields a value; fail after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where

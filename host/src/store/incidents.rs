@@ -59,8 +59,13 @@ enum Write {
     /// New: inserted at flush.
     Insert,
     /// Changed: written at flush if the row is still in status `from`
-    /// (else another instance changed it: [`Error::Conflict`]).
-    Update { from: IncidentStatus },
+    /// (else another transaction moved it: [`Error::Conflict`]). `moved`:
+    /// this transaction changed its status, so its `closed_at` and
+    /// acknowledgement are this transaction's to write; otherwise they are
+    /// left as they are in the row (another transaction, a stage on
+    /// PostgreSQL or an operator's acknowledgement, may have written them
+    /// since this one read the incident).
+    Update { from: IncidentStatus, moved: bool },
 }
 
 impl Cache {
@@ -91,8 +96,16 @@ impl Cache {
         };
         let before = c.incident.status;
         change(&mut c.incident);
-        if c.write == Write::Clean {
-            c.write = Write::Update { from: before };
+        let moved = c.incident.status != before;
+        match &mut c.write {
+            Write::Clean => {
+                c.write = Write::Update {
+                    from: before,
+                    moved,
+                }
+            }
+            Write::Update { moved: m, .. } => *m |= moved,
+            Write::Insert => {}
         }
         let key = c.incident.dedup_key.clone();
         if c.incident.status.is_closed() {
@@ -291,7 +304,7 @@ impl Tx {
             match std::mem::replace(&mut c.write, Write::Clean) {
                 Write::Clean => {}
                 Write::Insert => inserts.push(c.incident.clone()),
-                Write::Update { from } => updates.push((from, c.incident.clone())),
+                Write::Update { from, moved } => updates.push((from, moved, c.incident.clone())),
             }
         }
         for chunk in inserts.chunks(INCIDENT_ROWS) {
@@ -322,33 +335,46 @@ impl Tx {
             }
             q.execute(self.conn()).await?;
         }
+        // Only what this transaction changed is written over the row as it
+        // is now: on PostgreSQL another transaction may have changed the
+        // incident since this one read it (READ COMMITTED, no row lock).
+        // The status is guarded by `was`; the two times only move forward.
         for chunk in updates.chunks(INCIDENT_ROWS) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|r| {
-                    let p = params(self.backend, r * 8 + 1, 8);
+                    let p = params(self.backend, r * 9 + 1, 9);
                     let p: Vec<&str> = p.split(", ").collect();
                     format!(
-                        "({}, {}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), \
+                        "({}, {}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), \
                          CAST({} AS BIGINT), {}, CAST({} AS BIGINT))",
-                        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+                        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
                     )
                 })
                 .collect();
             let sql = format!(
-                "WITH v (id, was, status, updated_at, closed_at, last_notified_at,
+                "WITH v (id, was, status, moved, updated_at, closed_at, last_notified_at,
                          acknowledged_by, acknowledged_at) AS (VALUES {})
-                 UPDATE incidents SET status = v.status, updated_at = v.updated_at,
-                        closed_at = v.closed_at, last_notified_at = v.last_notified_at,
-                        acknowledged_by = v.acknowledged_by, acknowledged_at = v.acknowledged_at
+                 UPDATE incidents SET status = v.status,
+                        updated_at = CASE WHEN v.updated_at > incidents.updated_at
+                                     THEN v.updated_at ELSE incidents.updated_at END,
+                        closed_at = CASE WHEN v.moved = 1 THEN v.closed_at ELSE incidents.closed_at END,
+                        last_notified_at = CASE WHEN incidents.last_notified_at IS NULL
+                                                  OR v.last_notified_at > incidents.last_notified_at
+                                           THEN v.last_notified_at ELSE incidents.last_notified_at END,
+                        acknowledged_by = CASE WHEN v.moved = 1
+                                          THEN v.acknowledged_by ELSE incidents.acknowledged_by END,
+                        acknowledged_at = CASE WHEN v.moved = 1
+                                          THEN v.acknowledged_at ELSE incidents.acknowledged_at END
                  FROM v WHERE incidents.id = v.id AND incidents.status = v.was",
                 rows.join(", ")
             );
             let mut q = sqlx::query(&sql);
-            for (from, i) in chunk {
+            for (from, moved, i) in chunk {
                 q = q
                     .bind(&i.id)
                     .bind(from.as_str())
                     .bind(i.status.as_str())
+                    .bind(i64::from(*moved))
                     .bind(i.updated_at)
                     .bind(i.closed_at)
                     .bind(i.last_notified_at)
@@ -375,7 +401,12 @@ impl Tx {
                 .collect();
             let sql = format!(
                 "WITH v (id, at) AS (VALUES {})
-                 UPDATE incidents SET last_notified_at = v.at, updated_at = v.at
+                 UPDATE incidents
+                 SET last_notified_at = CASE WHEN incidents.last_notified_at IS NULL
+                                               OR v.at > incidents.last_notified_at
+                                        THEN v.at ELSE incidents.last_notified_at END,
+                     updated_at = CASE WHEN v.at > incidents.updated_at
+                                  THEN v.at ELSE incidents.updated_at END
                  FROM v WHERE incidents.id = v.id",
                 rows.join(", ")
             );
