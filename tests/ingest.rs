@@ -303,3 +303,38 @@ async fn a_saturated_ingest_says_retry_after_and_loses_nothing_it_accepted() {
     }
     host.stop().await;
 }
+
+/// The request is queued, but the store's one writer stays taken (here by
+/// a transaction the test holds open) past the busy timeout: the sender
+/// gets 503 with `Retry-After`, as when the queue is full, and nothing of
+/// the delivery is written. Once the writer is free the retry is accepted.
+#[tokio::test]
+async fn a_writer_busy_past_the_timeout_says_retry_after_and_writes_nothing() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = eventpulse_tests::test_config(dir.path());
+    config.store.busy_timeout_ms = 1000;
+    config.pipeline.enabled = false;
+    std::fs::create_dir_all(&config.plugin_dir).unwrap();
+    let host = Host::start_with(config, dir, eventpulse::runtime::Clock::system()).await;
+    let url = format!("{}/api/v1/alerts/alertmanager", host.url);
+    let body = webhook("firing", "0001-01-01T00:00:00Z");
+
+    let held = host.store.begin().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after) = (r.status().as_u16(), r.headers().get("retry-after").cloned());
+    assert_eq!(
+        (status, retry_after.as_ref().map(|v| v.to_str().unwrap())),
+        (503, Some("1"))
+    );
+    drop(held);
+    assert!(outbox(&host).await.is_empty(), "nothing written");
+
+    let (status, json) = post(&host, body.to_string()).await;
+    assert_eq!((status, json["new_events"].as_u64()), (200, Some(2)));
+    host.stop().await;
+}

@@ -36,7 +36,7 @@ use crate::pipeline::approvals::Approvals;
 use crate::pipeline::transport::Transport;
 use crate::registry::{self, Registry};
 use crate::runtime;
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -415,6 +415,12 @@ impl From<CommitError> for ApiError {
     fn from(e: CommitError) -> Self {
         match e {
             CommitError::Busy(_) => ApiError::Saturated,
+            // Queued, but the store's writer stayed taken past the busy
+            // timeout: as saturated as a full queue, and nothing was written.
+            CommitError::Store(store::Error::Busy(waited)) => {
+                tracing::warn!(?waited, "ingest waited too long for the store's writer");
+                ApiError::Saturated
+            }
             // The data itself cannot be stored (PostgreSQL refuses a NUL in
             // text, say): retrying will not help, so not a 503.
             CommitError::Store(e) if !e.is_transient() => {
