@@ -320,17 +320,26 @@ async fn a_writer_busy_past_the_timeout_says_retry_after_and_writes_nothing() {
     let body = webhook("firing", "0001-01-01T00:00:00Z");
 
     let held = host.store.begin().await.unwrap();
-    let r = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, retry_after) = (r.status().as_u16(), r.headers().get("retry-after").cloned());
-    assert_eq!(
-        (status, retry_after.as_ref().map(|v| v.to_str().unwrap())),
-        (503, Some("1"))
-    );
+    // Several senders at once: queued together, refused together.
+    let client = reqwest::Client::new();
+    let posts: Vec<_> = (0..8)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            let mut body = body.clone();
+            body["alerts"][0]["fingerprint"] = format!("busy{n}").into();
+            tokio::spawn(async move {
+                let r = client.post(&url).json(&body).send().await.unwrap();
+                let retry_after = r.headers().get("retry-after").cloned();
+                (
+                    r.status().as_u16(),
+                    retry_after.map(|v| v.to_str().unwrap().to_owned()),
+                )
+            })
+        })
+        .collect();
+    for p in posts {
+        assert_eq!(p.await.unwrap(), (503, Some("1".to_owned())));
+    }
     drop(held);
     assert!(outbox(&host).await.is_empty(), "nothing written");
 

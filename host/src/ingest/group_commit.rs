@@ -77,7 +77,9 @@ impl GroupCommit {
 
 /// The writer: take everything waiting (up to [`MAX_GROUP`]), commit it in
 /// one transaction, answer each request. If the group's transaction fails,
-/// each request is tried alone, so one bad write fails only its sender.
+/// each request is tried alone, so one bad write fails only its sender;
+/// if the writer could not be had at all ([`store::Error::Busy`]), every
+/// request of the group is refused at once.
 async fn write(store: Store, mut requests: mpsc::Receiver<Request>, cancel: CancellationToken) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     loop {
@@ -99,6 +101,13 @@ async fn write(store: Store, mut requests: mpsc::Receiver<Request>, cancel: Canc
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
+                }
+            }
+            // The writer stayed taken and nothing was written: committing
+            // the requests one by one would wait as long again for each.
+            Err(store::Error::Busy(waited)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(store::Error::Busy(waited)));
                 }
             }
             Err(e) if writes.len() == 1 => {
