@@ -191,6 +191,22 @@ pub async fn database_url(backend: Backend, dir: &Path) -> String {
     }
 }
 
+/// Drop a database [`database_url`] made: PostgreSQL's; an SQLite file
+/// goes with its directory. The bench drops each row's; tests leave theirs
+/// to be looked at after a failure.
+pub async fn drop_database(url: &str) {
+    use sqlx::{Connection, Executor};
+    if !url.starts_with("postgres") {
+        return;
+    }
+    let mut conn = sqlx::PgConnection::connect(&postgres_base_url())
+        .await
+        .unwrap();
+    conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", database_of(url)).as_str())
+        .await
+        .unwrap();
+}
+
 impl Host {
     /// A host on `backend` with the system clock and fast pipeline retries
     /// (backoff 20-100 ms, 5 attempts).

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use eventpulse::config::TransportKind;
 use eventpulse::ingest::alertmanager::sample;
 use eventpulse::runtime::Clock;
-use eventpulse_tests::{Backend, Host, database_url, test_config};
+use eventpulse_tests::{Backend, Host, database_url, drop_database, test_config};
 use rdkafka::mocking::MockCluster;
 
 /// The allocator the `eventpulse` binary runs with (host/src/main.rs): the
@@ -314,9 +314,11 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
     } else {
         None
     };
+    let url = host.database_url().to_owned();
     for h in hosts {
         h.stop().await;
     }
+    drop_database(&url).await;
     Row {
         name: setup.name,
         batch: setup.batch,

@@ -264,7 +264,10 @@ async fn soak(name: &str, backend: Backend) -> Vec<Sample> {
         .unwrap()
         .get(0);
     assert_eq!(dead, 0, "nothing dead-lettered");
+    pool.close().await;
+    let database = host.database_url().to_owned();
     host.stop().await;
+    eventpulse_tests::drop_database(&database).await;
     samples
 }
 
