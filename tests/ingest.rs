@@ -252,17 +252,23 @@ async fn the_default_config_commits_durably_against_power_loss() {
     }
 }
 
+/// A host on SQLite with the pipeline off (ingest alone), configured by
+/// `change`.
+async fn ingest_only(change: impl FnOnce(&mut eventpulse::config::Config)) -> Host {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = eventpulse_tests::test_config(dir.path());
+    config.pipeline.enabled = false;
+    change(&mut config);
+    std::fs::create_dir_all(&config.plugin_dir).unwrap();
+    Host::start_with(config, dir, eventpulse::runtime::Clock::system()).await
+}
+
 /// 200 webhooks at once against a queue of one waiting request: those the
 /// store could not take at once get 503 with `Retry-After` and wrote
 /// nothing; every 200 answered is durable.
 #[tokio::test]
 async fn a_saturated_ingest_says_retry_after_and_loses_nothing_it_accepted() {
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let mut config = eventpulse_tests::test_config(dir.path());
-    config.ingest.max_pending = 1;
-    config.pipeline.enabled = false;
-    std::fs::create_dir_all(&config.plugin_dir).unwrap();
-    let host = Host::start_with(config, dir, eventpulse::runtime::Clock::system()).await;
+    let host = ingest_only(|config| config.ingest.max_pending = 1).await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/alerts/alertmanager", host.url);
     let mut posts = Vec::new();
@@ -310,12 +316,7 @@ async fn a_saturated_ingest_says_retry_after_and_loses_nothing_it_accepted() {
 /// the delivery is written. Once the writer is free the retry is accepted.
 #[tokio::test]
 async fn a_writer_busy_past_the_timeout_says_retry_after_and_writes_nothing() {
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let mut config = eventpulse_tests::test_config(dir.path());
-    config.store.busy_timeout_ms = 1000;
-    config.pipeline.enabled = false;
-    std::fs::create_dir_all(&config.plugin_dir).unwrap();
-    let host = Host::start_with(config, dir, eventpulse::runtime::Clock::system()).await;
+    let host = ingest_only(|config| config.store.busy_timeout_ms = 1000).await;
     let url = format!("{}/api/v1/alerts/alertmanager", host.url);
     let body = webhook("firing", "0001-01-01T00:00:00Z");
 

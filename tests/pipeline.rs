@@ -1314,6 +1314,38 @@ async fn retention_keeps_what_is_still_needed_on_postgres() {
     retention_keeps_what_is_still_needed(Backend::Postgres).await;
 }
 
+/// A fresh PostgreSQL store holding an open incident for each of `ids`
+/// (dedup key `key-<id>`).
+async fn store_with_open_incidents(ids: &[&str]) -> eventpulse::store::Store {
+    use eventpulse::model::{Incident, IncidentStatus, Severity};
+    let dir = tempfile::tempdir().unwrap();
+    let url = eventpulse_tests::database_url(Backend::Postgres, dir.path()).await;
+    let store = eventpulse::store::Store::connect(&url).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    for id in ids {
+        let incident = Incident {
+            id: (*id).into(),
+            dedup_key: format!("key-{id}"),
+            title: "t".into(),
+            service: "s".into(),
+            severity: Severity::Critical,
+            status: IncidentStatus::Open,
+            summary: String::new(),
+            rule: "r".into(),
+            trace_id: String::new(),
+            opened_at: 1,
+            updated_at: 1,
+            closed_at: None,
+            last_notified_at: None,
+            acknowledged_by: None,
+            acknowledged_at: None,
+        };
+        tx.insert_incident(&incident).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    store
+}
+
 /// Scale-out on PostgreSQL: a batch reads its incidents once and writes its
 /// changes at commit, guarded by the status it read. If another instance
 /// moved one of them in between, the commit fails as a conflict (a
@@ -1321,31 +1353,8 @@ async fn retention_keeps_what_is_still_needed_on_postgres() {
 /// batch is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_changed_under_a_batch_fails_it_as_a_conflict() {
-    use eventpulse::model::{Incident, IncidentStatus, Severity};
-    let dir = tempfile::tempdir().unwrap();
-    let url = eventpulse_tests::database_url(Backend::Postgres, dir.path()).await;
-    let store = eventpulse::store::Store::connect(&url).await.unwrap();
-    let incident = |id: &str| Incident {
-        id: id.into(),
-        dedup_key: format!("key-{id}"),
-        title: "t".into(),
-        service: "s".into(),
-        severity: Severity::Critical,
-        status: IncidentStatus::Open,
-        summary: String::new(),
-        rule: "r".into(),
-        trace_id: String::new(),
-        opened_at: 1,
-        updated_at: 1,
-        closed_at: None,
-        last_notified_at: None,
-        acknowledged_by: None,
-        acknowledged_at: None,
-    };
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a")).await.unwrap();
-    tx.insert_incident(&incident("b")).await.unwrap();
-    tx.commit().await.unwrap();
+    use eventpulse::model::IncidentStatus;
+    let store = store_with_open_incidents(&["a", "b"]).await;
 
     let (open, mitigating, resolved) = (
         IncidentStatus::Open,
@@ -1398,31 +1407,8 @@ async fn an_incident_changed_under_a_batch_fails_it_as_a_conflict() {
 /// notification's time gone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_writes_back_only_what_it_changed_on_postgres() {
-    use eventpulse::model::{Incident, IncidentStatus, Severity};
-    let dir = tempfile::tempdir().unwrap();
-    let url = eventpulse_tests::database_url(Backend::Postgres, dir.path()).await;
-    let store = eventpulse::store::Store::connect(&url).await.unwrap();
-    let incident = |id: &str| Incident {
-        id: id.into(),
-        dedup_key: format!("key-{id}"),
-        title: "t".into(),
-        service: "s".into(),
-        severity: Severity::Critical,
-        status: IncidentStatus::Open,
-        summary: String::new(),
-        rule: "r".into(),
-        trace_id: String::new(),
-        opened_at: 1,
-        updated_at: 1,
-        closed_at: None,
-        last_notified_at: None,
-        acknowledged_by: None,
-        acknowledged_at: None,
-    };
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_incident(&incident("a")).await.unwrap();
-    tx.insert_incident(&incident("b")).await.unwrap();
-    tx.commit().await.unwrap();
+    use eventpulse::model::IncidentStatus;
+    let store = store_with_open_incidents(&["a", "b"]).await;
 
     let mut batch = store.begin().await.unwrap();
     batch.prefetch_incidents(&["a", "b"], &[]).await.unwrap();
