@@ -198,6 +198,20 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
         .await
         .unwrap();
     assert!(!text.contains("eventpulse_scrape_errors_total"), "{text}");
+    // The SQLite writer's occupancy: each committed write transaction held
+    // the one write connection (three accepted alerts alone took three),
+    // and commits took them in groups of one or more.
+    let samples = parse(&text);
+    let stat =
+        |name: &str| value(&samples, name, &[]).unwrap_or_else(|| panic!("{name} in {text}"));
+    let holds = stat("eventpulse_sqlite_writer_hold_seconds_count");
+    let commits = stat("eventpulse_sqlite_writer_commit_seconds_count");
+    assert!(
+        holds >= 3.0 && commits >= 1.0 && holds >= commits,
+        "{holds} holds, {commits} commits"
+    );
+    assert!(stat("eventpulse_sqlite_writer_hold_seconds_sum") > 0.0);
+    assert!(stat("eventpulse_sqlite_writer_commit_seconds_sum") > 0.0);
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -51,6 +51,11 @@ impl App {
         std::fs::create_dir_all(&config.plugin_dir).with_context(|| {
             format!("creating plugin directory {}", config.plugin_dir.display())
         })?;
+        let metrics = if config.telemetry.metrics {
+            Metrics::new()
+        } else {
+            Metrics::disabled()
+        };
         let options = StoreOptions {
             busy_timeout: std::time::Duration::from_millis(config.store.busy_timeout_ms),
             max_connections: config.store.max_connections,
@@ -58,6 +63,7 @@ impl App {
             sqlite_cache_mib: config.store.sqlite_cache_mib,
             sqlite_mmap_mib: config.store.sqlite_mmap_mib,
             instance: config.instance_name(),
+            metrics: metrics.clone(),
         };
         let store = Store::connect_with(&config.database_url, &options)
             .await
@@ -74,11 +80,7 @@ impl App {
                 &RuntimeOptions::new(config.runtime.clone()),
             )?
             .with_audit(audit)
-            .with_metrics(if config.telemetry.metrics {
-                Metrics::new()
-            } else {
-                Metrics::disabled()
-            }),
+            .with_metrics(metrics),
         );
         let registry = Arc::new(Registry::new(
             runtime,

@@ -18,7 +18,10 @@
 //! - a storm: `BENCH_STORM` (default 50,000) alerts posted by 64 senders as
 //!   fast as they can (a 503 is retried, as Alertmanager does); seconds
 //!   until all are drained, and the process's peak RSS meanwhile (the
-//!   bench's own HTTP clients included). Baseline rows skip it unless
+//!   bench's own HTTP clients included); on SQLite also the share of the
+//!   storm its one write connection was busy (transactions holding it plus
+//!   group commits, from `eventpulse_sqlite_writer_*_seconds`): near 100 %
+//!   the writer is what bounds the row. Baseline rows skip the storm unless
 //!   `BENCH_BASELINE_STORM=1` (it takes minutes at their rate).
 //!
 //! `cargo bench -p eventpulse-tests --bench pipeline` prints a table;
@@ -106,8 +109,25 @@ struct Row {
     webhook_p99: Duration,
     action_p50: Duration,
     action_p99: Duration,
-    /// Seconds to drain the storm, peak RSS (MiB), 503s answered.
-    storm: Option<(f64, f64, usize)>,
+    /// Seconds to drain the storm, peak RSS (MiB), 503s answered, and on
+    /// SQLite the share of the storm its one writer was busy.
+    storm: Option<(f64, f64, usize, Option<f64>)>,
+}
+
+/// Seconds SQLite's one write connection has been held by transactions
+/// and group commits so far, from `host`'s metrics (`None` on PostgreSQL,
+/// which has no single writer).
+fn writer_busy_seconds(host: &Host) -> Option<f64> {
+    let text = host.registry.metrics().render();
+    let sums: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("eventpulse_sqlite_writer_hold_seconds_sum")
+                || l.starts_with("eventpulse_sqlite_writer_commit_seconds_sum")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    (!sums.is_empty()).then(|| sums.iter().sum())
 }
 
 /// Hosts for `setup`, sharing one database (and the Kafka topics).
@@ -307,10 +327,15 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
     let storm = if storm {
         let size = env("BENCH_STORM", 50_000);
         reset_peak_rss();
+        let busy_before = writer_busy_seconds(host);
         let start = Instant::now();
         let refused = flood(&urls, size, 10, 64, "s").await;
         drained(host, total + n + size).await;
-        Some((start.elapsed().as_secs_f64(), peak_rss_mib(), refused))
+        let secs = start.elapsed().as_secs_f64();
+        let busy = writer_busy_seconds(host)
+            .zip(busy_before)
+            .map(|(after, before)| (after - before) / secs);
+        Some((secs, peak_rss_mib(), refused, busy))
     } else {
         None
     };
@@ -395,13 +420,16 @@ fn main() {
     });
     println!();
     println!(
-        "| store | batch | instances | alerts/s to completed action + delivered notification | paced rate | webhook p50 | webhook p99 | alert→action.requested p50 | p99 | 50k storm: drained in | peak RSS | 503s |"
+        "| store | batch | instances | alerts/s to completed action + delivered notification | paced rate | webhook p50 | webhook p99 | alert→action.requested p50 | p99 | 50k storm: drained in | peak RSS | 503s | SQLite writer busy |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let storm = match r.storm {
-            Some((secs, rss, refused)) => format!("{secs:.1} s | {rss:.0} MiB | {refused}"),
-            None => "not run (BENCH_BASELINE_STORM=1) | | ".into(),
+            Some((secs, rss, refused, busy)) => {
+                let busy = busy.map_or("n/a".into(), |b| format!("{:.0} %", b * 100.0));
+                format!("{secs:.1} s | {rss:.0} MiB | {refused} | {busy}")
+            }
+            None => "not run (BENCH_BASELINE_STORM=1) | | | ".into(),
         };
         println!(
             "| {} | {} | {} | {:.0} | {:.0}/s | {:.2} ms | {:.2} ms | {} ms | {} ms | {} |",

@@ -202,6 +202,8 @@ pub struct StoreOptions {
     pub sqlite_cache_mib: u32,
     /// SQLite: memory-mapped reads up to this many MiB (0: off).
     pub sqlite_mmap_mib: u32,
+    /// Where the SQLite writer's occupancy is recorded.
+    pub metrics: crate::telemetry::Metrics,
 }
 
 impl Default for StoreOptions {
@@ -213,6 +215,7 @@ impl Default for StoreOptions {
             sqlite_cache_mib: 16,
             sqlite_mmap_mib: 0,
             instance: String::new(),
+            metrics: crate::telemetry::Metrics::disabled(),
         }
     }
 }
@@ -358,6 +361,7 @@ impl Store {
                 Some(writer::Writer::new(
                     conn,
                     options.busy_timeout.max(Duration::from_secs(1)),
+                    options.metrics.clone(),
                 ))
             }
             _ => None,

@@ -35,6 +35,7 @@ use sqlx::AnyConnection;
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::Error;
+use crate::telemetry::Metrics;
 
 /// A group is committed once it holds this many members ...
 const MAX_MEMBERS: usize = 64;
@@ -70,6 +71,9 @@ pub(super) struct Writer {
 
 struct Shared {
     conn: AnyConnection,
+    /// Records how long members hold the connection and commits take: the
+    /// writer's occupancy, which bounds what one SQLite database can take.
+    metrics: Metrics,
     open: Option<Group>,
     /// How long members hold the connection, a moving average: what a
     /// member that leaves its group open for the next one expects to wait.
@@ -104,10 +108,11 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// Share `conn`, the database's one write connection.
-    pub(super) fn new(conn: AnyConnection, timeout: Duration) -> Arc<Writer> {
+    pub(super) fn new(conn: AnyConnection, timeout: Duration, metrics: Metrics) -> Arc<Writer> {
         Arc::new(Writer {
             shared: Arc::new(Mutex::new(Shared {
                 conn,
+                metrics,
                 open: None,
                 typical_hold: Duration::ZERO,
             })),
@@ -207,7 +212,9 @@ impl Member {
             // likely to be done soon: the wait is added to every member's.
             let full = group.members.len() >= MAX_MEMBERS;
             let age = group.started.elapsed();
-            guard.typical_hold = (guard.typical_hold * 7 + since.elapsed()) / 8;
+            let held = since.elapsed();
+            guard.metrics.writer_hold(held.as_secs_f64());
+            guard.typical_hold = (guard.typical_hold * 7 + held) / 8;
             if writer.waiting.load(Ordering::SeqCst) == 0
                 || full
                 || age + guard.typical_hold >= writer.max_open
@@ -290,7 +297,10 @@ impl Shared {
         let Some(group) = self.open.take() else {
             return;
         };
-        let outcome = match run(&mut self.conn, "COMMIT").await {
+        let started = Instant::now();
+        let committed = run(&mut self.conn, "COMMIT").await;
+        self.metrics.writer_commit(started.elapsed().as_secs_f64());
+        let outcome = match committed {
             Ok(_) => Ok(()),
             Err(e) => {
                 // A failed COMMIT can leave the transaction open.
@@ -332,7 +342,12 @@ mod tests {
             .unwrap();
         let writer = Arc::new(Writer {
             max_open: Duration::from_secs(3600),
-            ..Arc::into_inner(Writer::new(conn, Duration::from_secs(5))).unwrap()
+            ..Arc::into_inner(Writer::new(
+                conn,
+                Duration::from_secs(5),
+                Metrics::disabled(),
+            ))
+            .unwrap()
         });
         let reader = AnyConnection::connect(&url).await.unwrap();
         (dir, writer, reader)

@@ -57,6 +57,18 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Events per committed stage transaction.",
     ),
     (
+        "eventpulse_sqlite_writer_hold_seconds",
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "SQLite: how long each committed write transaction held the database's one write connection (its statements and the work between them).",
+    ),
+    (
+        "eventpulse_sqlite_writer_commit_seconds",
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "SQLite: one group commit (its WAL writes and fsync), during which nothing else can write.",
+    ),
+    (
         "eventpulse_stage_batch_duration_seconds",
         Kind::Histogram,
         Some(Unit::Seconds),
@@ -379,6 +391,16 @@ impl Metrics {
             &[("stage", stage)],
             seconds,
         );
+    }
+
+    /// A write transaction held SQLite's write connection for `seconds`.
+    pub fn writer_hold(&self, seconds: f64) {
+        self.observe("eventpulse_sqlite_writer_hold_seconds", &[], seconds);
+    }
+
+    /// A group commit on SQLite's write connection took `seconds`.
+    pub fn writer_commit(&self, seconds: f64) {
+        self.observe("eventpulse_sqlite_writer_commit_seconds", &[], seconds);
     }
 
     /// A stage committed an event of `kind` appended `delay` seconds ago.
