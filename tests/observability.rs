@@ -249,6 +249,18 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
+    // Its unit tests: alerts that need more history than this test has.
+    let unit = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(workspace().join("monitoring/eventpulse-rules.test.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        unit.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&unit.stdout),
+        String::from_utf8_lossy(&unit.stderr)
+    );
     let target = host.url.trim_start_matches("http://");
     std::fs::write(
         dir.join("prometheus.yml"),
