@@ -85,6 +85,34 @@ async fn host() -> Host {
     Host::start_with(config, dir, Clock::system()).await
 }
 
+/// Run `promtool` with `args`, `stdin` on its standard input, and assert
+/// it succeeds.
+fn promtool(args: &[&str], stdin: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is required (.ci/run installs prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Sum of the instant vector `query` evaluates to in Prometheus at
 /// `port` (`None` while it is empty).
 async fn prom(port: u16, query: &str) -> Option<f64> {
@@ -212,55 +240,17 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
     );
     assert!(stat("eventpulse_sqlite_writer_hold_seconds_sum") > 0.0);
     assert!(stat("eventpulse_sqlite_writer_commit_seconds_sum") > 0.0);
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is required (.ci/run installs prometheus)");
-    use std::io::Write as _;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool(&["check", "metrics"], &text);
 
     // Real Prometheus scrapes with the metrics token and evaluates the
     // shipped rules file as it is, which promtool accepts.
     let dir = host.dir.path();
     let (prom_port, _) = free_ports();
     let rules = workspace().join("monitoring/eventpulse-rules.yml");
-    let check = std::process::Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    promtool(&["check", "rules", rules.to_str().unwrap()], "");
     // Its unit tests: alerts that need more history than this test has.
-    let unit = std::process::Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(workspace().join("monitoring/eventpulse-rules.test.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        unit.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&unit.stdout),
-        String::from_utf8_lossy(&unit.stderr)
-    );
+    let unit = workspace().join("monitoring/eventpulse-rules.test.yml");
+    promtool(&["test", "rules", unit.to_str().unwrap()], "");
     let target = host.url.trim_start_matches("http://");
     std::fs::write(
         dir.join("prometheus.yml"),
