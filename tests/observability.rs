@@ -240,6 +240,14 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
     );
     assert!(stat("eventpulse_sqlite_writer_hold_seconds_sum") > 0.0);
     assert!(stat("eventpulse_sqlite_writer_commit_seconds_sum") > 0.0);
+    // The default durability syncs the WAL after commits, one sync for
+    // every group committed while the last one ran.
+    let syncs = stat("eventpulse_sqlite_wal_sync_seconds_count");
+    assert!(
+        syncs >= 1.0 && syncs <= commits,
+        "{syncs} WAL syncs, {commits} commits"
+    );
+    assert!(stat("eventpulse_sqlite_wal_sync_seconds_sum") > 0.0);
     promtool(&["check", "metrics"], &text);
 
     // Real Prometheus scrapes with the metrics token and evaluates the

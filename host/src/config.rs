@@ -357,13 +357,14 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
-    /// The default: a commit is on disk before it returns (SQLite WAL with
-    /// `synchronous = FULL`, PostgreSQL `synchronous_commit = on`), so it
-    /// survives an OS crash or power loss. Group commit pays for the fsync.
+    /// The default: a commit is on disk before it returns (SQLite: the
+    /// writer fdatasyncs the WAL after the commit and answers only then;
+    /// PostgreSQL `synchronous_commit = on`), so it survives an OS crash or
+    /// power loss. Group commit pays for the sync.
     PowerLoss,
     /// Faster, explicitly weaker: a commit survives the process being
     /// killed but the last ones may be lost on an OS crash or power loss
-    /// (SQLite `synchronous = NORMAL`, PostgreSQL `synchronous_commit = off`).
+    /// (SQLite without the WAL sync, PostgreSQL `synchronous_commit = off`).
     ProcessCrash,
 }
 

@@ -30,7 +30,8 @@
 //! `BENCH_SQLITE_CACHE_MIB`, `BENCH_SQLITE_MMAP_MIB` and
 //! `BENCH_DURABILITY=process-crash` change the store's settings;
 //! `BENCH_LOG=<filter>` keeps the hosts' logs (`sqlx::query=debug`: every
-//! statement).
+//! statement); `BENCH_WRITER=1` prints after each SQLite storm how often
+//! and how long its writer held, committed and synced per second.
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 //!
 //! `BENCH_TELEMETRY=1` measures instead what metrics and traces cost: the
@@ -128,6 +129,28 @@ fn writer_busy_seconds(host: &Host) -> Option<f64> {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
         .collect();
     (!sums.is_empty()).then(|| sums.iter().sum())
+}
+
+/// SQLite's writer over a storm of `secs` (`BENCH_WRITER=1`): each of its
+/// histograms' count and sum, per second of the storm (the counts since
+/// the host started; the storm is most of them).
+fn writer_metrics(host: &Host, secs: f64) -> String {
+    let text = host.registry.metrics().render();
+    let mut out = String::from("writer, per storm second:");
+    for name in ["writer_hold", "writer_commit", "wal_sync"] {
+        let stat = |what: &str| {
+            let prefix = format!("eventpulse_sqlite_{name}_seconds_{what} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        out += &format!(
+            " {name} {:.0}/s {:.3} s/s;",
+            stat("count") / secs,
+            stat("sum") / secs
+        );
+    }
+    out
 }
 
 /// Hosts for `setup`, sharing one database (and the Kafka topics).
@@ -332,6 +355,9 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
         let refused = flood(&urls, size, 10, 64, "s").await;
         drained(host, total + n + size).await;
         let secs = start.elapsed().as_secs_f64();
+        if std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
+            eprintln!("{}", writer_metrics(host, secs));
+        }
         let busy = writer_busy_seconds(host)
             .zip(busy_before)
             .map(|(after, before)| (after - before) / secs);

@@ -470,6 +470,11 @@ async fn publish(
     log: &KafkaLog,
 ) -> anyhow::Result<usize> {
     let rows = store.unpublished(log.batch).await?;
+    if !rows.is_empty() {
+        // What the read saw may not be on disk yet (SQLite syncs its WAL
+        // after the commit); nothing leaves the host before it is.
+        store.synced().await?;
+    }
     let topics: Vec<String> = rows.iter().map(|r| log.topic(&r.kind)).collect();
     let mut sent = Vec::with_capacity(rows.len());
     let mut failure = None;

@@ -260,6 +260,43 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// What makes the writer's commits durable against power loss on SQLite:
+/// an fdatasync of the database's WAL file. The file is opened once; it
+/// lives as long as the writer's connection keeps the database open. It
+/// and its directory entry are synced here, so the file itself survives.
+/// (SQLite syncs the database file after each checkpoint on its own.)
+async fn wal_sync(conn: &mut sqlx::AnyConnection) -> Result<writer::SyncFn, Error> {
+    let mut main = None;
+    for row in sqlx::query("PRAGMA database_list")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        if row.get::<String, _>(1) == "main" {
+            main = Some(row.get::<String, _>(2));
+        }
+    }
+    let Some(db) = main.filter(|f| !f.is_empty()) else {
+        return Err(Error::Database(sqlx::Error::Configuration(
+            "SQLite reports no file for the main database".into(),
+        )));
+    };
+    let wal = std::path::PathBuf::from(format!("{db}-wal"));
+    let io = |what: &str, e: std::io::Error| {
+        Error::Database(sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{what} {}: {e}", wal.display()),
+        )))
+    };
+    let file = std::fs::File::open(&wal).map_err(|e| io("opening SQLite's WAL", e))?;
+    file.sync_all().map_err(|e| io("syncing SQLite's WAL", e))?;
+    if let Some(dir) = wal.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the directory of", e))?;
+    }
+    Ok(Box::new(move || file.sync_data()))
+}
+
 /// `url` fit for logs and errors: a password in it is replaced by `***`.
 pub fn redacted_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -302,16 +339,19 @@ impl Store {
             )));
         };
         let busy_ms = options.busy_timeout.as_millis();
-        // In WAL mode `FULL` syncs the log on every commit (power-loss
-        // safe); `NORMAL` only at checkpoints (a process crash loses
-        // nothing, an OS crash may lose the last commits). The writer's
+        // In WAL mode `NORMAL` syncs the log only at checkpoints: a process
+        // crash loses nothing, an OS crash may lose the last commits. For
+        // power-loss durability the writer syncs the WAL itself after each
+        // group commit, off the connection, and answers the group's
+        // members only then (see [`writer`]); on PostgreSQL the server
+        // flushes its WAL before a commit returns. The writer's
         // page cache (16 MiB by default; SQLite's own is 2 MiB) keeps the
         // pipeline's indexes resident instead of re-reading them from the
         // OS; a memory map (off by default) saves the copy of each page
         // read, paid for in resident memory.
-        let (synchronous, pg_commit) = match options.durability {
-            Durability::PowerLoss => ("FULL", "on"),
-            Durability::ProcessCrash => ("NORMAL", "off"),
+        let pg_commit = match options.durability {
+            Durability::PowerLoss => "on",
+            Durability::ProcessCrash => "off",
         };
         let cache_kib = u64::from(options.sqlite_cache_mib.max(1)) * 1024;
         let mmap_bytes = u64::from(options.sqlite_mmap_mib) << 20;
@@ -326,7 +366,7 @@ impl Store {
                     Box::pin(async move {
                         conn.execute(
                             format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
                                  PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;
                                  PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = {mmap_bytes};"
                             )
@@ -356,12 +396,17 @@ impl Store {
         // A file-backed SQLite database: the writer leaves the pool.
         let writer = match backend {
             Backend::Sqlite if !url.contains(":memory:") => {
-                let conn = pool.acquire().await?.detach();
+                let mut conn = pool.acquire().await?.detach();
                 pool.close().await;
+                let sync = match options.durability {
+                    Durability::PowerLoss => Some(wal_sync(&mut conn).await?),
+                    Durability::ProcessCrash => None,
+                };
                 Some(writer::Writer::new(
                     conn,
                     options.busy_timeout.max(Duration::from_secs(1)),
                     options.metrics.clone(),
+                    sync,
                 ))
             }
             _ => None,
@@ -467,9 +512,22 @@ impl Store {
         Ok(done)
     }
 
+    /// Returns once every write committed before the call is durable
+    /// (power-loss durability on SQLite syncs the WAL after commits, and
+    /// other connections may read a commit before that). For whatever
+    /// acts outside the database on what it read, like the Kafka relay.
+    pub async fn synced(&self) -> Result<(), Error> {
+        match &self.writer {
+            Some(writer) => writer.synced().await,
+            None => Ok(()),
+        }
+    }
+
     /// The commit durability in force on a connection, as the database
-    /// reports it: SQLite's `synchronous` (`"full"`, `"normal"`, ...) or
-    /// PostgreSQL's `synchronous_commit` (`"on"`, `"off"`, ...).
+    /// reports it: SQLite's `synchronous` (`"full"`, `"normal"`, ...),
+    /// followed by `" + wal sync"` when the writer syncs the WAL before it
+    /// answers a commit, or PostgreSQL's `synchronous_commit` (`"on"`,
+    /// `"off"`, ...).
     pub async fn commit_durability(&self) -> Result<String, Error> {
         Ok(match self.backend {
             Backend::Sqlite => {
@@ -480,13 +538,16 @@ impl Store {
                     .await?
                     .get(0);
                 tx.rollback().await?;
-                match level {
+                let level = match level {
                     0 => "off",
                     1 => "normal",
                     2 => "full",
                     _ => "extra",
+                };
+                match self.writer.as_ref().is_some_and(|w| w.syncs()) {
+                    true => format!("{level} + wal sync"),
+                    false => level.to_owned(),
                 }
-                .to_owned()
             }
             Backend::Postgres => sqlx::query("SHOW synchronous_commit")
                 .fetch_one(&self.pool)

@@ -18,17 +18,35 @@
 //! queue of stage batches. Ingest commits from one task, so urgent members
 //! come one at a time and cannot starve the others.
 //!
+//! The fsync is off the connection. SQLite commits with `synchronous =
+//! NORMAL` (the WAL is written, not synced), and a [`Syncer`] thread
+//! fdatasyncs the WAL file and only then answers the members of every
+//! group committed before that sync began: the next group's statements run
+//! on the connection while the last one's sync is in flight, and one sync
+//! covers every group committed while the previous one ran. (SQLite itself
+//! syncs the WAL before each checkpoint and the database file after it, so
+//! a commit is on disk either in the WAL or, checkpointed, in the file.)
+//! Other connections can read a commit before it is synced; nothing acts on
+//! such a read outside the database before a write of its own was answered
+//! (which proves the sync), except the Kafka relay, which waits for
+//! [`Writer::synced`] before it publishes.
+//!
 //! What a member is told is still exact:
 //! - [`Member::commit`] returns `Ok` only once the commit holding its
 //!   writes is durable; if that commit fails, every member in it gets the
-//!   error (transient: retry) and none of their writes stand.
+//!   error (transient: retry) and none of their writes stand. If a sync of
+//!   the WAL fails, whether any unsynced commit reached the disk is
+//!   unknown (the kernel may have dropped the pages it failed to write):
+//!   every member waiting for it gets the error and the writer refuses
+//!   every later write until the host restarts and SQLite recovers from
+//!   what is on disk.
 //! - A member that fails, or is dropped without committing, is rolled back
 //!   to its savepoint, and the group is committed there and then, so the
 //!   next member never starts inside a transaction that SQLite may have
 //!   rolled back on that failure.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::AnyConnection;
@@ -67,7 +85,20 @@ pub(super) struct Writer {
     timeout: Duration,
     /// [`MAX_OPEN`] (tests set it longer).
     max_open: Duration,
+    /// Why a sync of the WAL failed, once one has: no write is accepted
+    /// after that.
+    failed: Arc<OnceLock<String>>,
+    /// Asks the syncer for a sync ([`Writer::synced`]); `None` when commits
+    /// are answered without one.
+    syncs: Option<std::sync::mpsc::Sender<Vec<Answer>>>,
 }
+
+/// How a member learns whether its group is durable.
+type Answer = oneshot::Sender<Result<(), String>>;
+
+/// Makes what SQLite committed durable: fdatasync of the WAL file (tests
+/// put something slower or failing in its place).
+pub(super) type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 
 struct Shared {
     conn: AnyConnection,
@@ -78,13 +109,16 @@ struct Shared {
     /// How long members hold the connection, a moving average: what a
     /// member that leaves its group open for the next one expects to wait.
     typical_hold: Duration,
+    /// Where committed groups wait for the sync that makes them durable;
+    /// `None`: answered at once (`store.durability = "process-crash"`).
+    syncs: Option<std::sync::mpsc::Sender<Vec<Answer>>>,
 }
 
 /// The members of the open transaction that have released their
 /// savepoints, waiting for its commit.
 struct Group {
     started: Instant,
-    members: Vec<oneshot::Sender<Result<(), String>>>,
+    members: Vec<Answer>,
 }
 
 /// One write transaction on the [`Writer`]: a savepoint in the open group.
@@ -107,20 +141,53 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Share `conn`, the database's one write connection.
-    pub(super) fn new(conn: AnyConnection, timeout: Duration, metrics: Metrics) -> Arc<Writer> {
+    /// Share `conn`, the database's one write connection. With `sync`,
+    /// members are answered once it has run after their group's commit
+    /// (on a thread of its own); without, as soon as the group commits.
+    pub(super) fn new(
+        conn: AnyConnection,
+        timeout: Duration,
+        metrics: Metrics,
+        sync: Option<SyncFn>,
+    ) -> Arc<Writer> {
+        let failed = Arc::new(OnceLock::new());
+        let syncs = sync.map(|sync| Syncer::start(sync, metrics.clone(), failed.clone()));
         Arc::new(Writer {
             shared: Arc::new(Mutex::new(Shared {
                 conn,
                 metrics,
                 open: None,
                 typical_hold: Duration::ZERO,
+                syncs: syncs.clone(),
             })),
             ordinary: Mutex::new(()),
             waiting: AtomicUsize::new(0),
             timeout,
             max_open: MAX_OPEN,
+            failed,
+            syncs,
         })
+    }
+
+    /// Whether members are answered only after a sync of the WAL.
+    pub(super) fn syncs(&self) -> bool {
+        self.syncs.is_some()
+    }
+
+    /// Returns once everything committed before the call is durable: at
+    /// once when commits are answered without a sync.
+    pub(super) async fn synced(&self) -> Result<(), Error> {
+        let Some(syncs) = &self.syncs else {
+            return Ok(());
+        };
+        let (done, outcome) = oneshot::channel();
+        if syncs.send(vec![done]).is_err() {
+            return Err(unsynced("the WAL syncer stopped"));
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err("the WAL syncer stopped".into()))
+            .map_err(|e| unsynced(&e))
     }
 
     /// Wait for the connection, taking the given [`Turn`], and start a
@@ -129,6 +196,9 @@ impl Writer {
     /// is dropped, which rolls it back and commits the group it joined,
     /// rather than leaving that group open with nobody to commit it.
     pub(super) async fn begin(self: &Arc<Self>, turn: Turn) -> Result<Member, Error> {
+        if let Some(why) = self.failed.get() {
+            return Err(unsynced(why));
+        }
         let writer = self.clone();
         tokio::spawn(async move {
             let locked = {
@@ -229,9 +299,9 @@ impl Member {
         .await
         .expect("a group commit does not panic");
         outcome.map_err(|e| {
-            Error::Database(sqlx::Error::Protocol(format!(
+            unsynced(&format!(
                 "the transaction this write was committed with failed: {e}"
-            )))
+            ))
         })
     }
 
@@ -301,7 +371,20 @@ impl Shared {
         let committed = run(&mut self.conn, "COMMIT").await;
         self.metrics.writer_commit(started.elapsed().as_secs_f64());
         let outcome = match committed {
-            Ok(_) => Ok(()),
+            Ok(_) => match &self.syncs {
+                // Answered by the syncer, after a sync that starts after
+                // this send, so after the commit's WAL writes.
+                Some(syncs) => match syncs.send(group.members) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError(members)) => {
+                        for member in members {
+                            let _ = member.send(Err("the WAL syncer stopped".into()));
+                        }
+                        return;
+                    }
+                },
+                None => Ok(()),
+            },
             Err(e) => {
                 // A failed COMMIT can leave the transaction open.
                 let _ = run(&mut self.conn, "ROLLBACK").await;
@@ -324,6 +407,57 @@ impl Shared {
     }
 }
 
+/// The thread that syncs the WAL for groups already committed.
+struct Syncer;
+
+impl Syncer {
+    /// Start the thread; it stops when every sender is dropped.
+    fn start(
+        mut sync: SyncFn,
+        metrics: Metrics,
+        failed: Arc<OnceLock<String>>,
+    ) -> std::sync::mpsc::Sender<Vec<Answer>> {
+        let (syncs, waiting) = std::sync::mpsc::channel::<Vec<Answer>>();
+        std::thread::Builder::new()
+            .name("sqlite-wal-sync".into())
+            .spawn(move || {
+                while let Ok(mut answers) = waiting.recv() {
+                    // Everything committed by now: one sync covers it all.
+                    while let Ok(more) = waiting.try_recv() {
+                        answers.extend(more);
+                    }
+                    let outcome = match failed.get() {
+                        Some(why) => Err(why.clone()),
+                        None => {
+                            let started = Instant::now();
+                            let synced = sync();
+                            metrics.wal_sync(started.elapsed().as_secs_f64());
+                            synced.map_err(|e| {
+                                let why = format!(
+                                    "syncing the SQLite WAL to disk failed ({e}): commits since \
+                                     the last sync may be lost, and no write is accepted until \
+                                     the host restarts"
+                                );
+                                tracing::error!(error = %why, "the store stops taking writes");
+                                failed.get_or_init(|| why).clone()
+                            })
+                        }
+                    };
+                    for answer in answers {
+                        let _ = answer.send(outcome.clone());
+                    }
+                }
+            })
+            .expect("the WAL sync thread starts");
+        syncs
+    }
+}
+
+/// The error of a write the writer could not make durable.
+fn unsynced(why: &str) -> Error {
+    Error::Database(sqlx::Error::Protocol(why.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +466,13 @@ mod tests {
     /// A writer over a fresh SQLite file whose groups stay open for as
     /// long as members wait, and a second connection to read it with.
     async fn writer() -> (tempfile::TempDir, Arc<Writer>, AnyConnection) {
+        writer_syncing(None).await
+    }
+
+    /// [`writer`], answering members only after `sync` ran.
+    async fn writer_syncing(
+        sync: Option<SyncFn>,
+    ) -> (tempfile::TempDir, Arc<Writer>, AnyConnection) {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
@@ -346,6 +487,7 @@ mod tests {
                 conn,
                 Duration::from_secs(5),
                 Metrics::disabled(),
+                sync,
             ))
             .unwrap()
         });
@@ -481,5 +623,66 @@ mod tests {
         b.await.unwrap().unwrap();
         a.await.unwrap().unwrap();
         assert_eq!(keys(&mut reader).await, ["a", "b"]);
+    }
+
+    /// With a sync (the default durability), a member is answered only
+    /// once a sync has run after its group committed, though the commit
+    /// is readable before; `synced` waits for a sync in the same way.
+    #[tokio::test]
+    async fn a_commit_is_answered_only_after_the_wal_sync() {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let synced = Arc::new(AtomicUsize::new(0));
+        let counted = synced.clone();
+        let sync: SyncFn = Box::new(move || {
+            gate.recv().expect("the test releases each sync");
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let (_dir, writer, mut reader) = writer_syncing(Some(sync)).await;
+        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        let a = tokio::spawn(a.commit());
+        let w = writer.clone();
+        let barrier = tokio::spawn(async move { w.synced().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(keys(&mut reader).await, ["a"], "committed, not yet synced");
+        assert!(!a.is_finished(), "answered before the WAL was synced");
+        assert!(!barrier.is_finished(), "synced() returned before a sync");
+        // The writer is free meanwhile: the next member commits too.
+        let mut b = writer.begin(Turn::InLine).await.unwrap();
+        insert(&mut b, "b").await.unwrap();
+        let b = tokio::spawn(b.commit());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(keys(&mut reader).await, ["a", "b"]);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        barrier.await.unwrap().unwrap();
+        assert!((1..=2).contains(&synced.load(Ordering::SeqCst)));
+    }
+
+    /// A failed sync fails the members waiting for it, and every later
+    /// write, with the reason: whether the unsynced commits reached the
+    /// disk is unknown until SQLite recovers on the next start.
+    #[tokio::test]
+    async fn a_failed_sync_fails_its_members_and_every_later_write() {
+        let sync: SyncFn = Box::new(|| Err(std::io::Error::other("disk gone")));
+        let (_dir, writer, _reader) = writer_syncing(Some(sync)).await;
+        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        insert(&mut a, "a").await.unwrap();
+        let failed = a.commit().await.unwrap_err().to_string();
+        assert!(
+            failed.contains("syncing the SQLite WAL to disk failed (disk gone)")
+                && failed.contains("until the host restarts"),
+            "{failed}"
+        );
+        let Err(later) = writer.begin(Turn::InLine).await else {
+            panic!("a write was accepted after a failed sync");
+        };
+        let later = later.to_string();
+        assert!(later.contains("disk gone"), "{later}");
+        let barrier = writer.synced().await.unwrap_err().to_string();
+        assert!(barrier.contains("disk gone"), "{barrier}");
     }
 }

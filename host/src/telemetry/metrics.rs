@@ -66,7 +66,13 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "eventpulse_sqlite_writer_commit_seconds",
         Kind::Histogram,
         Some(Unit::Seconds),
-        "SQLite: one group commit (its WAL writes and fsync), during which nothing else can write.",
+        "SQLite: one group commit on the write connection (its WAL writes; the fsync is in eventpulse_sqlite_wal_sync_seconds), during which nothing else can write.",
+    ),
+    (
+        "eventpulse_sqlite_wal_sync_seconds",
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "SQLite: one fdatasync of the WAL, after which the writes of every group committed before it are answered (store.durability = power-loss).",
     ),
     (
         "eventpulse_stage_batch_duration_seconds",
@@ -401,6 +407,11 @@ impl Metrics {
     /// A group commit on SQLite's write connection took `seconds`.
     pub fn writer_commit(&self, seconds: f64) {
         self.observe("eventpulse_sqlite_writer_commit_seconds", &[], seconds);
+    }
+
+    /// A sync of SQLite's WAL took `seconds`.
+    pub fn wal_sync(&self, seconds: f64) {
+        self.observe("eventpulse_sqlite_wal_sync_seconds", &[], seconds);
     }
 
     /// A stage committed an event of `kind` appended `delay` seconds ago.
