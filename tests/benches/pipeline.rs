@@ -115,42 +115,41 @@ struct Row {
     storm: Option<(f64, f64, usize, Option<f64>)>,
 }
 
-/// Seconds SQLite's one write connection has been held by transactions
-/// and group commits so far, from `host`'s metrics (`None` on PostgreSQL,
-/// which has no single writer).
-fn writer_busy_seconds(host: &Host) -> Option<f64> {
+/// SQLite's writer histograms in `host`'s metrics: (count, sum) of the
+/// holds, the group commits and the WAL syncs so far (`None` on
+/// PostgreSQL, which has no single writer).
+fn writer_stats(host: &Host) -> Option<[(f64, f64); 3]> {
     let text = host.registry.metrics().render();
-    let sums: Vec<f64> = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("eventpulse_sqlite_writer_hold_seconds_sum")
-                || l.starts_with("eventpulse_sqlite_writer_commit_seconds_sum")
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-        .collect();
-    (!sums.is_empty()).then(|| sums.iter().sum())
+    let stat = |name: &str, what: &str| {
+        let prefix = format!("eventpulse_sqlite_{name}_seconds_{what} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+    };
+    let pair = |name: &str| Some((stat(name, "count")?, stat(name, "sum")?));
+    Some([
+        pair("writer_hold")?,
+        pair("writer_commit")?,
+        pair("wal_sync").unwrap_or_default(),
+    ])
 }
 
-/// SQLite's writer over a storm of `secs` (`BENCH_WRITER=1`): each of its
-/// histograms' count and sum, per second of the storm (the counts since
-/// the host started; the storm is most of them).
-fn writer_metrics(host: &Host, secs: f64) -> String {
-    let text = host.registry.metrics().render();
-    let mut out = String::from("writer, per storm second:");
-    for name in ["writer_hold", "writer_commit", "wal_sync"] {
-        let stat = |what: &str| {
-            let prefix = format!("eventpulse_sqlite_{name}_seconds_{what} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        out += &format!(
-            " {name} {:.0}/s {:.3} s/s;",
-            stat("count") / secs,
-            stat("sum") / secs
+/// Over a storm of `secs`: the share of it SQLite's writer was busy
+/// (holds plus commits), and with `BENCH_WRITER=1` each histogram's count
+/// and sum per second printed.
+fn writer_busy(before: Option<[(f64, f64); 3]>, host: &Host, secs: f64) -> Option<f64> {
+    let (before, after) = (before?, writer_stats(host)?);
+    let per_sec = |i: usize| {
+        let (b, a) = (before[i], after[i]);
+        ((a.0 - b.0) / secs, (a.1 - b.1) / secs)
+    };
+    if std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
+        let [hold, commit, sync] = [per_sec(0), per_sec(1), per_sec(2)];
+        eprintln!(
+            "SQLite writer per storm second: {:.0} holds {:.3} s, {:.0} commits {:.3} s, {:.0} WAL syncs {:.3} s",
+            hold.0, hold.1, commit.0, commit.1, sync.0, sync.1
         );
     }
-    out
+    Some(per_sec(0).1 + per_sec(1).1)
 }
 
 /// Hosts for `setup`, sharing one database (and the Kafka topics).
@@ -350,17 +349,12 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
     let storm = if storm {
         let size = env("BENCH_STORM", 50_000);
         reset_peak_rss();
-        let busy_before = writer_busy_seconds(host);
+        let busy_before = writer_stats(host);
         let start = Instant::now();
         let refused = flood(&urls, size, 10, 64, "s").await;
         drained(host, total + n + size).await;
         let secs = start.elapsed().as_secs_f64();
-        if std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
-            eprintln!("{}", writer_metrics(host, secs));
-        }
-        let busy = writer_busy_seconds(host)
-            .zip(busy_before)
-            .map(|(after, before)| (after - before) / secs);
+        let busy = writer_busy(busy_before, host, secs);
         Some((secs, peak_rss_mib(), refused, busy))
     } else {
         None
