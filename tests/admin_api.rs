@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use eventpulse::api::{Guard, routes};
 use eventpulse::model::{AlertStatus, Incident, IncidentStatus, Severity};
+use eventpulse::store::Holder;
 use eventpulse_tests::{
     Backend, Host, READ_TOKEN, TOKEN, alert_event, post_webhook, scripted_alert, wait_for,
 };
@@ -268,7 +269,7 @@ async fn seed_incidents(host: &Host, n: usize) -> Vec<Incident> {
     ];
     let severities = [Severity::Critical, Severity::Warning, Severity::Info];
     let mut made = Vec::new();
-    let mut tx = host.store.begin().await.unwrap();
+    let mut tx = host.store.begin(Holder::Rules).await.unwrap();
     for k in 0..n {
         let status = statuses[k % 4];
         let i = Incident {

@@ -3,6 +3,7 @@
 //! retries and duplicates add no events, and every bad body gets a 4xx that
 //! names the problem while nothing is written.
 
+use eventpulse::store::Holder;
 use eventpulse_tests::Host;
 use serde_json::{Value, json};
 
@@ -322,7 +323,7 @@ async fn a_writer_busy_past_the_timeout_says_retry_after_and_writes_nothing() {
     let url = format!("{}/api/v1/alerts/alertmanager", host.url);
     let body = webhook("firing", "0001-01-01T00:00:00Z");
 
-    let held = host.store.begin().await.unwrap();
+    let held = host.store.begin(Holder::Rules).await.unwrap();
     // Several senders at once: queued together, refused together.
     let client = reqwest::Client::new();
     let posts: Vec<_> = (0..8)

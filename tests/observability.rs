@@ -227,18 +227,34 @@ async fn prometheus_reads_exact_counts_and_fires_the_stuck_work_alert() {
         .unwrap();
     assert!(!text.contains("eventpulse_scrape_errors_total"), "{text}");
     // The SQLite writer's occupancy: each committed write transaction held
-    // the one write connection (three accepted alerts alone took three),
-    // and commits took them in groups of one or more.
+    // the one write connection, counted by who held it (three accepted
+    // alerts alone took three holds by ingest; the rule stage and the work
+    // queues held it too), and commits took them in groups of one or more.
     let samples = parse(&text);
     let stat =
         |name: &str| value(&samples, name, &[]).unwrap_or_else(|| panic!("{name} in {text}"));
-    let holds = stat("eventpulse_sqlite_writer_hold_seconds_count");
+    let held_by = |holder: &str, what: &str| {
+        let name = format!("eventpulse_sqlite_writer_hold_seconds_{what}");
+        value(&samples, &name, &[("holder", holder)]).unwrap_or(0.0)
+    };
+    let holds: f64 = samples
+        .iter()
+        .filter(|((name, _), _)| name == "eventpulse_sqlite_writer_hold_seconds_count")
+        .map(|(_, v)| v)
+        .sum();
     let commits = stat("eventpulse_sqlite_writer_commit_seconds_count");
     assert!(
-        holds >= 3.0 && commits >= 1.0 && holds >= commits,
+        held_by("ingest", "count") >= 3.0
+            && held_by("rules", "count") >= 1.0
+            && held_by("queue_intake", "count") >= 1.0
+            && held_by("queue_record", "count") >= 1.0,
+        "holds by holder in {text}"
+    );
+    assert!(
+        commits >= 1.0 && holds >= commits,
         "{holds} holds, {commits} commits"
     );
-    assert!(stat("eventpulse_sqlite_writer_hold_seconds_sum") > 0.0);
+    assert!(held_by("ingest", "sum") > 0.0 && held_by("rules", "sum") > 0.0);
     assert!(stat("eventpulse_sqlite_writer_commit_seconds_sum") > 0.0);
     // The default durability syncs the WAL after commits, one sync for
     // every group committed while the last one ran.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use eventpulse::ingest::alertmanager::sample;
-use eventpulse::store::{IncidentDetail, Queue};
+use eventpulse::store::{Holder, IncidentDetail, Queue};
 use eventpulse_tests::{Backend, Host, post_webhook, scripted_alert, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -475,7 +475,7 @@ async fn poison_in_a_batch(backend: Backend) {
     }
     body["alerts"] = alerts.into();
     assert_eq!(post_webhook(&host.url, &body).await.0, 200);
-    let mut tx = host.store.begin().await.unwrap();
+    let mut tx = host.store.begin(Holder::Rules).await.unwrap();
     tx.append_raw("not-an-event", "alert.raised", "k", "{this is not json")
         .await
         .unwrap();
@@ -835,7 +835,7 @@ async fn timers_replace_cancel_and_fire_once(backend: Backend) {
     let set = |key: &'static str, due: i64, id: &'static str| {
         let store = store.clone();
         async move {
-            let mut tx = store.begin().await.unwrap();
+            let mut tx = store.begin(Holder::Rules).await.unwrap();
             tx.set_timer("r", key, due, &event(id)).await.unwrap();
             tx.commit().await.unwrap();
         }
@@ -843,7 +843,7 @@ async fn timers_replace_cancel_and_fire_once(backend: Backend) {
     set("k", 1_000, "first").await;
     set("k", 5_000, "second").await;
     set("gone", 1_000, "cancelled").await;
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(Holder::Rules).await.unwrap();
     tx.cancel_timer("r", "gone").await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
@@ -1321,7 +1321,7 @@ async fn store_with_open_incidents(ids: &[&str]) -> eventpulse::store::Store {
     let dir = tempfile::tempdir().unwrap();
     let url = eventpulse_tests::database_url(Backend::Postgres, dir.path()).await;
     let store = eventpulse::store::Store::connect(&url).await.unwrap();
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(Holder::Rules).await.unwrap();
     for id in ids {
         let incident = Incident {
             id: (*id).into(),
@@ -1361,10 +1361,10 @@ async fn an_incident_changed_under_a_batch_fails_it_as_a_conflict() {
         IncidentStatus::Mitigating,
         IncidentStatus::Resolved,
     );
-    let mut batch = store.begin().await.unwrap();
+    let mut batch = store.begin(Holder::Rules).await.unwrap();
     batch.prefetch_incidents(&["a", "b"], &[]).await.unwrap();
     // Another instance resolves `a` meanwhile.
-    let mut other = store.begin().await.unwrap();
+    let mut other = store.begin(Holder::Rules).await.unwrap();
     assert!(
         other
             .set_incident_status("a", open, resolved)
@@ -1388,7 +1388,7 @@ async fn an_incident_changed_under_a_batch_fails_it_as_a_conflict() {
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("conflict"), "{err}");
 
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(Holder::Rules).await.unwrap();
     let a = tx.incident("a").await.unwrap().unwrap();
     let b = tx.incident("b").await.unwrap().unwrap();
     assert_eq!(
@@ -1410,11 +1410,11 @@ async fn a_batch_writes_back_only_what_it_changed_on_postgres() {
     use eventpulse::model::IncidentStatus;
     let store = store_with_open_incidents(&["a", "b"]).await;
 
-    let mut batch = store.begin().await.unwrap();
+    let mut batch = store.begin(Holder::Rules).await.unwrap();
     batch.prefetch_incidents(&["a", "b"], &[]).await.unwrap();
     // Meanwhile a notification about `a` is delivered, and an operator
     // acknowledges `b`.
-    let mut other = store.begin().await.unwrap();
+    let mut other = store.begin(Holder::Rules).await.unwrap();
     other.set_last_notified("a", 42).await.unwrap();
     other.commit().await.unwrap();
     assert!(matches!(
@@ -1431,7 +1431,7 @@ async fn a_batch_writes_back_only_what_it_changed_on_postgres() {
     batch.set_last_notified("b", 50).await.unwrap();
     batch.commit().await.unwrap();
 
-    let mut tx = store.begin().await.unwrap();
+    let mut tx = store.begin(Holder::Rules).await.unwrap();
     let a = tx.incident("a").await.unwrap().unwrap();
     let b = tx.incident("b").await.unwrap().unwrap();
     assert_eq!(

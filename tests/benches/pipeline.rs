@@ -41,7 +41,7 @@
 //! local receiver that decodes nothing), alternating which goes first, and
 //! prints the medians and the overhead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,41 +115,80 @@ struct Row {
     storm: Option<(f64, f64, usize, Option<f64>)>,
 }
 
-/// SQLite's writer histograms in `host`'s metrics: (count, sum) of the
-/// holds, the group commits and the WAL syncs so far (`None` on
-/// PostgreSQL, which has no single writer).
-fn writer_stats(host: &Host) -> Option<[(f64, f64); 3]> {
+/// SQLite's writer histograms in `host`'s metrics so far: (count, sum) of
+/// the holds by holder, then of the group commits and the WAL syncs, keyed
+/// "commit" and "WAL sync" (`None` on PostgreSQL, which has no single
+/// writer).
+fn writer_stats(host: &Host) -> Option<BTreeMap<String, (f64, f64)>> {
     let text = host.registry.metrics().render();
-    let stat = |name: &str, what: &str| {
-        let prefix = format!("eventpulse_sqlite_{name}_seconds_{what} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
-    };
-    let pair = |name: &str| Some((stat(name, "count")?, stat(name, "sum")?));
-    Some([
-        pair("writer_hold")?,
-        pair("writer_commit")?,
-        pair("wal_sync").unwrap_or_default(),
-    ])
+    let mut stats = BTreeMap::<String, (f64, f64)>::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, holder) = match series.split_once("{holder=\"") {
+            Some((name, rest)) => (name, rest.trim_end_matches("\"}")),
+            None => (series, ""),
+        };
+        let (key, what) = match name.strip_prefix("eventpulse_sqlite_") {
+            Some("writer_hold_seconds_count") => (holder, 0),
+            Some("writer_hold_seconds_sum") => (holder, 1),
+            Some("writer_commit_seconds_count") => ("commit", 0),
+            Some("writer_commit_seconds_sum") => ("commit", 1),
+            Some("wal_sync_seconds_count") => ("WAL sync", 0),
+            Some("wal_sync_seconds_sum") => ("WAL sync", 1),
+            _ => continue,
+        };
+        let entry = stats.entry(key.to_owned()).or_default();
+        match what {
+            0 => entry.0 = value,
+            _ => entry.1 = value,
+        }
+    }
+    stats.contains_key("commit").then_some(stats)
 }
 
 /// Over a storm of `secs`: the share of it SQLite's writer was busy
-/// (holds plus commits), and with `BENCH_WRITER=1` each histogram's count
-/// and sum per second printed.
-fn writer_busy(before: Option<[(f64, f64); 3]>, host: &Host, secs: f64) -> Option<f64> {
+/// (holds plus commits). With `BENCH_WRITER=1` it prints, per storm second,
+/// how often and how long each holder held the writer, then the commits
+/// and the WAL syncs.
+fn writer_busy(
+    before: Option<BTreeMap<String, (f64, f64)>>,
+    host: &Host,
+    secs: f64,
+) -> Option<f64> {
     let (before, after) = (before?, writer_stats(host)?);
-    let per_sec = |i: usize| {
-        let (b, a) = (before[i], after[i]);
-        ((a.0 - b.0) / secs, (a.1 - b.1) / secs)
-    };
+    let mut rows: Vec<(&str, f64, f64)> = after
+        .iter()
+        .map(|(key, a)| {
+            let b = before.get(key).copied().unwrap_or_default();
+            (key.as_str(), (a.0 - b.0) / secs, (a.1 - b.1) / secs)
+        })
+        .filter(|r| r.1 > 0.0)
+        .collect();
+    let is_hold = |key: &str| key != "commit" && key != "WAL sync";
+    let busy = rows.iter().filter(|r| r.0 != "WAL sync").map(|r| r.2).sum();
     if std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
-        let [hold, commit, sync] = [per_sec(0), per_sec(1), per_sec(2)];
-        eprintln!(
-            "SQLite writer per storm second: {:.0} holds {:.3} s, {:.0} commits {:.3} s, {:.0} WAL syncs {:.3} s",
-            hold.0, hold.1, commit.0, commit.1, sync.0, sync.1
-        );
+        // Holders by time held, then commits and syncs.
+        rows.sort_by(|x, y| {
+            (!is_hold(x.0), x.0 == "WAL sync")
+                .cmp(&(!is_hold(y.0), y.0 == "WAL sync"))
+                .then(y.2.total_cmp(&x.2))
+        });
+        eprintln!("SQLite writer per storm second ({secs:.1} s):");
+        eprintln!("| held by | per s | s per s | ms each |");
+        eprintln!("|---|---:|---:|---:|");
+        for (key, count, held) in &rows {
+            eprintln!(
+                "| {key} | {count:.0} | {held:.3} | {:.2} |",
+                held / count * 1e3
+            );
+        }
     }
-    Some(per_sec(0).1 + per_sec(1).1)
+    Some(busy)
 }
 
 /// Hosts for `setup`, sharing one database (and the Kafka topics).

@@ -450,7 +450,7 @@ pub async fn rule(
             (JobStatus::Rejected, text.clone(), Some(text))
         }
     };
-    let mut tx = store.begin().await?;
+    let mut tx = store.begin(store::Holder::Approvals).await?;
     if !tx.rule_on_approval(id, to, error.as_deref(), now).await? {
         drop(tx);
         // Someone else ruled, or it expired, since it was read.
@@ -523,7 +523,7 @@ pub async fn run(store: Store, metrics: Metrics, cancel: CancellationToken) -> a
 
 /// One transaction of expiries; how many.
 async fn expire_due(store: &Store, metrics: &Metrics) -> Result<usize, store::Error> {
-    let mut tx = store.begin().await?;
+    let mut tx = store.begin(store::Holder::Approvals).await?;
     let expired = tx.expire_approvals(now_ms(), BATCH).await?;
     let mut plugins = Vec::with_capacity(expired.len());
     for job in &expired {

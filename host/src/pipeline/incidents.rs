@@ -91,7 +91,7 @@ impl Stage for IncidentStage {
 
     async fn handle(&self, events: &[Received]) -> Result<(), store::Error> {
         let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin(store::Holder::Incidents).await?;
         let new = tx.inbox_many(Self::NAME, &ids).await?;
         let mut notified: HashMap<&str, i64> = HashMap::new();
         for received in events.iter().filter(|r| new.contains(&r.event.id)) {

@@ -368,7 +368,7 @@ async fn dead_letter_event(
     let mut wait = store_backoff();
     loop {
         let parked = async {
-            let mut tx = store.begin().await?;
+            let mut tx = store.begin(store::Holder::DeadLetters).await?;
             if tx.inbox(consumer, &event.id).await? {
                 tx.dead_letter(consumer, event, why, i64::from(attempts))
                     .await?;
@@ -413,7 +413,7 @@ async fn poison(
     let mut wait = store_backoff();
     loop {
         let parked = async {
-            let mut tx = store.begin().await?;
+            let mut tx = store.begin(store::Holder::DeadLetters).await?;
             if envelope.is_none() || tx.inbox(consumer, &id).await? {
                 tx.dead_letter_raw(consumer, &id, &kind, &d.payload, &error, 1)
                     .await?;

@@ -283,7 +283,7 @@ impl<W: Work> Executor<W> {
         let due = self.store.due(W::QUEUE, now_ms(), free as u32).await?;
         if !due.is_empty() {
             let ids: Vec<&str> = due.iter().map(|j| j.id.as_str()).collect();
-            let mut tx = self.store.begin().await?;
+            let mut tx = self.store.begin(store::Holder::QueueClaim).await?;
             let claimed = tx.claim(W::QUEUE, &ids).await?;
             tx.commit().await?;
             for job in due.into_iter().filter(|j| claimed.contains(&j.id)) {
@@ -408,7 +408,7 @@ impl<W: Work> Executor<W> {
         let mut wait = store_backoff();
         loop {
             let result = async {
-                let mut tx = self.store.begin().await?;
+                let mut tx = self.store.begin(store::Holder::QueueRecord).await?;
                 for f in finished {
                     tx.finish(W::QUEUE, &f.job.id, &f.end).await?;
                     if let Some(s) = &f.state {
@@ -472,7 +472,7 @@ impl<W: Work> Stage for Intake<W> {
 async fn intake<W: Work>(executor: &Executor<W>, events: &[Received]) -> Result<(), store::Error> {
     let consumer = W::CONSUMER;
     let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
-    let mut tx = executor.store.begin().await?;
+    let mut tx = executor.store.begin(store::Holder::QueueIntake).await?;
     let new = tx.inbox_many(consumer, &ids).await?;
     let admitted: Vec<(&Received, Option<Job>)> = events
         .iter()

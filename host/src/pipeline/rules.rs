@@ -403,7 +403,7 @@ impl Stage for RuleStage {
             .collect();
         let answers = self.decide_all(&to_decide).await;
 
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin(store::Holder::Rules).await?;
         let fresh_ids: Vec<&str> = fresh.iter().map(|r| r.event.id.as_str()).collect();
         let new = tx.inbox_many(Self::NAME, &fresh_ids).await?;
         // The incidents the batch's events belong to and the ones its

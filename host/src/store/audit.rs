@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Error, Store};
+use super::{Error, Holder, Store};
 
 /// Append one audit record on `conn`.
 pub(super) async fn insert(
@@ -28,7 +28,7 @@ pub(super) async fn insert(
 impl Store {
     /// Append capability audit records.
     pub async fn audit(&self, records: &[crate::model::AuditRecord]) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Admin).await?;
         for r in records {
             insert(tx.conn(), r).await?;
         }

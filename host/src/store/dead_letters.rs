@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Error, Store, now_ms};
+use super::{Error, Holder, Store, now_ms};
 use crate::model::{self};
 
 use super::queues::Queue;
@@ -127,7 +127,7 @@ impl Store {
         queue: Queue,
         job_id: &str,
     ) -> Result<Option<()>, Error> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Admin).await?;
         let now = now_ms();
         let marked = sqlx::query(
             "UPDATE dead_letters SET replayed_at = $2 WHERE id = $1 AND replayed_at IS NULL",

@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::{Backend, Error, Store, now_ms};
+use super::{Backend, Error, Holder, Store, now_ms};
 use crate::model::EventKind;
 
 /// How far one consumer is behind the log.
@@ -57,7 +57,7 @@ impl Store {
         match self.backend {
             // A write that changes nothing: it takes the write lock.
             Backend::Sqlite => {
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin(Holder::Health).await?;
                 sqlx::query("UPDATE consumer_offsets SET seq = seq WHERE 0")
                     .execute(tx.conn())
                     .await?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Backend, Error, Store, now_ms};
+use super::{Backend, Error, Holder, Store, now_ms};
 use crate::model::{Incident, IncidentStatus, Job, TimelineEntry};
 
 use super::queues::Queue;
@@ -497,7 +497,7 @@ impl Store {
     /// its status next changes, which ends it.
     pub async fn acknowledge(&self, id: &str, by: Option<&str>) -> Result<Acknowledged, Error> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Admin).await?;
         let Some(incident) = tx.incident(id).await? else {
             return Ok(Acknowledged::NotFound);
         };

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Error, Store, now_ms};
+use super::{Error, Holder, Store, now_ms};
 use crate::model::{self, KubeWarning};
 
 use super::tx::Tx;
@@ -51,7 +51,7 @@ impl Store {
         event_for: impl Fn(&KubeWarning, i64) -> model::Event,
         checkpoint: Option<(&str, &str)>,
     ) -> Result<(usize, usize), Error> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::KubeEvents).await?;
         let (mut new, mut duplicates) = (0, 0);
         for w in warnings {
             if tx.event_known(&w.event_id).await? {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sqlx::{Any, Row};
 
-use super::{Backend, Error, Store, now_ms};
+use super::{Backend, Error, Holder, Store, now_ms};
 
 use super::tx::{ROWS_PER_INSERT, Tx, multi_insert, params};
 
@@ -111,6 +111,7 @@ impl Store {
     /// Move `consumer`'s offset forward to `seq`.
     pub async fn set_consumer_offset(&self, consumer: &str, seq: i64) -> Result<(), Error> {
         self.write_one(
+            Holder::Offsets,
             sqlx::query(
             "INSERT INTO consumer_offsets (consumer, seq, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
@@ -198,6 +199,7 @@ impl Store {
     /// in `seq` order, so none below it can appear later.)
     pub async fn mark_published(&self, through: i64) -> Result<(), Error> {
         self.write_one(
+            Holder::KafkaRelay,
             sqlx::query(
             "UPDATE outbox_events SET published_at = $1 WHERE seq <= $2 AND published_at IS NULL",
         )

@@ -61,6 +61,7 @@ pub use replay::Logged;
 pub use retention::{Feeds, Pruned};
 use tx::multi_insert;
 pub use tx::{DecisionRecord, Tx};
+pub use writer::Holder;
 
 /// The model types the store returns.
 pub use crate::model::{Incident, Job, StateWrite, TimelineEntry};
@@ -465,22 +466,16 @@ impl Store {
         &self.requeued
     }
 
-    /// Start a write transaction. On a SQLite file it is a member of a
-    /// group commit on the one writer connection (see [`writer`]): it waits
-    /// for the connection, and its [`Tx::commit`] returns once the commit
-    /// holding its writes is durable. Never hold one across a wait for
-    /// another write (a sandbox call, another transaction): every writer
-    /// queues behind it.
-    pub async fn begin(&self) -> Result<Tx, Error> {
-        self.begin_as(writer::Turn::InLine).await
-    }
-
-    /// [`Store::begin`] for ingest: on a SQLite file it goes ahead of the
-    /// other writers waiting for the connection (its senders are waiting
-    /// for the answer; the stages can wait).
-    async fn begin_as(&self, turn: writer::Turn) -> Result<Tx, Error> {
+    /// Start a write transaction for `holder`. On a SQLite file it is a
+    /// member of a group commit on the one writer connection (see
+    /// [`writer`]): it waits for the connection (ingest ahead of the other
+    /// writers waiting: its senders wait for the answer, the stages can),
+    /// and its [`Tx::commit`] returns once the commit holding its writes is
+    /// durable. Never hold one across a wait for another write (a sandbox
+    /// call, another transaction): every writer queues behind it.
+    pub async fn begin(&self, holder: Holder) -> Result<Tx, Error> {
         let tx = match &self.writer {
-            Some(writer) => tx::TxConn::Shared(writer.begin(turn).await?),
+            Some(writer) => tx::TxConn::Shared(writer.begin(holder).await?),
             None => tx::TxConn::Pool(self.pool.begin().await?),
         };
         Ok(Tx {
@@ -501,12 +496,13 @@ impl Store {
     /// PostgreSQL a `BEGIN`/`COMMIT` around it would cost two round trips).
     async fn write_one<'q>(
         &self,
+        holder: Holder,
         statement: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<sqlx::any::AnyQueryResult, Error> {
         if self.writer.is_none() {
             return Ok(statement.execute(&self.pool).await?);
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(holder).await?;
         let done = statement.execute(tx.conn()).await?;
         tx.commit().await?;
         Ok(done)
@@ -532,7 +528,7 @@ impl Store {
         Ok(match self.backend {
             Backend::Sqlite => {
                 // On the writer's connection: the readers' do not commit.
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin(Holder::Health).await?;
                 let level: i64 = sqlx::query("PRAGMA synchronous")
                     .fetch_one(tx.conn())
                     .await?
@@ -571,6 +567,7 @@ impl Store {
     /// Persist a plugin's enablement.
     pub async fn set_plugin_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
         self.write_one(
+            Holder::Admin,
             sqlx::query(
             "INSERT INTO plugins (name, enabled, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
@@ -613,7 +610,7 @@ impl Store {
         plugin: &str,
         writes: &[StateWrite],
     ) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Plugins).await?;
         tx.write_plugin_state(plugin, writes).await?;
         tx.commit().await
     }
@@ -657,7 +654,7 @@ impl Store {
     /// from an HA peer, a status change) is updated row by row.
     pub async fn ingest(&self, writes: &[IngestWrite]) -> Result<Vec<Ingested>, Error> {
         let now = now_ms();
-        let mut tx = self.begin_as(writer::Turn::Ahead).await?;
+        let mut tx = self.begin(Holder::Ingest).await?;
         // Every alert of the group, in order, inserted where new.
         let rows: Vec<(&str, &model::Alert, &model::Event)> = writes
             .iter()
@@ -790,6 +787,7 @@ impl Store {
         message: &str,
     ) -> Result<(), Error> {
         self.write_one(
+            Holder::Plugins,
             sqlx::query(
             "INSERT INTO plugin_failures (plugin, operation, kind, message, at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -907,7 +905,7 @@ mod tests {
     async fn dedup_decided_for_a_batch_matches_one_at_a_time() {
         let (_dir, store) = store().await;
         let (t0, ttl) = (1_000_000, 60_000);
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Holder::Rules).await.unwrap();
         let batch = [
             ("slack", "k1"),
             ("slack", "k1"),
@@ -941,7 +939,7 @@ mod tests {
             ]
         );
         // One at a time (no batch decided): still inside the TTL, then after.
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Holder::Rules).await.unwrap();
         let inside = tx
             .notification_dedup("slack", "k1", t0 + ttl - 1, ttl)
             .await
@@ -993,11 +991,11 @@ mod tests {
     #[tokio::test]
     async fn a_transaction_sees_its_own_incident_changes_and_writes_them() {
         let (_dir, store) = store().await;
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Holder::Rules).await.unwrap();
         tx.insert_incident(&incident("a", "key-a")).await.unwrap();
         tx.commit().await.unwrap();
 
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Holder::Rules).await.unwrap();
         tx.prefetch_incidents(&["a"], &["key-a", "key-b"])
             .await
             .unwrap();
@@ -1037,7 +1035,7 @@ mod tests {
         );
         tx.commit().await.unwrap();
 
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Holder::Rules).await.unwrap();
         let a = tx.incident("a").await.unwrap().unwrap();
         assert_eq!((a.status, a.closed_at.is_some()), (resolved, true));
         let b = tx.incident("b").await.unwrap().unwrap();
@@ -1047,7 +1045,7 @@ mod tests {
         assert!(tx.active_incident("key-a").await.unwrap().is_none());
         tx.set_last_notified("a", 50).await.unwrap();
         tx.commit().await.unwrap();
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Holder::Rules).await.unwrap();
         assert_eq!(
             tx.incident("a").await.unwrap().unwrap().last_notified_at,
             Some(50)

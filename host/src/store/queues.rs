@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Backend, Error, Store, now_ms};
+use super::{Backend, Error, Holder, Store, now_ms};
 use crate::model::{Job, JobStatus};
 
 use super::rows::job_from;
@@ -299,6 +299,7 @@ impl Store {
     pub async fn requeue_running(&self, queue: Queue, claimed_before: i64) -> Result<u64, Error> {
         let done = self
             .write_one(
+                Holder::QueueClaim,
                 sqlx::query(&format!(
                     "UPDATE {} SET status = 'pending', updated_at = $1
              WHERE status = 'running' AND updated_at < $2",

@@ -19,7 +19,7 @@
 use sqlx::AnyConnection;
 use sqlx::Row;
 
-use super::{Error, Store};
+use super::{Error, Holder, Store};
 use crate::config::RetentionConfig;
 
 /// Which transport the outbox feeds.
@@ -148,7 +148,7 @@ impl Store {
         let batch = i64::from(config.batch.max(1));
         let mut pruned = Vec::new();
         let mut dry = if dry_run {
-            Some(self.begin().await?)
+            Some(self.begin(Holder::Retention).await?)
         } else {
             None
         };
@@ -166,7 +166,7 @@ impl Store {
                 let n = match dry.as_mut() {
                     Some(tx) => prune_batch(tx.conn(), kind, feeds, cutoff, batch).await?,
                     None => {
-                        let mut tx = self.begin().await?;
+                        let mut tx = self.begin(Holder::Retention).await?;
                         let n = prune_batch(tx.conn(), kind, feeds, cutoff, batch).await?;
                         tx.commit().await?;
                         n

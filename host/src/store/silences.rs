@@ -2,7 +2,7 @@
 //! stage once per batch.
 
 use super::rows::silence_from;
-use super::{Error, Store};
+use super::{Error, Holder, Store};
 use crate::model::Silence;
 
 const COLUMNS: &str =
@@ -12,6 +12,7 @@ impl Store {
     /// Keep `s`.
     pub async fn create_silence(&self, s: &Silence) -> Result<(), Error> {
         self.write_one(
+            Holder::Admin,
             sqlx::query(&format!(
                 "INSERT INTO silences ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ))
@@ -51,7 +52,7 @@ impl Store {
 
     /// End silence `id` at `now`; `None` if there is none or it had ended.
     pub async fn expire_silence(&self, id: &str, now: i64) -> Result<Option<Silence>, Error> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Admin).await?;
         let done = sqlx::query(
             "UPDATE silences SET expired_at = $2 WHERE id = $1 AND expired_at IS NULL AND ends_at > $2",
         )

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Error, Store, Tx, now_ms};
+use super::{Error, Holder, Store, Tx, now_ms};
 use crate::model;
 
 impl Tx {
@@ -56,7 +56,7 @@ impl Store {
         if known == Some(Some(repeat_ms)) {
             return Ok(false);
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Timers).await?;
         let armed = match known {
             Some(_) => {
                 sqlx::query("UPDATE timers SET repeat_ms = $1 WHERE plugin = $2 AND key = $3")
@@ -99,7 +99,7 @@ impl Store {
         .fetch_all(&self.reads)
         .await?;
         for plugin in armed.iter().filter(|p| !keep.contains(p)) {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin(Holder::Timers).await?;
             sqlx::query(
                 "DELETE FROM timers WHERE plugin = $1 AND key = $2 AND repeat_ms IS NOT NULL",
             )
@@ -126,7 +126,7 @@ impl Store {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Holder::Timers).await?;
         let mut fired = 0;
         for row in &due {
             let (id, event, repeat): (String, String, Option<i64>) =

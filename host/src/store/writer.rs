@@ -64,13 +64,77 @@ const MAX_MEMBERS: usize = 64;
 /// before it commits at once rather than wait that out.
 const MAX_OPEN: Duration = Duration::from_millis(2);
 
-/// Where a member queues for the connection.
+/// Who opens a write transaction: the `holder` label of
+/// `eventpulse_sqlite_writer_hold_seconds`, so an operator can see which
+/// part of the host SQLite's one writer spends its time on. It also
+/// decides where the transaction queues for the connection: ingest, whose
+/// senders wait for the answer, goes ahead of the others (see the module
+/// docs). PostgreSQL has no single writer and ignores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Turn {
-    /// First come, first served.
-    InLine,
-    /// Ahead of every ordinary member not yet next in line (ingest).
-    Ahead,
+pub enum Holder {
+    /// Webhook ingest: alerts and their `alert.raised` events.
+    Ingest,
+    /// The Kubernetes Warning event source.
+    KubeEvents,
+    /// The rule stage: a batch's decisions, incidents and events.
+    Rules,
+    /// The incident stage.
+    Incidents,
+    /// Approval rules and expiring approvals.
+    Approvals,
+    /// A work queue admitting the jobs of a batch of events.
+    QueueIntake,
+    /// A work queue claiming due jobs, or requeueing what a dead process
+    /// left running.
+    QueueClaim,
+    /// A work queue recording how attempts ended.
+    QueueRecord,
+    /// A stage parking an event it cannot handle.
+    DeadLetters,
+    /// The embedded log's consumer offsets.
+    Offsets,
+    /// The Kafka relay marking what it published.
+    KafkaRelay,
+    /// Timers: arming, disarming and firing.
+    Timers,
+    /// Pruning old rows.
+    Retention,
+    /// Plugin state and failures recorded outside a job.
+    Plugins,
+    /// Writes of the admin API (silences, acknowledgements, replays,
+    /// enabling plugins) and the audit log.
+    Admin,
+    /// The readiness probe and the durability check.
+    Health,
+}
+
+impl Holder {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Holder::Ingest => "ingest",
+            Holder::KubeEvents => "kube_events",
+            Holder::Rules => "rules",
+            Holder::Incidents => "incidents",
+            Holder::Approvals => "approvals",
+            Holder::QueueIntake => "queue_intake",
+            Holder::QueueClaim => "queue_claim",
+            Holder::QueueRecord => "queue_record",
+            Holder::DeadLetters => "dead_letters",
+            Holder::Offsets => "offsets",
+            Holder::KafkaRelay => "kafka_relay",
+            Holder::Timers => "timers",
+            Holder::Retention => "retention",
+            Holder::Plugins => "plugins",
+            Holder::Admin => "admin",
+            Holder::Health => "health",
+        }
+    }
+
+    /// Whether it goes ahead of every ordinary member not yet next in line.
+    fn urgent(self) -> bool {
+        self == Holder::Ingest
+    }
 }
 
 /// The connection and the transaction open on it.
@@ -130,6 +194,8 @@ pub(super) struct Member {
     first: bool,
     /// When it got the connection.
     since: Instant,
+    /// Who it is, for the hold metric.
+    holder: Holder,
 }
 
 impl std::fmt::Debug for Writer {
@@ -190,12 +256,11 @@ impl Writer {
             .map_err(|e| unsynced(&e))
     }
 
-    /// Wait for the connection, taking the given [`Turn`], and start a
-    /// member. Runs on a task of
-    /// its own: if the caller stops waiting, the member it would have got
+    /// Wait for the connection, ahead of the queue if `holder` is urgent,
+    /// and start a member. Runs on a task of its own: if the caller stops waiting, the member it would have got
     /// is dropped, which rolls it back and commits the group it joined,
     /// rather than leaving that group open with nobody to commit it.
-    pub(super) async fn begin(self: &Arc<Self>, turn: Turn) -> Result<Member, Error> {
+    pub(super) async fn begin(self: &Arc<Self>, holder: Holder) -> Result<Member, Error> {
         if let Some(why) = self.failed.get() {
             return Err(unsynced(why));
         }
@@ -204,9 +269,9 @@ impl Writer {
             let locked = {
                 let _waiting = Waiting::new(&writer.waiting);
                 tokio::time::timeout(writer.timeout, async {
-                    let _in_line = match turn {
-                        Turn::Ahead => None,
-                        Turn::InLine => Some(writer.ordinary.lock().await),
+                    let _in_line = match holder.urgent() {
+                        true => None,
+                        false => Some(writer.ordinary.lock().await),
                     };
                     writer.shared.clone().lock_owned().await
                 })
@@ -231,6 +296,7 @@ impl Writer {
                 guard: Some(guard),
                 first,
                 since: Instant::now(),
+                holder,
             })
         })
         .await
@@ -265,7 +331,8 @@ impl Member {
     /// does not leave the group half-committed.
     pub(super) async fn commit(mut self) -> Result<(), Error> {
         let mut guard = self.guard.take().expect("a live member");
-        let (writer, first, since) = (self.writer.clone(), self.first, self.since);
+        let (writer, first, since, holder) =
+            (self.writer.clone(), self.first, self.since, self.holder);
         let outcome = tokio::spawn(async move {
             if first {
                 // Nothing to release.
@@ -283,7 +350,9 @@ impl Member {
             let full = group.members.len() >= MAX_MEMBERS;
             let age = group.started.elapsed();
             let held = since.elapsed();
-            guard.metrics.writer_hold(held.as_secs_f64());
+            guard
+                .metrics
+                .writer_hold(holder.as_str(), held.as_secs_f64());
             guard.typical_hold = (guard.typical_hold * 7 + held) / 8;
             if writer.waiting.load(Ordering::SeqCst) == 0
                 || full
@@ -524,11 +593,11 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_dropped_member_undoes_only_its_own_writes() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        let mut a = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let w = writer.clone();
         let b = tokio::spawn(async move {
-            let mut b = w.begin(Turn::InLine).await?;
+            let mut b = w.begin(Holder::Rules).await?;
             insert(&mut b, "b").await?;
             insert(&mut b, "a").await?; // violates the key
             b.commit().await
@@ -546,11 +615,11 @@ mod tests {
             .expect("the group commits after the failure");
         assert_eq!(keys(&mut reader).await, ["a"]);
 
-        let mut c = writer.begin(Turn::InLine).await.unwrap();
+        let mut c = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut c, "c").await.unwrap();
         let w = writer.clone();
         let d = tokio::spawn(async move {
-            let mut d = w.begin(Turn::InLine).await.unwrap();
+            let mut d = w.begin(Holder::Rules).await.unwrap();
             insert(&mut d, "d").await.unwrap();
             // Dropped without a commit.
         });
@@ -558,7 +627,7 @@ mod tests {
         let c = tokio::spawn(c.commit());
         d.await.unwrap();
         c.await.unwrap().unwrap();
-        let mut e = writer.begin(Turn::InLine).await.unwrap();
+        let mut e = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut e, "e").await.unwrap();
         e.commit().await.unwrap();
         assert_eq!(keys(&mut reader).await, ["a", "c", "e"]);
@@ -569,10 +638,10 @@ mod tests {
     #[tokio::test]
     async fn an_urgent_member_overtakes_the_queue() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        let mut a = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let mut members = Vec::new();
-        let (line, ahead) = (Turn::InLine, Turn::Ahead);
+        let (line, ahead) = (Holder::Rules, Holder::Ingest);
         for (n, (key, turn)) in [("b", line), ("c", line), ("d", line), ("u", ahead)]
             .into_iter()
             .enumerate()
@@ -604,12 +673,12 @@ mod tests {
     #[tokio::test]
     async fn a_member_is_answered_once_its_group_is_durable() {
         let (_dir, writer, mut reader) = writer().await;
-        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        let mut a = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let w = writer.clone();
         let (go, wait) = oneshot::channel::<()>();
         let b = tokio::spawn(async move {
-            let mut b = w.begin(Turn::InLine).await.unwrap();
+            let mut b = w.begin(Holder::Rules).await.unwrap();
             insert(&mut b, "b").await.unwrap();
             wait.await.unwrap();
             b.commit().await
@@ -639,7 +708,7 @@ mod tests {
             Ok(())
         });
         let (_dir, writer, mut reader) = writer_syncing(Some(sync)).await;
-        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        let mut a = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let a = tokio::spawn(a.commit());
         let w = writer.clone();
@@ -649,7 +718,7 @@ mod tests {
         assert!(!a.is_finished(), "answered before the WAL was synced");
         assert!(!barrier.is_finished(), "synced() returned before a sync");
         // The writer is free meanwhile: the next member commits too.
-        let mut b = writer.begin(Turn::InLine).await.unwrap();
+        let mut b = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut b, "b").await.unwrap();
         let b = tokio::spawn(b.commit());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -669,7 +738,7 @@ mod tests {
     async fn a_failed_sync_fails_its_members_and_every_later_write() {
         let sync: SyncFn = Box::new(|| Err(std::io::Error::other("disk gone")));
         let (_dir, writer, _reader) = writer_syncing(Some(sync)).await;
-        let mut a = writer.begin(Turn::InLine).await.unwrap();
+        let mut a = writer.begin(Holder::Rules).await.unwrap();
         insert(&mut a, "a").await.unwrap();
         let failed = a.commit().await.unwrap_err().to_string();
         assert!(
@@ -677,7 +746,7 @@ mod tests {
                 && failed.contains("until the host restarts"),
             "{failed}"
         );
-        let Err(later) = writer.begin(Turn::InLine).await else {
+        let Err(later) = writer.begin(Holder::Rules).await else {
             panic!("a write was accepted after a failed sync");
         };
         let later = later.to_string();

@@ -60,7 +60,7 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "eventpulse_sqlite_writer_hold_seconds",
         Kind::Histogram,
         Some(Unit::Seconds),
-        "SQLite: how long each committed write transaction held the database's one write connection (its statements and the work between them).",
+        "SQLite: how long each committed write transaction held the database's one write connection (its statements and the work between them), by holder (ingest, rules, incidents, queue_intake, queue_claim, queue_record, ...).",
     ),
     (
         "eventpulse_sqlite_writer_commit_seconds",
@@ -399,9 +399,14 @@ impl Metrics {
         );
     }
 
-    /// A write transaction held SQLite's write connection for `seconds`.
-    pub fn writer_hold(&self, seconds: f64) {
-        self.observe("eventpulse_sqlite_writer_hold_seconds", &[], seconds);
+    /// A write transaction of `holder` held SQLite's write connection for
+    /// `seconds`.
+    pub fn writer_hold(&self, holder: &'static str, seconds: f64) {
+        self.observe(
+            "eventpulse_sqlite_writer_hold_seconds",
+            &[("holder", holder)],
+            seconds,
+        );
     }
 
     /// A group commit on SQLite's write connection took `seconds`.
