@@ -31,7 +31,8 @@
 //! `BENCH_DURABILITY=process-crash` change the store's settings;
 //! `BENCH_LOG=<filter>` keeps the hosts' logs (`sqlx::query=debug`: every
 //! statement); `BENCH_WRITER=1` prints after each SQLite storm how often
-//! and how long its writer held, committed and synced per second.
+//! and how long each holder held its writer per second, then its commits
+//! and WAL syncs.
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 //!
 //! `BENCH_TELEMETRY=1` measures instead what metrics and traces cost: the
