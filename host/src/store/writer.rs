@@ -257,9 +257,10 @@ impl Writer {
     }
 
     /// Wait for the connection, ahead of the queue if `holder` is urgent,
-    /// and start a member. Runs on a task of its own: if the caller stops waiting, the member it would have got
-    /// is dropped, which rolls it back and commits the group it joined,
-    /// rather than leaving that group open with nobody to commit it.
+    /// and start a member. Runs on a task of its own: if the caller stops
+    /// waiting, the member it would have got is dropped, which rolls it
+    /// back and commits the group it joined, rather than leaving that
+    /// group open with nobody to commit it.
     pub(super) async fn begin(self: &Arc<Self>, holder: Holder) -> Result<Member, Error> {
         if let Some(why) = self.failed.get() {
             return Err(unsynced(why));
@@ -269,9 +270,10 @@ impl Writer {
             let locked = {
                 let _waiting = Waiting::new(&writer.waiting);
                 tokio::time::timeout(writer.timeout, async {
-                    let _in_line = match holder.urgent() {
-                        true => None,
-                        false => Some(writer.ordinary.lock().await),
+                    let _in_line = if holder.urgent() {
+                        None
+                    } else {
+                        Some(writer.ordinary.lock().await)
                     };
                     writer.shared.clone().lock_owned().await
                 })
