@@ -31,8 +31,8 @@
 //! `BENCH_DURABILITY=process-crash` change the store's settings;
 //! `BENCH_LOG=<filter>` keeps the hosts' logs (`sqlx::query=debug`: every
 //! statement); `BENCH_WRITER=1` prints after each SQLite storm how often
-//! and how long each holder held its writer per second, then its commits
-//! and WAL syncs.
+//! and how long each holder held its writer per second, then its commits,
+//! WAL syncs and checkpoints, and how busy each stage was.
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 //!
 //! `BENCH_TELEMETRY=1` measures instead what metrics and traces cost: the
@@ -117,9 +117,9 @@ struct Row {
 }
 
 /// SQLite's writer histograms in `host`'s metrics so far: (count, sum) of
-/// the holds by holder, then of the group commits and the WAL syncs, keyed
-/// "commit" and "WAL sync" (`None` on PostgreSQL, which has no single
-/// writer).
+/// the holds by holder, then of the group commits, the WAL syncs and the
+/// checkpoints, keyed "commit", "WAL sync" and "checkpoint" (`None` on
+/// PostgreSQL, which has no single writer).
 fn writer_stats(host: &Host) -> Option<BTreeMap<String, (f64, f64)>> {
     let text = host.registry.metrics().render();
     let mut stats = BTreeMap::<String, (f64, f64)>::new();
@@ -141,6 +141,8 @@ fn writer_stats(host: &Host) -> Option<BTreeMap<String, (f64, f64)>> {
             Some("writer_commit_seconds_sum") => ("commit", 1),
             Some("wal_sync_seconds_count") => ("WAL sync", 0),
             Some("wal_sync_seconds_sum") => ("WAL sync", 1),
+            Some("checkpoint_seconds_count") => ("checkpoint", 0),
+            Some("checkpoint_seconds_sum") => ("checkpoint", 1),
             _ => continue,
         };
         let entry = stats.entry(key.to_owned()).or_default();
@@ -152,10 +154,62 @@ fn writer_stats(host: &Host) -> Option<BTreeMap<String, (f64, f64)>> {
     stats.contains_key("commit").then_some(stats)
 }
 
+/// The stages' batch histograms in `host`'s metrics so far, by stage:
+/// (batches, seconds handling and committing them, events in them).
+fn stage_stats(host: &Host) -> BTreeMap<String, (f64, f64, f64)> {
+    let text = host.registry.metrics().render();
+    let mut stats = BTreeMap::<String, (f64, f64, f64)>::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (Ok(value), Some((name, rest))) =
+            (value.parse::<f64>(), series.split_once("{stage=\""))
+        else {
+            continue;
+        };
+        let stage = rest.trim_end_matches("\"}");
+        let entry = stats.entry(stage.to_owned()).or_default();
+        match name {
+            "eventpulse_stage_batch_duration_seconds_count" => entry.0 = value,
+            "eventpulse_stage_batch_duration_seconds_sum" => entry.1 = value,
+            "eventpulse_stage_batch_size_sum" => entry.2 = value,
+            _ => {}
+        }
+    }
+    stats
+}
+
+/// With `BENCH_WRITER=1`, per stage over a storm of `secs` (the change
+/// from `before`): batches per second, events per batch, how long a batch
+/// took to handle and commit, and the share of the storm the stage spent
+/// doing so. A stage near 100 % is a stage whose own loop bounds the row.
+fn print_stages(before: &BTreeMap<String, (f64, f64, f64)>, host: &Host, secs: f64) {
+    if !std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
+        return;
+    }
+    eprintln!("Stages per storm second ({secs:.1} s):");
+    eprintln!("| stage | batches per s | events per batch | ms each | busy |");
+    eprintln!("|---|---:|---:|---:|---:|");
+    for (stage, a) in stage_stats(host) {
+        let b = before.get(&stage).copied().unwrap_or_default();
+        let (n, held, size) = (a.0 - b.0, a.1 - b.1, a.2 - b.2);
+        if n > 0.0 {
+            eprintln!(
+                "| {stage} | {:.0} | {:.1} | {:.2} | {:.0} % |",
+                n / secs,
+                size / n,
+                held / n * 1e3,
+                held / secs * 100.0
+            );
+        }
+    }
+}
+
 /// Over a storm of `secs`: the share of it SQLite's writer was busy
 /// (holds plus commits). With `BENCH_WRITER=1` it prints, per storm second,
 /// how often and how long each holder held the writer, then the commits
-/// and the WAL syncs.
+/// and the WAL syncs and checkpoints (which run beside the connection).
 fn writer_busy(
     before: Option<BTreeMap<String, (f64, f64)>>,
     host: &Host,
@@ -170,13 +224,15 @@ fn writer_busy(
         })
         .filter(|r| r.1 > 0.0)
         .collect();
-    let is_hold = |key: &str| key != "commit" && key != "WAL sync";
-    let busy = rows.iter().filter(|r| r.0 != "WAL sync").map(|r| r.2).sum();
+    // Syncs and checkpoints run beside the writer's connection.
+    let beside = |key: &str| key == "WAL sync" || key == "checkpoint";
+    let is_hold = |key: &str| key != "commit" && !beside(key);
+    let busy = rows.iter().filter(|r| !beside(r.0)).map(|r| r.2).sum();
     if std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
-        // Holders by time held, then commits and syncs.
+        // Holders by time held, then commits, then syncs and checkpoints.
         rows.sort_by(|x, y| {
-            (!is_hold(x.0), x.0 == "WAL sync")
-                .cmp(&(!is_hold(y.0), y.0 == "WAL sync"))
+            (!is_hold(x.0), beside(x.0))
+                .cmp(&(!is_hold(y.0), beside(y.0)))
                 .then(y.2.total_cmp(&x.2))
         });
         eprintln!("SQLite writer per storm second ({secs:.1} s):");
@@ -390,11 +446,13 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
         let size = env("BENCH_STORM", 50_000);
         reset_peak_rss();
         let busy_before = writer_stats(host);
+        let stages_before = stage_stats(host);
         let start = Instant::now();
         let refused = flood(&urls, size, 10, 64, "s").await;
         drained(host, total + n + size).await;
         let secs = start.elapsed().as_secs_f64();
         let busy = writer_busy(busy_before, host, secs);
+        print_stages(&stages_before, host, secs);
         Some((secs, peak_rss_mib(), refused, busy))
     } else {
         None

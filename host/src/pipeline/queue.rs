@@ -472,12 +472,16 @@ impl<W: Work> Stage for Intake<W> {
 async fn intake<W: Work>(executor: &Executor<W>, events: &[Received]) -> Result<(), store::Error> {
     let consumer = W::CONSUMER;
     let ids: Vec<&str> = events.iter().map(|r| r.event.id.as_str()).collect();
+    // Jobs are built (each copies its request, the whole event) before the
+    // writer is taken: nothing in them depends on the store.
+    let mut jobs: Vec<Option<Job>> = events.iter().map(W::job).collect();
     let mut tx = executor.store.begin(store::Holder::QueueIntake).await?;
     let new = tx.inbox_many(consumer, &ids).await?;
     let admitted: Vec<(&Received, Option<Job>)> = events
         .iter()
-        .filter(|r| new.contains(&r.event.id))
-        .map(|r| (r, W::job(r)))
+        .zip(jobs.iter_mut())
+        .filter(|(r, _)| new.contains(&r.event.id))
+        .map(|(r, job)| (r, job.take()))
         .collect();
     let jobs: Vec<(&Received, &Job)> = admitted
         .iter()

@@ -10,7 +10,9 @@
 //! (notification dedup, the rate-limit count, which statuses are active,
 //! dead-letter replay).
 //!
-//! By table group: `tx.rs` the write transaction and what it buffers;
+//! `writer.rs` is SQLite's one writer and its group commits, `checkpoint.rs`
+//! the WAL checkpoints beside it. By table group: `tx.rs` the write
+//! transaction and what it buffers;
 //! `log.rs` the outbox as the log, the inbox and consumer offsets;
 //! `incidents.rs`; `queues.rs` the two work queues; `dead_letters.rs`;
 //! `alerts.rs`; `kube_events.rs`; `health.rs` what monitoring reads; `audit.rs`; `silences.rs`; `timers.rs`; `counts.rs`; `rows.rs` reads
@@ -20,6 +22,7 @@
 mod alerts;
 mod approvals;
 mod audit;
+mod checkpoint;
 mod counts;
 mod dead_letters;
 mod health;
@@ -403,11 +406,19 @@ impl Store {
                     Durability::PowerLoss => Some(wal_sync(&mut conn).await?),
                     Durability::ProcessCrash => None,
                 };
+                // The WAL is copied back into the file off this connection
+                // (see [`checkpoint`]), not inside its commits.
+                sqlx::query("PRAGMA wal_autocheckpoint = 0")
+                    .execute(&mut conn)
+                    .await?;
+                let checkpoints =
+                    checkpoint::Checkpoints::start(&url, options.metrics.clone()).await?;
                 Some(writer::Writer::new(
                     conn,
                     options.busy_timeout.max(Duration::from_secs(1)),
                     options.metrics.clone(),
                     sync,
+                    Some(checkpoints),
                 ))
             }
             _ => None,
@@ -848,6 +859,47 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
         (dir, store)
+    }
+
+    /// The writer never checkpoints (a checkpoint inside its commit would
+    /// hold up every writer), yet what it commits reaches the database
+    /// file: the checkpointer beside it copies the WAL back.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_writer() {
+        let (dir, store) = store().await;
+        let mut tx = store.begin(Holder::Health).await.unwrap();
+        let auto: i64 = sqlx::query("PRAGMA wal_autocheckpoint")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        assert_eq!(auto, 0, "the writer's own checkpoints are off");
+        let file = dir.path().join("t.db");
+        let before = std::fs::metadata(&file).unwrap().len();
+        // ~8 MiB over 64 commits, well past SQLite's 1,000-page default.
+        let value = "x".repeat(4096);
+        for i in 0..64 {
+            let writes: Vec<StateWrite> = (0..32)
+                .map(|k| StateWrite {
+                    key: format!("{i}/{k}"),
+                    value: Some((value.clone(), None)),
+                })
+                .collect();
+            store.write_plugin_state("p", &writes).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let size = std::fs::metadata(&file).unwrap().len();
+            if size > before + (8 << 20) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {size} bytes (from {before}): nothing checkpointed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]

@@ -53,6 +53,7 @@ use sqlx::AnyConnection;
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::Error;
+use super::checkpoint::Checkpoints;
 use crate::telemetry::Metrics;
 
 /// A group is committed once it holds this many members ...
@@ -176,6 +177,10 @@ struct Shared {
     /// Where committed groups wait for the sync that makes them durable;
     /// `None`: answered at once (`store.durability = "process-crash"`).
     syncs: Option<std::sync::mpsc::Sender<Vec<Answer>>>,
+    /// Told of every commit, to copy the WAL back into the database file
+    /// off this connection ([`Checkpoints`]); `None`: SQLite's own
+    /// checkpoints, if the connection has them.
+    checkpoints: Option<Checkpoints>,
 }
 
 /// The members of the open transaction that have released their
@@ -210,11 +215,13 @@ impl Writer {
     /// Share `conn`, the database's one write connection. With `sync`,
     /// members are answered once it has run after their group's commit
     /// (on a thread of its own); without, as soon as the group commits.
+    /// `checkpoints` is asked for a checkpoint after each commit.
     pub(super) fn new(
         conn: AnyConnection,
         timeout: Duration,
         metrics: Metrics,
         sync: Option<SyncFn>,
+        checkpoints: Option<Checkpoints>,
     ) -> Arc<Writer> {
         let failed = Arc::new(OnceLock::new());
         let syncs = sync.map(|sync| Syncer::start(sync, metrics.clone(), failed.clone()));
@@ -225,6 +232,7 @@ impl Writer {
                 open: None,
                 typical_hold: Duration::ZERO,
                 syncs: syncs.clone(),
+                checkpoints,
             })),
             ordinary: Mutex::new(()),
             waiting: AtomicUsize::new(0),
@@ -441,6 +449,9 @@ impl Shared {
         let started = Instant::now();
         let committed = run(&mut self.conn, "COMMIT").await;
         self.metrics.writer_commit(started.elapsed().as_secs_f64());
+        if let (Ok(_), Some(checkpoints)) = (&committed, &self.checkpoints) {
+            checkpoints.ask();
+        }
         let outcome = match committed {
             Ok(_) => match &self.syncs {
                 // Answered by the syncer, after a sync that starts after
@@ -559,6 +570,7 @@ mod tests {
                 Duration::from_secs(5),
                 Metrics::disabled(),
                 sync,
+                None,
             ))
             .unwrap()
         });

@@ -75,6 +75,12 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "SQLite: one fdatasync of the WAL, after which the writes of every group committed before it are answered (store.durability = power-loss).",
     ),
     (
+        "eventpulse_sqlite_checkpoint_seconds",
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "SQLite: one checkpoint of the WAL into the database file, on a connection of its own beside the writer (passive: it neither waits for nor blocks it).",
+    ),
+    (
         "eventpulse_stage_batch_duration_seconds",
         Kind::Histogram,
         Some(Unit::Seconds),
@@ -417,6 +423,11 @@ impl Metrics {
     /// A sync of SQLite's WAL took `seconds`.
     pub fn wal_sync(&self, seconds: f64) {
         self.observe("eventpulse_sqlite_wal_sync_seconds", &[], seconds);
+    }
+
+    /// A checkpoint of SQLite's WAL took `seconds`.
+    pub fn checkpoint(&self, seconds: f64) {
+        self.observe("eventpulse_sqlite_checkpoint_seconds", &[], seconds);
     }
 
     /// A stage committed an event of `kind` appended `delay` seconds ago.
