@@ -448,10 +448,17 @@ impl Shared {
         };
         let started = Instant::now();
         let committed = run(&mut self.conn, "COMMIT").await;
-        self.metrics.writer_commit(started.elapsed().as_secs_f64());
         if let (Ok(_), Some(checkpoints)) = (&committed, &self.checkpoints) {
+            if checkpoints.restart_due() {
+                // The WAL is long: copy what the checkpointer has not, so
+                // that the next write starts it over (see `checkpoint`).
+                if let Err(e) = run(&mut self.conn, "PRAGMA wal_checkpoint(PASSIVE)").await {
+                    tracing::warn!(error = %e, "checkpointing the SQLite WAL failed");
+                }
+            }
             checkpoints.ask();
         }
+        self.metrics.writer_commit(started.elapsed().as_secs_f64());
         let outcome = match committed {
             Ok(_) => match &self.syncs {
                 // Answered by the syncer, after a sync that starts after
