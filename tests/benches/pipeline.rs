@@ -21,8 +21,12 @@
 //!   bench's own HTTP clients included); on SQLite also the share of the
 //!   storm its one write connection was busy (transactions holding it plus
 //!   group commits, from `eventpulse_sqlite_writer_*_seconds`): near 100 %
-//!   the writer is what bounds the row. Baseline rows skip the storm unless
-//!   `BENCH_BASELINE_STORM=1` (it takes minutes at their rate).
+//!   the writer is what bounds the row; and the CPU time the process used
+//!   per storm alert and on how many cores on average (from
+//!   `/proc/self/stat`; the bench's senders run in this process too). At
+//!   2 cores, 2 / (CPU per alert) is what no scheduling could beat.
+//!   Baseline rows skip the storm unless `BENCH_BASELINE_STORM=1` (it
+//!   takes minutes at their rate).
 //!
 //! `cargo bench -p eventpulse-tests --bench pipeline` prints a table;
 //! `BENCH_ONLY=sqlite` (a substring of the store column) and
@@ -32,7 +36,8 @@
 //! `BENCH_LOG=<filter>` keeps the hosts' logs (`sqlx::query=debug`: every
 //! statement); `BENCH_WRITER=1` prints after each SQLite storm how often
 //! and how long each holder held its writer per second, then its commits,
-//! WAL syncs and checkpoints, and how busy each stage was.
+//! WAL syncs and checkpoints, how busy each stage was, and how many
+//! sandbox invocations an alert cost.
 //! PostgreSQL comes from `EP_TEST_POSTGRES_URL` (as in the tests).
 //!
 //! `BENCH_TELEMETRY=1` measures instead what metrics and traces cost: the
@@ -111,9 +116,59 @@ struct Row {
     webhook_p99: Duration,
     action_p50: Duration,
     action_p99: Duration,
-    /// Seconds to drain the storm, peak RSS (MiB), 503s answered, and on
-    /// SQLite the share of the storm its one writer was busy.
-    storm: Option<(f64, f64, usize, Option<f64>)>,
+    /// The storm: see [`Storm`].
+    storm: Option<Storm>,
+}
+
+/// What a storm took.
+struct Storm {
+    /// Seconds to drain it.
+    secs: f64,
+    /// This process's peak resident set meanwhile, MiB.
+    rss: f64,
+    /// 503s answered (and retried).
+    refused: usize,
+    /// On SQLite, the share of the storm its one writer was busy.
+    busy: Option<f64>,
+    /// Alerts posted.
+    alerts: usize,
+    /// CPU seconds this process used meanwhile (user + system; the
+    /// bench's senders included).
+    cpu: f64,
+}
+
+/// CPU seconds this process has used so far, user plus system, from
+/// `/proc/self/stat` (`utime` and `stime`, in ticks of 1/100 s on Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: the first of them is field 3, so utime (14) is the 12th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The sandbox's invocations so far, all plugins and operations: (count,
+/// seconds), wall time from the slot request to the answer.
+fn invocation_stats(host: &Host) -> (f64, f64) {
+    let text = host.registry.metrics().render();
+    let mut stats = (0.0, 0.0);
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if series.starts_with("eventpulse_plugin_invocation_duration_seconds_count{") {
+            stats.0 += value;
+        } else if series.starts_with("eventpulse_plugin_invocation_duration_seconds_sum{") {
+            stats.1 += value;
+        }
+    }
+    stats
 }
 
 /// SQLite's writer histograms in `host`'s metrics so far: (count, sum) of
@@ -184,7 +239,15 @@ fn stage_stats(host: &Host) -> BTreeMap<String, (f64, f64, f64)> {
 /// from `before`): batches per second, events per batch, how long a batch
 /// took to handle and commit, and the share of the storm the stage spent
 /// doing so. A stage near 100 % is a stage whose own loop bounds the row.
-fn print_stages(before: &BTreeMap<String, (f64, f64, f64)>, host: &Host, secs: f64) {
+/// Then the sandbox's invocations per alert of the storm (`alerts`) and
+/// their wall time.
+fn print_stages(
+    before: &BTreeMap<String, (f64, f64, f64)>,
+    invocations_before: (f64, f64),
+    host: &Host,
+    secs: f64,
+    alerts: usize,
+) {
     if !std::env::var("BENCH_WRITER").is_ok_and(|v| v == "1") {
         return;
     }
@@ -204,6 +267,14 @@ fn print_stages(before: &BTreeMap<String, (f64, f64, f64)>, host: &Host, secs: f
             );
         }
     }
+    let (count, wall) = invocation_stats(host);
+    let (count, wall) = (count - invocations_before.0, wall - invocations_before.1);
+    eprintln!(
+        "Sandbox: {:.2} invocations per alert, {:.1} us each (wall), {:.2} s per storm second",
+        count / alerts as f64,
+        wall / count.max(1.0) * 1e6,
+        wall / secs
+    );
 }
 
 /// Over a storm of `secs`: the share of it SQLite's writer was busy
@@ -447,13 +518,23 @@ async fn run(setup: &Setup, brokers: &str, run: usize, storm: bool) -> Row {
         reset_peak_rss();
         let busy_before = writer_stats(host);
         let stages_before = stage_stats(host);
+        let invocations_before = invocation_stats(host);
+        let cpu_before = cpu_seconds();
         let start = Instant::now();
         let refused = flood(&urls, size, 10, 64, "s").await;
         drained(host, total + n + size).await;
         let secs = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu_before;
         let busy = writer_busy(busy_before, host, secs);
-        print_stages(&stages_before, host, secs);
-        Some((secs, peak_rss_mib(), refused, busy))
+        print_stages(&stages_before, invocations_before, host, secs, size);
+        Some(Storm {
+            secs,
+            rss: peak_rss_mib(),
+            refused,
+            busy,
+            alerts: size,
+            cpu,
+        })
     } else {
         None
     };
@@ -538,16 +619,25 @@ fn main() {
     });
     println!();
     println!(
-        "| store | batch | instances | alerts/s to completed action + delivered notification | paced rate | webhook p50 | webhook p99 | alert→action.requested p50 | p99 | 50k storm: drained in | peak RSS | 503s | SQLite writer busy |"
+        "| store | batch | instances | alerts/s to completed action + delivered notification | paced rate | webhook p50 | webhook p99 | alert→action.requested p50 | p99 | 50k storm: drained in | peak RSS | 503s | SQLite writer busy | storm CPU per alert | cores used |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let storm = match r.storm {
-            Some((secs, rss, refused, busy)) => {
-                let busy = busy.map_or("n/a".into(), |b| format!("{:.0} %", b * 100.0));
-                format!("{secs:.1} s | {rss:.0} MiB | {refused} | {busy}")
+            Some(s) => {
+                let busy = s
+                    .busy
+                    .map_or("n/a".into(), |b| format!("{:.0} %", b * 100.0));
+                format!(
+                    "{:.1} s | {:.0} MiB | {} | {busy} | {:.0} us | {:.2}",
+                    s.secs,
+                    s.rss,
+                    s.refused,
+                    s.cpu / s.alerts as f64 * 1e6,
+                    s.cpu / s.secs
+                )
             }
-            None => "not run (BENCH_BASELINE_STORM=1) | | | ".into(),
+            None => "not run (BENCH_BASELINE_STORM=1) | | | | | ".into(),
         };
         println!(
             "| {} | {} | {} | {:.0} | {:.0}/s | {:.2} ms | {:.2} ms | {} ms | {} ms | {} |",
