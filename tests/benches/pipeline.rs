@@ -175,18 +175,25 @@ fn machine_cpu_seconds() -> f64 {
     (ticks.iter().sum::<f64>() - idle - iowait) / 100.0
 }
 
+/// Every sample in `host`'s metrics (Prometheus text): series with its
+/// labels, and value.
+fn samples(host: &Host) -> Vec<(String, f64)> {
+    host.registry
+        .metrics()
+        .render()
+        .lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The sandbox's invocations so far, all plugins and operations: (count,
 /// seconds), wall time from the slot request to the answer.
 fn invocation_stats(host: &Host) -> (f64, f64) {
-    let text = host.registry.metrics().render();
     let mut stats = (0.0, 0.0);
-    for line in text.lines() {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (series, value) in samples(host) {
         if series.starts_with("eventpulse_plugin_invocation_duration_seconds_count{") {
             stats.0 += value;
         } else if series.starts_with("eventpulse_plugin_invocation_duration_seconds_sum{") {
@@ -201,18 +208,11 @@ fn invocation_stats(host: &Host) -> (f64, f64) {
 /// checkpoints, keyed "commit", "WAL sync" and "checkpoint" (`None` on
 /// PostgreSQL, which has no single writer).
 fn writer_stats(host: &Host) -> Option<BTreeMap<String, (f64, f64)>> {
-    let text = host.registry.metrics().render();
     let mut stats = BTreeMap::<String, (f64, f64)>::new();
-    for line in text.lines() {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (series, value) in samples(host) {
         let (name, holder) = match series.split_once("{holder=\"") {
             Some((name, rest)) => (name, rest.trim_end_matches("\"}")),
-            None => (series, ""),
+            None => (series.as_str(), ""),
         };
         let (key, what) = match name.strip_prefix("eventpulse_sqlite_") {
             Some("writer_hold_seconds_count") => (holder, 0),
@@ -237,15 +237,9 @@ fn writer_stats(host: &Host) -> Option<BTreeMap<String, (f64, f64)>> {
 /// The stages' batch histograms in `host`'s metrics so far, by stage:
 /// (batches, seconds handling and committing them, events in them).
 fn stage_stats(host: &Host) -> BTreeMap<String, (f64, f64, f64)> {
-    let text = host.registry.metrics().render();
     let mut stats = BTreeMap::<String, (f64, f64, f64)>::new();
-    for line in text.lines() {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (Ok(value), Some((name, rest))) =
-            (value.parse::<f64>(), series.split_once("{stage=\""))
-        else {
+    for (series, value) in samples(host) {
+        let Some((name, rest)) = series.split_once("{stage=\"") else {
             continue;
         };
         let stage = rest.trim_end_matches("\"}");
